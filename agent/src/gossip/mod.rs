@@ -1,0 +1,1 @@
+//! SWIM gossip membership.

@@ -1,0 +1,2 @@
+//! The starling agent.
+pub mod gossip;
