@@ -1,0 +1,165 @@
+//! Who a gossip member is: the identity foca disseminates in every update.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The part a node plays in the cluster. Later checks and the aggregator
+/// select members by role, so it travels with the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    ControlPlane,
+    Worker,
+    Aggregator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+            Role::Aggregator => "aggregator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "control-plane" => Ok(Role::ControlPlane),
+            "worker" => Ok(Role::Worker),
+            "aggregator" => Ok(Role::Aggregator),
+            other => Err(format!(
+                "unknown role {other:?} (expected control-plane, worker or aggregator)"
+            )),
+        }
+    }
+}
+
+/// Metadata other members need to reach this node's other surfaces.
+///
+/// It lives inside the identity because foca has no separate metadata
+/// channel: changing it means a new identity (a higher incarnation), which
+/// foca disseminates like any rejoin.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub role: Role,
+    /// Where this node's HTTP API answers (`starling members --addr`).
+    pub api_addr: Option<SocketAddr>,
+    /// The overlay probe's pod address, once the probe reports it.
+    pub probe_addr: Option<SocketAddr>,
+}
+
+/// A gossip member's identity.
+///
+/// Two identities with the same `addr` are the same node at different
+/// incarnations; the higher incarnation wins, which is how a restarted or
+/// falsely-declared-down node replaces its old self without waiting for the
+/// cluster to forget it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// The Kubernetes node name: what operators recognise.
+    pub name: String,
+    /// Advertised gossip address (UDP for SWIM, TCP for push-pull).
+    pub addr: SocketAddr,
+    /// Process incarnation: strictly increasing across restarts (persisted
+    /// in the data dir) and bumped by `renew` after a false Down.
+    ///
+    /// Not foca's own `Incarnation`, which only counts refuted suspicions
+    /// within one identity.
+    pub incarnation: u64,
+    pub meta: NodeMeta,
+}
+
+impl NodeId {
+    /// A stand-in for a peer we know only by address (a `--join` seed).
+    ///
+    /// foca needs an identity to announce to; the real member answers with
+    /// its own identity, which wins the address conflict because any real
+    /// incarnation is above zero.
+    pub fn seed(addr: SocketAddr) -> Self {
+        NodeId {
+            name: String::new(),
+            addr,
+            incarnation: 0,
+            meta: NodeMeta {
+                role: Role::Worker,
+                api_addr: None,
+                probe_addr: None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.name, self.addr, self.incarnation)
+    }
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(NodeId {
+            incarnation: self.incarnation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use foca::Identity;
+
+    use super::*;
+
+    fn node(incarnation: u64) -> NodeId {
+        NodeId {
+            incarnation,
+            name: "n1".into(),
+            ..NodeId::seed("127.0.0.1:7946".parse().expect("valid literal"))
+        }
+    }
+
+    #[test]
+    fn renewed_identity_wins_over_the_old_one() {
+        let old = node(5);
+        let new = old.renew().expect("starling identities always renew");
+        assert_eq!(new.addr(), old.addr());
+        assert!(new.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&new));
+    }
+
+    #[test]
+    fn any_real_identity_wins_over_a_seed_placeholder() {
+        let seed = NodeId::seed(node(1).addr);
+        assert!(node(1).win_addr_conflict(&seed));
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in [Role::ControlPlane, Role::Worker, Role::Aggregator] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("master".parse::<Role>().is_err());
+    }
+}
