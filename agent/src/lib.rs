@@ -1,2 +1,30 @@
-//! The starling agent.
+//! The starling agent: SWIM gossip membership over sealed UDP, and the
+//! `starling` binary's commands.
+//!
+//! Modules are private where they can be; this list is the surface.
+
+pub mod cli;
+pub mod client;
+pub mod daemon;
 pub mod gossip;
+pub mod lab;
+pub mod logging;
+pub mod settings;
+
+mod incarnation;
+mod view;
+
+pub use daemon::{AgentError, RunningAgent};
+pub use incarnation::DataDirError;
+pub use settings::{AgentSettings, ConfigError};
+
+/// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

@@ -1,14 +1,26 @@
 //! Test-only fixtures for starling.
 //!
 //! The network-namespace lab ([`NetLab`]) runs real `starling` processes as separate "hosts"
-//! joined by a private bridge, and injects faults (partitions with `nft`, loss and delay with
-//! `tc netem`). Everything it creates lives inside namespaces it owns, so a test never touches
-//! the machine's own interfaces, routes or firewall, and `Drop` removes all of it again.
+//! joined by a private bridge, and injects faults: partitions and random packet loss with
+//! `nft` ([`NetLab::partition`], [`NetLab::loss`]), and delay with `tc netem`
+//! ([`NetLab::netem`]) where the kernel has it. Everything it creates lives inside
+//! namespaces it owns, so a test never touches the machine's own interfaces, routes or
+//! firewall, and `Drop` removes all of it again.
+//!
+//! # What a machine needs to run lab tests
+//!
+//! Root (`CAP_SYS_ADMIN` and `CAP_NET_ADMIN`), the Debian packages `iproute2` (`ip`, `tc`)
+//! and `nftables` (`nft`), and a kernel with network namespaces, `veth`, `bridge` and
+//! `nf_tables` (with the `inet` family and `numgen`, which loss uses). `sch_netem` is
+//! optional: without it [`NetLab::netem`] returns [`LabError::Unsupported`] and the tests of
+//! delay skip (see [`skip_unsupported`]), even in CI; loss never needs it. Without root, the
+//! tools or the required kernel features, [`lab_or_skip`] skips lab tests, or fails them when
+//! `STARLING_REQUIRE_NETNS=1` (as CI sets).
 //!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
 mod netlab;
 mod wait;
 
-pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail};
+pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

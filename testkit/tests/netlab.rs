@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use starling_testkit::{LabError, NetLab, lab_or_skip, skip_or_fail, wait_until};
+use starling_testkit::{LabError, NetLab, lab_or_skip, skip_unsupported, wait_until};
 
 /// Lab tests run in parallel; the stale-namespace test takes this exclusively because any
 /// lab's `new` would also (correctly) remove the fake leftover it plants.
@@ -54,6 +54,44 @@ fn udp_delivered(lab: &NetLab, from: usize, to: usize) -> bool {
     wait_until(Duration::from_secs(1), POLL, || {
         listener.log().contains(&token)
     })
+}
+
+/// How many of `count` UDP datagrams sent by `from`, 2 ms apart, arrive at `to`.
+fn udp_received(lab: &NetLab, from: usize, to: usize, count: usize) -> usize {
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    let target = format!("{}:{port}", lab.addr(to));
+    let listener = lab
+        .spawn(to, probe(), &["listen", &target, "60"], &[])
+        .unwrap();
+    assert!(
+        wait_until(SECS_5, POLL, || listener.log().contains("listening")),
+        "listener did not start: {}",
+        listener.log()
+    );
+    let token = format!("burst-{from}-to-{to}-{port}");
+    let received = || listener.log().matches(token.as_str()).count();
+    let mut sender = lab
+        .spawn(
+            from,
+            probe(),
+            &["send", &target, &token, &count.to_string(), "2"],
+            &[],
+        )
+        .unwrap();
+    let status = sender
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("sender finishes (~2 ms per datagram)");
+    assert!(status.success(), "sender failed: {}", sender.log());
+    // Everything has been sent; what can still arrive arrives well within a second.
+    wait_until(Duration::from_secs(1), POLL, || received() >= count);
+    received()
+}
+
+/// The lab's nft ruleset in `host`, for failure messages.
+fn ruleset(lab: &NetLab, host: usize) -> String {
+    let out = lab.run_in(host, "nft", &["list", "ruleset"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn namespaces() -> Vec<String> {
@@ -178,8 +216,13 @@ fn netem_is_applied_replaced_and_cleared() {
         lab.netem(1, "no-such-option 5"),
         Err(LabError::Command { .. })
     ));
+    // Also with STARLING_REQUIRE_NETNS=1: CI's kernel has no sch_netem and cannot get one.
     match lab.netem(1, "delay 20ms 5ms loss 5%") {
-        Err(e @ LabError::Unsupported(_)) => return skip_or_fail(&e.to_string()),
+        Err(LabError::Unsupported(detail)) => {
+            assert!(detail.contains("sch_netem"), "{detail}");
+            lab.clear_netem(1).unwrap(); // a no-op without netem, not an error
+            return skip_unsupported("kernel has no sch_netem; delay injection untested here");
+        }
         r => r.unwrap(),
     }
     let shown = qdisc();
@@ -208,6 +251,60 @@ fn qdisc_of(lab: &NetLab, host: usize) -> String {
         .run_in(host, "tc", &["qdisc", "show", "dev", "eth0"])
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn loss_drops_about_that_share_of_arriving_packets() {
+    let _g = shared();
+    let Some(lab) = lab_or_skip(2) else { return };
+    const SENT: usize = 400;
+    lab.loss(1, 30).unwrap();
+    let lost = SENT - udp_received(&lab, 0, 1, SENT);
+    eprintln!("lost {lost} of {SENT} datagrams at 30% loss");
+    // Binomial(400, 0.3): mean 120, sd 9.2; 80..=160 is more than 4 sd either way.
+    assert!(
+        (80..=160).contains(&lost),
+        "lost {lost} of {SENT} at 30% loss\n{}",
+        ruleset(&lab, 1)
+    );
+    // Loss is on ingress only: what host 1 sends is not affected.
+    let back = udp_received(&lab, 1, 0, SENT);
+    assert!(back >= SENT - 4, "{back} of {SENT} arrived from the lossy host");
+
+    lab.clear_loss(1).unwrap();
+    let lost = SENT - udp_received(&lab, 0, 1, SENT);
+    assert!(lost <= 4, "lost {lost} of {SENT} after clear_loss");
+    // Clearing twice (or without loss) is fine, and so is loss 0.
+    lab.clear_loss(1).unwrap();
+    lab.loss(0, 0).unwrap();
+}
+
+#[test]
+fn loss_and_partitions_are_independent() {
+    let _g = shared();
+    let Some(lab) = lab_or_skip(3) else { return };
+    // 100% loss makes the outcome deterministic.
+    lab.loss(1, 100).unwrap();
+    lab.partition(&[0], &[2]).unwrap();
+    assert!(!udp_delivered(&lab, 0, 1));
+    assert!(udp_delivered(&lab, 1, 0), "loss is ingress only");
+    assert!(!udp_delivered(&lab, 0, 2));
+
+    lab.heal().unwrap();
+    assert!(udp_delivered(&lab, 0, 2), "healed");
+    assert!(!udp_delivered(&lab, 0, 1), "heal leaves loss in place");
+
+    lab.partition(&[0], &[2]).unwrap();
+    lab.clear_loss(1).unwrap();
+    assert!(udp_delivered(&lab, 0, 1), "loss cleared");
+    assert!(!udp_delivered(&lab, 0, 2), "clear_loss leaves partitions in place");
+
+    // Setting loss again replaces the rule instead of adding a second one.
+    lab.loss(1, 100).unwrap();
+    lab.loss(1, 50).unwrap();
+    let rules = ruleset(&lab, 1);
+    assert_eq!(rules.matches("numgen random").count(), 1, "{rules}");
+    assert!(rules.contains("< 50"), "{rules}");
 }
 
 #[test]
@@ -349,4 +446,33 @@ fn leftovers_of_dead_test_processes_are_removed() {
     );
     // Namespaces of live processes (this one) are left alone.
     assert!(namespaces().contains(&lab.netns(0).to_owned()));
+}
+
+#[test]
+fn namespaces_of_live_processes_are_never_treated_as_leftovers() {
+    let _g = LABS.write().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab_or_skip(1) else { return };
+    drop(lab);
+    // A live process other than this one plays a parallel test binary that owns a lab.
+    let mut owner = Command::new(probe()).args(["sleep", "30"]).spawn().unwrap();
+    let planted = format!("stl-{}-0-h0", owner.id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &planted])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let lab = NetLab::new(1).unwrap();
+    let kept = namespaces().contains(&planted);
+    // Its owner exits: now it is a leftover, and the next lab removes it.
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    drop(lab);
+    let _lab = NetLab::new(1).unwrap();
+    let removed = !namespaces().contains(&planted);
+    if !removed {
+        let _ = Command::new("ip").args(["netns", "del", &planted]).status();
+    }
+    assert!(kept, "namespace of a live process was removed");
+    assert!(removed, "namespace of an exited process was left behind");
 }

@@ -58,6 +58,8 @@ pub struct MembershipView {
     pub connected: bool,
     /// When the loop last published: proves the loop is turning.
     pub published_unix_ms: u64,
+    /// When this agent's gossip started.
+    pub started_unix_ms: u64,
 }
 
 /// A membership transition, stamped with wall-clock time.
@@ -181,6 +183,7 @@ impl Gossip {
             local_health: 0,
             connected: false,
             published_unix_ms: Clock::new().unix_ms(Duration::ZERO),
+            started_unix_ms: Clock::new().unix_ms(Duration::ZERO),
         };
         let (view, view_rx) = watch::channel(Arc::new(initial));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -379,6 +382,7 @@ impl Gossip {
             local_health: self.node.local_health(),
             connected,
             published_unix_ms: clock.unix_ms(now),
+            started_unix_ms: clock.unix_ms(Duration::ZERO),
         }));
     }
 

@@ -2,8 +2,9 @@
 //!
 //! - `stl-lab-probe listen <ip:port> <secs>`: print `listening`, then one line per datagram
 //!   (`got <payload> from <addr>`), and exit after `secs` seconds.
-//! - `stl-lab-probe send <ip:port> <payload> <count>`: send `payload` `count` times, 50 ms
-//!   apart; send errors are printed and ignored (the point is to see what arrives).
+//! - `stl-lab-probe send <ip:port> <payload> <count> [<interval-ms>]`: send `payload` `count`
+//!   times, `interval-ms` (default 50) apart; send errors are printed and ignored (the point
+//!   is to see what arrives).
 //! - `stl-lab-probe sleep <secs>`: just run, as a target for signals.
 //!
 //! Every mode ends by itself: tests bound their time.
@@ -18,10 +19,13 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["listen", addr, secs] => listen(addr, secs),
-        ["send", addr, payload, count] => send(addr, payload, count),
+        ["send", addr, payload, count] => send(addr, payload, count, "50"),
+        ["send", addr, payload, count, interval_ms] => send(addr, payload, count, interval_ms),
         ["sleep", secs] => secs_arg(secs).map(std::thread::sleep),
         _ => Err(
-            "usage: stl-lab-probe listen ADDR SECS | send ADDR PAYLOAD COUNT | sleep SECS".into(),
+            "usage: stl-lab-probe listen ADDR SECS | send ADDR PAYLOAD COUNT [INTERVAL_MS] | \
+             sleep SECS"
+                .into(),
         ),
     };
     match result {
@@ -68,15 +72,16 @@ fn listen(addr: &str, secs: &str) -> Result<()> {
     Ok(())
 }
 
-fn send(addr: &str, payload: &str, count: &str) -> Result<()> {
+fn send(addr: &str, payload: &str, count: &str, interval_ms: &str) -> Result<()> {
     let to: SocketAddr = addr.parse()?;
     let count: u32 = count.parse()?;
+    let interval = Duration::from_millis(interval_ms.parse()?);
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     for _ in 0..count {
         if let Err(e) = sock.send_to(payload.as_bytes(), to) {
             eprintln!("send to {to}: {e}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(interval);
     }
     Ok(())
 }

@@ -11,8 +11,10 @@ pub enum LabError {
     /// this into a skip.
     #[error("network lab unavailable: {0}")]
     NotPermitted(String),
-    /// The kernel lacks a feature the operation needs (veth, bridge, `sch_netem`): e.g. a
-    /// minimal VM kernel without the netem qdisc. Tests skip via [`crate::skip_or_fail`].
+    /// The kernel lacks a feature the operation needs. From [`crate::NetLab::new`] (no veth
+    /// or bridge) it means no lab, which [`crate::lab_or_skip`] treats like `NotPermitted`.
+    /// From [`crate::NetLab::netem`] (no `sch_netem`, as on minimal VM kernels, CI's
+    /// included) only delay injection is impossible: skip with [`crate::skip_unsupported`].
     #[error("not supported by this kernel: {0}")]
     Unsupported(String),
     /// A command ran and failed for another reason: most likely a bug or a bad argument

@@ -6,13 +6,20 @@
 //! partition looks like to an agent (dropping at the sender's output hook would instead make
 //! `sendto` fail with EPERM, a signal no real network gives). ARP is not IP traffic and keeps
 //! flowing, so the unblocked direction of a one-way partition still works.
+//!
+//! Partitions have their own chain (`partition`); random loss (see `loss.rs`) has another
+//! (`loss`) in the same table, so healing partitions and clearing loss never undo each other.
 
 use std::net::Ipv4Addr;
 
 use super::commands::{exec_in, run};
 use super::{LabError, NetLab};
 
-const TABLE: &str = "inet stl_lab";
+/// The lab's nft table in every host namespace.
+pub(crate) const TABLE: &str = "inet stl_lab";
+
+/// The chain holding partition rules.
+const CHAIN: &str = "partition";
 
 impl NetLab {
     /// Drops all IP traffic between `side_a` and `side_b`, in both directions. Partitions
@@ -45,12 +52,12 @@ impl NetLab {
         Ok(())
     }
 
-    /// Removes every partition (deletes the lab table in every host namespace).
+    /// Removes every partition (deletes the partition chain in every host namespace).
+    /// Packet loss set with [`NetLab::loss`] stays.
     pub fn heal(&self) -> Result<(), LabError> {
+        let script = delete_chain_script(CHAIN, 0);
         for host in 0..self.hosts() {
-            // `add` first makes the `delete` succeed whether or not a partition was ever set.
-            let script = format!("add table {TABLE}; delete table {TABLE}");
-            run(exec_in(self.netns(host), "nft", &[script]))?;
+            run(exec_in(self.netns(host), "nft", std::slice::from_ref(&script)))?;
         }
         Ok(())
     }
@@ -71,7 +78,25 @@ impl NetLab {
     }
 }
 
-/// nft commands (one argument, `;`-separated) that create the table and input chain if
+/// nft commands that create the table and the input-hook base chain `chain` (at `priority`)
+/// if they do not exist yet. Creating an existing chain with the same definition is a no-op.
+pub(crate) fn ensure_chain_script(chain: &str, priority: i32) -> String {
+    format!(
+        "add table {TABLE}; \
+         add chain {TABLE} {chain} {{ type filter hook input priority {priority}; policy accept; }}"
+    )
+}
+
+/// nft commands that delete `chain` with its rules, succeeding whether or not it existed
+/// (it is created first, so the `delete` always has something to delete).
+pub(crate) fn delete_chain_script(chain: &str, priority: i32) -> String {
+    format!(
+        "{}; delete chain {TABLE} {chain}",
+        ensure_chain_script(chain, priority)
+    )
+}
+
+/// nft commands (one argument, `;`-separated) that create the table and partition chain if
 /// needed and add a rule dropping packets from `sources`.
 fn drop_from_script(sources: &[Ipv4Addr]) -> String {
     let set = sources
@@ -80,9 +105,8 @@ fn drop_from_script(sources: &[Ipv4Addr]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "add table {TABLE}; \
-         add chain {TABLE} input {{ type filter hook input priority 0; policy accept; }}; \
-         add rule {TABLE} input ip saddr {{ {set} }} drop"
+        "{}; add rule {TABLE} {CHAIN} ip saddr {{ {set} }} drop",
+        ensure_chain_script(CHAIN, 0)
     )
 }
 
@@ -93,10 +117,17 @@ mod tests {
     #[test]
     fn script_drops_listed_sources_on_input() {
         let s = drop_from_script(&[Ipv4Addr::new(10, 213, 5, 1), Ipv4Addr::new(10, 213, 5, 3)]);
-        assert!(s.contains("hook input"));
+        assert!(s.contains("add chain inet stl_lab partition { type filter hook input"));
         assert!(
-            s.ends_with("ip saddr { 10.213.5.1, 10.213.5.3 } drop"),
+            s.ends_with("add rule inet stl_lab partition ip saddr { 10.213.5.1, 10.213.5.3 } drop"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn heal_deletes_only_the_partition_chain() {
+        let s = delete_chain_script(CHAIN, 0);
+        assert!(s.ends_with("delete chain inet stl_lab partition"), "{s}");
+        assert!(!s.contains("delete table"), "{s}");
     }
 }

@@ -1,5 +1,6 @@
 //! The network-namespace lab: K "hosts" on one private switch, for tests that run real
-//! `starling` processes and inject partitions and packet loss.
+//! `starling` processes and inject partitions and packet loss (both with `nft`), and delay
+//! with `tc netem` where the kernel has it.
 //!
 //! Constraints this module keeps (a sandbox watches the machine's traffic):
 //! - every interface, address, nft table and qdisc lives in a namespace the lab created; the
@@ -11,6 +12,7 @@
 mod commands;
 mod error;
 mod firewall;
+mod loss;
 mod naming;
 mod netem;
 mod process;
@@ -25,7 +27,7 @@ use std::sync::atomic::AtomicU32;
 
 pub use error::LabError;
 pub use process::LabProcess;
-pub use skip::{lab_or_skip, skip_or_fail};
+pub use skip::{lab_or_skip, skip_or_fail, skip_unsupported};
 
 use naming::LabId;
 

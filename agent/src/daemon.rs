@@ -1,0 +1,159 @@
+//! The agent process: gossip and the HTTP surface, started together and
+//! stopped in order (leave the cluster first, then stop answering).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::gossip::{
+    Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
+};
+use crate::incarnation::{self, DataDirError};
+use crate::settings::AgentSettings;
+use crate::view::AgentSurface;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("{flag} {addr}: cannot bind: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("an agent task panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+}
+
+/// A started agent. Dropping it does not stop it; call `shutdown`.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// The advertised gossip address (with the bound port).
+    pub gossip_addr: SocketAddr,
+    /// The bound HTTP address.
+    pub api_addr: SocketAddr,
+    pub identity: NodeId,
+    pub gossip: GossipHandle,
+    pub metrics: GossipMetrics,
+    stop: watch::Sender<bool>,
+    gossip_task: JoinHandle<()>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Bind, join and serve. Returns once both sockets are bound, so callers
+/// (and tests) can use the addresses at once.
+pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
+    let incarnation = incarnation::next(&settings.data_dir)?;
+    let sockets = GossipSockets::bind(settings.gossip_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            flag: "--gossip-bind",
+            addr: settings.gossip_bind,
+            source,
+        })?;
+    let api = tokio::net::TcpListener::bind(settings.api_bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            flag: "--api-bind",
+            addr: settings.api_bind,
+            source,
+        })?;
+    let bind_error = |flag, source| AgentError::Bind {
+        flag,
+        addr: settings.gossip_bind,
+        source,
+    };
+    let gossip_port = sockets
+        .local_addr()
+        .map_err(|e| bind_error("--gossip-bind", e))?
+        .port();
+    let api_addr = api.local_addr().map_err(|e| bind_error("--api-bind", e))?;
+    let gossip_addr = SocketAddr::new(settings.advertise_ip, gossip_port);
+    let identity = NodeId {
+        name: settings.node_name.clone(),
+        addr: gossip_addr,
+        incarnation,
+        meta: NodeMeta {
+            role: settings.role,
+            api_addr: Some(SocketAddr::new(settings.advertise_ip, api_addr.port())),
+            probe_addr: None,
+        },
+    };
+
+    let mut registry = Registry::with_prefix("starling");
+    let metrics = GossipMetrics::register(&mut registry);
+    let node = GossipNode::new(
+        identity.clone(),
+        settings.gossip.clone(),
+        rand::random(),
+        Duration::ZERO,
+    );
+    let keyring = Arc::new(settings.keyring.clone());
+    if keyring.is_insecure() {
+        tracing::warn!(
+            "GOSSIP IS UNENCRYPTED AND UNAUTHENTICATED (--insecure-gossip): anyone who can \
+             reach {gossip_addr} can read membership, join, and forge updates"
+        );
+    } else {
+        let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
+        tracing::info!(?keys, "gossip keyring loaded (first key sends)");
+    }
+    let (gossip, handle) = Gossip::new(sockets, node, keyring, metrics.clone(), settings.join);
+    let (stop, stopping) = watch::channel(false);
+    let gossip_task = tokio::spawn(gossip.run(stopped(stopping.clone())));
+    let surface = Arc::new(AgentSurface::new(handle.view.clone(), registry));
+    let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
+    tracing::info!(
+        node = %identity.name,
+        gossip = %gossip_addr,
+        api = %api_addr,
+        incarnation,
+        role = %identity.meta.role,
+        "starling agent started"
+    );
+    Ok(RunningAgent {
+        gossip_addr,
+        api_addr,
+        identity,
+        gossip: handle,
+        metrics,
+        stop,
+        gossip_task,
+        http_task,
+    })
+}
+
+/// Run until `shutdown` completes, then leave gracefully.
+pub async fn run(
+    settings: AgentSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let agent = start(settings).await?;
+    shutdown.await;
+    tracing::info!("shutting down: leaving the cluster");
+    agent.shutdown().await
+}
+
+impl RunningAgent {
+    /// Leave the cluster, then stop serving.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        // No receiver left means both tasks already ended.
+        let _ = self.stop.send(true);
+        self.gossip_task.await?;
+        self.http_task.await?.map_err(AgentError::Http)
+    }
+}
+
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,120 @@
+//! Validated agent settings: every mistake in the flags is caught here and
+//! reported as one line naming the flag.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::cli::AgentArgs;
+use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--node-name (NODE_NAME) must not be empty")]
+    EmptyNodeName,
+    #[error(
+        "--host-ip (HOST_IP) is required when --gossip-bind {0} is a wildcard address: \
+         other nodes need an address to reach this one"
+    )]
+    NoAdvertiseIp(SocketAddr),
+    #[error("--join {0:?}: expected host or host:port")]
+    BadJoin(String),
+    #[error("--join-dns {0:?}: expected name or name:port")]
+    BadJoinDns(String),
+    #[error("--gossip-key-file: {0}")]
+    Key(#[from] KeyringError),
+    #[error(
+        "no gossip key: pass --gossip-key-file (create one with `starling keygen`), \
+         or --insecure-gossip to run without encryption"
+    )]
+    NoKey,
+}
+
+/// Everything `daemon::start` needs, already checked.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub node_name: String,
+    pub gossip_bind: SocketAddr,
+    /// The IP advertised to other members; the port is the bound one.
+    pub advertise_ip: IpAddr,
+    pub api_bind: SocketAddr,
+    pub role: Role,
+    pub join: JoinTargets,
+    pub keyring: Keyring,
+    pub data_dir: PathBuf,
+    pub gossip: GossipConfig,
+}
+
+impl AgentSettings {
+    pub fn from_args(args: &AgentArgs) -> Result<Self, ConfigError> {
+        let node_name = args.node_name.trim().to_owned();
+        if node_name.is_empty() {
+            return Err(ConfigError::EmptyNodeName);
+        }
+        let advertise_ip = match args.host_ip {
+            Some(ip) => ip,
+            None if !args.gossip_bind.ip().is_unspecified() => args.gossip_bind.ip(),
+            None => return Err(ConfigError::NoAdvertiseIp(args.gossip_bind)),
+        };
+        let mut targets = Vec::new();
+        for seed in &args.join {
+            targets.push(with_default_port(seed).ok_or_else(|| ConfigError::BadJoin(seed.clone()))?);
+        }
+        if let Some(name) = &args.join_dns {
+            targets.push(with_default_port(name).ok_or_else(|| ConfigError::BadJoinDns(name.clone()))?);
+        }
+        let keyring = match (&args.gossip_key_file, args.insecure_gossip) {
+            (Some(path), _) => Keyring::load(path)?,
+            (None, true) => Keyring::insecure(),
+            (None, false) => return Err(ConfigError::NoKey),
+        };
+        Ok(AgentSettings {
+            node_name,
+            gossip_bind: args.gossip_bind,
+            advertise_ip,
+            api_bind: args.api_bind,
+            role: args.role,
+            join: JoinTargets { targets },
+            keyring,
+            data_dir: args.data_dir.clone(),
+            gossip: GossipConfig::default(),
+        })
+    }
+}
+
+/// `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port` → `host:port`.
+fn with_default_port(target: &str) -> Option<String> {
+    let target = target.trim();
+    if target.is_empty() {
+        return None;
+    }
+    if target.parse::<SocketAddr>().is_ok() {
+        return Some(target.to_owned());
+    }
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DEFAULT_GOSSIP_PORT).to_string());
+    }
+    match target.rsplit_once(':') {
+        Some((host, port)) => {
+            let valid = !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok();
+            valid.then(|| target.to_owned())
+        }
+        None => Some(format!("{target}:{DEFAULT_GOSSIP_PORT}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_targets_get_the_default_port() {
+        assert_eq!(with_default_port("seed").as_deref(), Some("seed:7946"));
+        assert_eq!(with_default_port("seed:1").as_deref(), Some("seed:1"));
+        assert_eq!(with_default_port("10.0.0.1").as_deref(), Some("10.0.0.1:7946"));
+        assert_eq!(with_default_port("::1").as_deref(), Some("[::1]:7946"));
+        assert_eq!(with_default_port("[::1]:9").as_deref(), Some("[::1]:9"));
+        assert_eq!(with_default_port("seed:x"), None);
+        assert_eq!(with_default_port(":7946"), None);
+        assert_eq!(with_default_port(" "), None);
+    }
+}

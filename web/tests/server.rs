@@ -1,0 +1,94 @@
+//! The HTTP surface against a fixed view, over a real socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use starling_web::{AgentView, ErrorBody, Member, MembersResponse, StateCounts};
+
+struct FixedView {
+    live: AtomicBool,
+}
+
+impl AgentView for FixedView {
+    fn members(&self) -> MembersResponse {
+        MembersResponse {
+            answered_by: "n1".into(),
+            answered_at_unix_ms: 1,
+            counts: StateCounts {
+                alive: 1,
+                ..StateCounts::default()
+            },
+            local_health: 0,
+            members: vec![Member {
+                name: "n1".into(),
+                addr: "127.0.0.1:7946".into(),
+                incarnation: 3,
+                role: "worker".into(),
+                api_addr: None,
+                probe_addr: None,
+                state: "alive".into(),
+                since_unix_ms: 1,
+            }],
+        }
+    }
+
+    fn metrics(&self) -> String {
+        "# EOF\n".into()
+    }
+
+    fn live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn serves_members_metrics_and_liveness() {
+    let view = Arc::new(FixedView {
+        live: AtomicBool::new(true),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback bind");
+    let base = format!("http://{}", listener.local_addr().expect("bound"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(starling_web::serve(listener, view.clone(), async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+
+    let members: MembersResponse = client
+        .get(format!("{base}/v1/members"))
+        .send()
+        .await
+        .expect("reachable")
+        .json()
+        .await
+        .expect("members JSON");
+    assert_eq!(members, view.members());
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("reachable");
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/openmetrics-text")
+    );
+
+    let live = client.get(format!("{base}/livez")).send().await.expect("reachable");
+    assert_eq!(live.status(), 200);
+    view.live.store(false, Ordering::SeqCst);
+    let dead = client.get(format!("{base}/livez")).send().await.expect("reachable");
+    assert_eq!(dead.status(), 503);
+
+    let missing = client.get(format!("{base}/v1/nope")).send().await.expect("reachable");
+    assert_eq!(missing.status(), 404);
+    let body: ErrorBody = missing.json().await.expect("error JSON");
+    assert!(!body.error.is_empty());
+
+    stop.send(()).expect("server still running");
+    server.await.expect("joins").expect("clean shutdown");
+}
