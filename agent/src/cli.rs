@@ -81,7 +81,11 @@ pub struct AgentArgs {
     pub gossip_key_file: Option<PathBuf>,
 
     /// Run gossip unencrypted and unauthenticated. Only for experiments.
-    #[arg(long, env = "STARLING_INSECURE_GOSSIP", conflicts_with = "gossip_key_file")]
+    #[arg(
+        long,
+        env = "STARLING_INSECURE_GOSSIP",
+        conflicts_with = "gossip_key_file"
+    )]
     pub insecure_gossip: bool,
 
     /// Where the agent keeps its state (its incarnation counter now, its
@@ -96,11 +100,22 @@ pub struct AgentArgs {
 #[derive(Clone, Debug, Args)]
 pub struct LoggingArgs {
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long = "log", env = "STARLING_LOG", default_value = "info", global = true)]
+    #[arg(
+        long = "log",
+        env = "STARLING_LOG",
+        default_value = "info",
+        global = true
+    )]
     pub filter: String,
 
     /// Log format.
-    #[arg(long, env = "STARLING_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "STARLING_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 

@@ -88,7 +88,10 @@ pub async fn run(args: &LabArgs, shutdown: impl Future<Output = ()>) -> Result<(
 
     let outcome = watch(&mut agents, shutdown).await;
     let clean = stop_all(&mut agents).await;
-    println!("starling lab: stopped {clean} of {} agents cleanly", agents.len());
+    println!(
+        "starling lab: stopped {clean} of {} agents cleanly",
+        agents.len()
+    );
     if args.keep {
         let kept = dir.keep();
         println!("starling lab: kept {}", kept.display());
@@ -166,7 +169,10 @@ fn print_banner(exe: &Path, agents: &[LabAgent], dir: &Path) {
 
 /// Report the cluster as the first agent sees it, until shutdown or until
 /// an agent dies on its own.
-async fn watch(agents: &mut [LabAgent], shutdown: impl Future<Output = ()>) -> Result<(), LabError> {
+async fn watch(
+    agents: &mut [LabAgent],
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LabError> {
     tokio::pin!(shutdown);
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
@@ -220,7 +226,10 @@ async fn stop_all(agents: &mut [LabAgent]) -> usize {
             Ok(Ok(status)) => eprintln!("starling lab: {} exited with {status}", agent.name),
             Ok(Err(error)) => eprintln!("starling lab: waiting for {}: {error}", agent.name),
             Err(_) => {
-                eprintln!("starling lab: {} did not stop in time; killing it", agent.name);
+                eprintln!(
+                    "starling lab: {} did not stop in time; killing it",
+                    agent.name
+                );
                 let _ = agent.child.kill().await;
             }
         }

@@ -57,10 +57,13 @@ impl AgentSettings {
         };
         let mut targets = Vec::new();
         for seed in &args.join {
-            targets.push(with_default_port(seed).ok_or_else(|| ConfigError::BadJoin(seed.clone()))?);
+            targets
+                .push(with_default_port(seed).ok_or_else(|| ConfigError::BadJoin(seed.clone()))?);
         }
         if let Some(name) = &args.join_dns {
-            targets.push(with_default_port(name).ok_or_else(|| ConfigError::BadJoinDns(name.clone()))?);
+            targets.push(
+                with_default_port(name).ok_or_else(|| ConfigError::BadJoinDns(name.clone()))?,
+            );
         }
         let keyring = match (&args.gossip_key_file, args.insecure_gossip) {
             (Some(path), _) => Keyring::load(path)?,
@@ -110,7 +113,10 @@ mod tests {
     fn join_targets_get_the_default_port() {
         assert_eq!(with_default_port("seed").as_deref(), Some("seed:7946"));
         assert_eq!(with_default_port("seed:1").as_deref(), Some("seed:1"));
-        assert_eq!(with_default_port("10.0.0.1").as_deref(), Some("10.0.0.1:7946"));
+        assert_eq!(
+            with_default_port("10.0.0.1").as_deref(),
+            Some("10.0.0.1:7946")
+        );
         assert_eq!(with_default_port("::1").as_deref(), Some("[::1]:7946"));
         assert_eq!(with_default_port("[::1]:9").as_deref(), Some("[::1]:9"));
         assert_eq!(with_default_port("seed:x"), None);

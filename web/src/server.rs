@@ -70,7 +70,10 @@ async fn livez(State(view): ViewState) -> Response {
     if view.live() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "gossip loop is not turning")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gossip loop is not turning",
+        )
     }
 }
 

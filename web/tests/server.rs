@@ -78,13 +78,25 @@ async fn serves_members_metrics_and_liveness() {
             .starts_with("application/openmetrics-text")
     );
 
-    let live = client.get(format!("{base}/livez")).send().await.expect("reachable");
+    let live = client
+        .get(format!("{base}/livez"))
+        .send()
+        .await
+        .expect("reachable");
     assert_eq!(live.status(), 200);
     view.live.store(false, Ordering::SeqCst);
-    let dead = client.get(format!("{base}/livez")).send().await.expect("reachable");
+    let dead = client
+        .get(format!("{base}/livez"))
+        .send()
+        .await
+        .expect("reachable");
     assert_eq!(dead.status(), 503);
 
-    let missing = client.get(format!("{base}/v1/nope")).send().await.expect("reachable");
+    let missing = client
+        .get(format!("{base}/v1/nope"))
+        .send()
+        .await
+        .expect("reachable");
     assert_eq!(missing.status(), 404);
     let body: ErrorBody = missing.json().await.expect("error JSON");
     assert!(!body.error.is_empty());

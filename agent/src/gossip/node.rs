@@ -321,9 +321,14 @@ impl GossipNode {
         }
     }
 
-    /// Drain what foca produced: timers into our queue (stretched or held
-    /// back), notifications into the member table, rumors into Lifeguard.
+    /// Drain what foca produced: rumors into Lifeguard, notifications into
+    /// the member table, timers into our queue (stretched or held back).
     fn settle(&mut self, now: Duration) {
+        // Rumors first: a leaver's Down update and its Leaving rumor ride
+        // the same packet, and the rumor decides how the Down is reported.
+        while let Ok(rumor) = self.rumors.try_recv() {
+            self.on_rumor(rumor, now);
+        }
         loop {
             let notifications = std::mem::take(&mut self.effects.notifications);
             let timers = std::mem::take(&mut self.effects.timers);

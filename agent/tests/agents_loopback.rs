@@ -1,0 +1,227 @@
+//! Real agents in this process, on 127.0.0.1 with real UDP and TCP sockets:
+//! joining, keys, hostile input, graceful leave and the event stream.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use starling_agent::AgentSettings;
+use starling_agent::daemon::{self, RunningAgent};
+use starling_agent::gossip::{GossipConfig, JoinTargets, Keyring, MemberState, Role, Transition};
+use tokio::io::AsyncWriteExt;
+
+/// Every wait in this file is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn agent(
+    name: &str,
+    keyring: &Keyring,
+    join: Option<SocketAddr>,
+) -> (RunningAgent, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let settings = AgentSettings {
+        node_name: name.to_owned(),
+        gossip_bind: "127.0.0.1:0".parse().expect("literal"),
+        advertise_ip: "127.0.0.1".parse().expect("literal"),
+        api_bind: "127.0.0.1:0".parse().expect("literal"),
+        role: Role::Worker,
+        join: JoinTargets {
+            targets: join.into_iter().map(|a| a.to_string()).collect(),
+        },
+        keyring: keyring.clone(),
+        data_dir: data.path().to_owned(),
+        gossip: GossipConfig::default(),
+    };
+    let agent = daemon::start(settings)
+        .await
+        .expect("agent starts on loopback");
+    (agent, data)
+}
+
+fn keyring() -> Keyring {
+    Keyring::parse(&Keyring::generate_key()).expect("generated keys parse")
+}
+
+/// Wait until `agent` sees exactly `alive` other members alive.
+async fn sees_alive(agent: &RunningAgent, alive: usize) {
+    let mut view = agent.gossip.view.clone();
+    tokio::time::timeout(
+        PATIENCE,
+        view.wait_for(|v| {
+            v.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count()
+                == alive
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{} did not see {alive} alive members", agent.identity.name))
+    .expect("gossip loop running");
+}
+
+async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", agent.api_addr))
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|line| line.starts_with(line_prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_join_through_one_seed_and_the_api_shows_them() {
+    let key = keyring();
+    let (seed, _d0) = agent("seed", &key, None).await;
+    let (b, _d1) = agent("b", &key, Some(seed.gossip_addr)).await;
+    let (c, _d2) = agent("c", &key, Some(seed.gossip_addr)).await;
+    for a in [&seed, &b, &c] {
+        sees_alive(a, 2).await;
+    }
+    let members = starling_agent::client::members(&c.api_addr.to_string())
+        .await
+        .expect("API answers");
+    assert_eq!(members.answered_by, "c");
+    assert_eq!(members.counts.alive, 3);
+    let names: Vec<&str> = members.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["b", "c", "seed"]);
+    let live = reqwest::get(format!("http://{}/livez", b.api_addr))
+        .await
+        .expect("reachable");
+    assert_eq!(live.status(), 200);
+    for a in [seed, b, c] {
+        a.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_key_cannot_join_or_inject_anything() {
+    let (seed, _d0) = agent("seed", &keyring(), None).await;
+    let (intruder, _d1) = agent("intruder", &keyring(), Some(seed.gossip_addr)).await;
+    // Give the intruder several join attempts and push-pulls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        seed.gossip.view.borrow().members.is_empty(),
+        "the seed accepted the intruder"
+    );
+    assert!(intruder.gossip.view.borrow().members.is_empty());
+    assert!(
+        metric(
+            &seed,
+            "starling_gossip_datagrams_dropped_total{reason=\"unknown_key\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&seed, "starling_gossip_datagrams_received_total").await,
+        0.0
+    );
+    seed.shutdown().await.expect("clean shutdown");
+    intruder.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_and_frames_are_counted_and_change_nothing() {
+    let key = keyring();
+    let (seed, _d0) = agent("seed", &key, None).await;
+    let (peer, _d1) = agent("peer", &key, Some(seed.gossip_addr)).await;
+    sees_alive(&seed, 1).await;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("loopback bind");
+    let mut sealed = Vec::new();
+    starling_agent::gossip::seal(
+        &key,
+        starling_agent::gossip::Purpose::Datagram,
+        b"not foca",
+        &mut sealed,
+    );
+    let mut tampered = sealed.clone();
+    *tampered.last_mut().expect("non-empty") ^= 1;
+    let hostile: Vec<Vec<u8>> = vec![
+        vec![],
+        b"STRL".to_vec(),
+        vec![0xAB; 100],
+        sealed[..sealed.len() / 2].to_vec(),
+        tampered,
+        sealed.clone(), // opens, but foca cannot parse it
+        vec![0u8; 9000],
+    ];
+    for datagram in &hostile {
+        for _ in 0..20 {
+            socket
+                .send_to(datagram, seed.gossip_addr)
+                .expect("loopback send");
+        }
+    }
+    // A garbage push-pull frame: a huge length prefix, then nothing.
+    let mut stream = tokio::net::TcpStream::connect(seed.gossip_addr)
+        .await
+        .expect("tcp reachable");
+    stream
+        .write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    drop(stream);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for reason in [
+        "too_short",
+        "bad_magic",
+        "unauthentic",
+        "rejected",
+        "oversize",
+    ] {
+        let dropped = metric(
+            &seed,
+            &format!("starling_gossip_datagrams_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert!(dropped >= 1.0, "no drop counted for {reason}");
+    }
+    // Still one healthy cluster, still answering.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sees_alive(&seed, 1).await;
+    sees_alive(&peer, 1).await;
+    let live = reqwest::get(format!("http://{}/livez", seed.api_addr))
+        .await
+        .expect("reachable");
+    assert_eq!(live.status(), 200);
+    seed.shutdown().await.expect("clean shutdown");
+    peer.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_is_a_leave_on_the_event_stream() {
+    let key = keyring();
+    let (seed, _d0) = agent("seed", &key, None).await;
+    let mut events = seed.gossip.subscribe();
+    let (leaver, _d1) = agent("leaver", &key, Some(seed.gossip_addr)).await;
+    sees_alive(&seed, 1).await;
+    sees_alive(&leaver, 1).await;
+    leaver.shutdown().await.expect("clean shutdown");
+
+    let mut seen = Vec::new();
+    let outcome = tokio::time::timeout(PATIENCE, async {
+        while let Ok(event) = events.recv().await {
+            seen.push(event.transition);
+            if event.transition != Transition::Joined {
+                return event;
+            }
+        }
+        panic!("event stream closed");
+    })
+    .await
+    .expect("a leave event arrives");
+    assert_eq!(outcome.transition, Transition::Left, "events: {seen:?}");
+    assert_eq!(outcome.member.name, "leaver");
+    assert!(outcome.at_unix_ms > 0);
+    assert_eq!(seen.first(), Some(&Transition::Joined));
+    let view = seed.gossip.view.borrow().clone();
+    assert_eq!(view.members[0].state, MemberState::Left);
+    seed.shutdown().await.expect("clean shutdown");
+}
