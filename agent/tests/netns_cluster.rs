@@ -1,0 +1,207 @@
+//! Real `starling agent` processes, one per network namespace ("host"),
+//! with faults injected from outside: kill -9, partitions, SIGTERM.
+//!
+//! Needs root (namespaces); skips with a message elsewhere, and fails
+//! instead of skipping when STARLING_REQUIRE_NETNS=1 (as in CI).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use starling_testkit::{LabProcess, NetLab, lab_or_skip, wait_until};
+use starling_web::MembersResponse;
+
+const STARLING: &str = env!("CARGO_BIN_EXE_starling");
+const POLL: Duration = Duration::from_millis(300);
+
+struct Cluster {
+    lab: NetLab,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    agents: Vec<Option<LabProcess>>,
+}
+
+impl Cluster {
+    fn new(hosts: usize) -> Option<Cluster> {
+        let lab = lab_or_skip(hosts)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("gossip.key");
+        let keygen = std::process::Command::new(STARLING)
+            .arg("keygen")
+            .output()
+            .expect("keygen runs");
+        std::fs::write(&key, keygen.stdout).expect("write key");
+        let mut cluster = Cluster {
+            lab,
+            dir,
+            key,
+            agents: (0..hosts).map(|_| None).collect(),
+        };
+        for host in 0..hosts {
+            cluster.start(host);
+        }
+        Some(cluster)
+    }
+
+    fn name(host: usize) -> String {
+        format!("host-{host}")
+    }
+
+    fn start(&mut self, host: usize) {
+        let addr = self.lab.addr(host);
+        let data = self.dir.path().join(Self::name(host));
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--node-name".into(),
+            Self::name(host),
+            "--gossip-bind".into(),
+            format!("{addr}:7946"),
+            "--api-bind".into(),
+            format!("{addr}:7947"),
+            "--gossip-key-file".into(),
+            path(&self.key),
+            "--data-dir".into(),
+            path(&data),
+        ];
+        if host != 0 {
+            args.extend(["--join".into(), format!("{}:7946", self.lab.addr(0))]);
+        }
+        let process = self
+            .lab
+            .spawn(host, Path::new(STARLING), &args, &[])
+            .expect("agent spawns in its namespace");
+        self.agents[host] = Some(process);
+    }
+
+    fn process(&mut self, host: usize) -> &mut LabProcess {
+        self.agents[host].as_mut().expect("agent was started")
+    }
+
+    /// `starling members --output json`, run inside the observer's host.
+    fn members(&self, observer: usize) -> Option<MembersResponse> {
+        let addr = format!("{}:7947", self.lab.addr(observer));
+        let output = self
+            .lab
+            .run_in(
+                observer,
+                STARLING,
+                &["members", "--addr", &addr, "--output", "json"],
+            )
+            .ok()?;
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// (state, incarnation) of `subject` as `observer` sees it.
+    fn view(&self, observer: usize, subject: usize) -> Option<(String, u64)> {
+        let name = Self::name(subject);
+        self.members(observer)?
+            .members
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|m| (m.state, m.incarnation))
+    }
+
+    fn all_see(&self, observers: &[usize], subjects: &[usize], state: &str) -> bool {
+        observers.iter().all(|&o| {
+            subjects
+                .iter()
+                .all(|&s| self.view(o, s).is_some_and(|(st, _)| st == state))
+        })
+    }
+
+    fn expect(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        if !wait_until(timeout, POLL, check) {
+            let logs: Vec<String> = self
+                .agents
+                .iter()
+                .flatten()
+                .map(|p| format!("--- host {} ---\n{}", p.host(), p.log()))
+                .collect();
+            panic!(
+                "{what} did not happen within {timeout:?}\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+}
+
+fn path(path: &Path) -> String {
+    path.to_str().expect("temp paths are UTF-8").to_owned()
+}
+
+#[test]
+fn agents_join_detect_a_kill_and_rejoin_with_a_new_incarnation() {
+    let Some(mut cluster) = Cluster::new(5) else {
+        return;
+    };
+    let all: Vec<usize> = (0..5).collect();
+    cluster.expect("5 agents see 5 alive", Duration::from_secs(30), || {
+        cluster.all_see(&all, &all, "alive")
+    });
+    let before = cluster.view(0, 4).expect("host 0 knows host 4").1;
+
+    cluster.process(4).kill9().expect("kill -9");
+    let survivors = [0, 1, 2, 3];
+    cluster.expect(
+        "every survivor marks host 4 down",
+        Duration::from_secs(30),
+        || cluster.all_see(&survivors, &[4], "down"),
+    );
+
+    cluster.start(4);
+    cluster.expect("host 4 rejoins everywhere", Duration::from_secs(30), || {
+        cluster.all_see(&all, &all, "alive")
+            && survivors
+                .iter()
+                .all(|&o| cluster.view(o, 4).is_some_and(|(_, inc)| inc > before))
+    });
+}
+
+#[test]
+fn a_partition_splits_the_cluster_and_healing_rejoins_it_without_restarts() {
+    let Some(cluster) = Cluster::new(5) else {
+        return;
+    };
+    let all: Vec<usize> = (0..5).collect();
+    let (small, large) = ([0, 1], [2, 3, 4]);
+    cluster.expect("5 agents see 5 alive", Duration::from_secs(30), || {
+        cluster.all_see(&all, &all, "alive")
+    });
+
+    cluster.lab.partition(&small, &large).expect("partition");
+    cluster.expect(
+        "each side sees the other down",
+        Duration::from_secs(45),
+        || cluster.all_see(&small, &large, "down") && cluster.all_see(&large, &small, "down"),
+    );
+    // Each side still sees its own members alive.
+    assert!(cluster.all_see(&small, &small, "alive"));
+    assert!(cluster.all_see(&large, &large, "alive"));
+
+    cluster.lab.heal().expect("heal");
+    cluster.expect("one cluster of 5 again", Duration::from_secs(60), || {
+        cluster.all_see(&all, &all, "alive")
+    });
+}
+
+#[test]
+fn sigterm_leaves_the_cluster_gracefully() {
+    let Some(mut cluster) = Cluster::new(3) else {
+        return;
+    };
+    let all = [0, 1, 2];
+    cluster.expect("3 agents see 3 alive", Duration::from_secs(30), || {
+        cluster.all_see(&all, &all, "alive")
+    });
+    cluster.process(2).terminate().expect("SIGTERM");
+    let status = cluster
+        .process(2)
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("the agent exits within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    cluster.expect(
+        "the others see host 2 left",
+        Duration::from_secs(10),
+        || cluster.all_see(&[0, 1], &[2], "left"),
+    );
+}
