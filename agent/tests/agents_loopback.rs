@@ -12,26 +12,37 @@ use tokio::io::AsyncWriteExt;
 /// Every wait in this file is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+fn settings(
+    name: &str,
+    keyring: &Keyring,
+    gossip_bind: SocketAddr,
+    join: Vec<String>,
+    data: &tempfile::TempDir,
+) -> AgentSettings {
+    AgentSettings {
+        node_name: name.to_owned(),
+        gossip_bind,
+        advertise_ip: "127.0.0.1".parse().expect("literal"),
+        api_bind: "127.0.0.1:0".parse().expect("literal"),
+        role: Role::Worker,
+        join: JoinTargets { targets: join },
+        keyring: keyring.clone(),
+        data_dir: data.path().to_owned(),
+        gossip: GossipConfig::default(),
+    }
+}
+
+const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 async fn agent(
     name: &str,
     keyring: &Keyring,
     join: Option<SocketAddr>,
 ) -> (RunningAgent, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
-    let settings = AgentSettings {
-        node_name: name.to_owned(),
-        gossip_bind: "127.0.0.1:0".parse().expect("literal"),
-        advertise_ip: "127.0.0.1".parse().expect("literal"),
-        api_bind: "127.0.0.1:0".parse().expect("literal"),
-        role: Role::Worker,
-        join: JoinTargets {
-            targets: join.into_iter().map(|a| a.to_string()).collect(),
-        },
-        keyring: keyring.clone(),
-        data_dir: data.path().to_owned(),
-        gossip: GossipConfig::default(),
-    };
-    let agent = daemon::start(settings)
+    let join = join.into_iter().map(|a| a.to_string()).collect();
+    let agent = daemon::start(settings(name, keyring, ANY_PORT, join, &data))
         .await
         .expect("agent starts on loopback");
     (agent, data)
@@ -223,5 +234,42 @@ async fn graceful_leave_is_a_leave_on_the_event_stream() {
     assert_eq!(seen.first(), Some(&Transition::Joined));
     let view = seed.gossip.view.borrow().clone();
     assert_eq!(view.members[0].state, MemberState::Left);
+    seed.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_resolves_names_and_retries_until_the_seed_appears() {
+    let key = keyring();
+    // Reserve a port for the seed, then free it: the joiner starts first
+    // and must keep retrying until something answers there.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .expect("loopback bind")
+        .local_addr()
+        .expect("bound")
+        .port();
+    let data = tempfile::tempdir().expect("temp dir");
+    // A name, not an address: resolved on every attempt.
+    let targets = vec![format!("localhost:{port}")];
+    let early_settings = settings("early", &key, ANY_PORT, targets, &data);
+    let early = daemon::start(early_settings)
+        .await
+        .expect("starts with no seed up");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(early.gossip.view.borrow().members.is_empty());
+
+    let seed_data = tempfile::tempdir().expect("temp dir");
+    let seed_bind = SocketAddr::from(([127, 0, 0, 1], port));
+    let seed = daemon::start(settings(
+        "late-seed",
+        &key,
+        seed_bind,
+        Vec::new(),
+        &seed_data,
+    ))
+    .await
+    .expect("the seed binds the reserved port");
+    sees_alive(&early, 1).await;
+    sees_alive(&seed, 1).await;
+    early.shutdown().await.expect("clean shutdown");
     seed.shutdown().await.expect("clean shutdown");
 }
