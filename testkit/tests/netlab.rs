@@ -269,7 +269,10 @@ fn loss_drops_about_that_share_of_arriving_packets() {
     );
     // Loss is on ingress only: what host 1 sends is not affected.
     let back = udp_received(&lab, 1, 0, SENT);
-    assert!(back >= SENT - 4, "{back} of {SENT} arrived from the lossy host");
+    assert!(
+        back >= SENT - 4,
+        "{back} of {SENT} arrived from the lossy host"
+    );
 
     lab.clear_loss(1).unwrap();
     let lost = SENT - udp_received(&lab, 0, 1, SENT);
@@ -297,7 +300,10 @@ fn loss_and_partitions_are_independent() {
     lab.partition(&[0], &[2]).unwrap();
     lab.clear_loss(1).unwrap();
     assert!(udp_delivered(&lab, 0, 1), "loss cleared");
-    assert!(!udp_delivered(&lab, 0, 2), "clear_loss leaves partitions in place");
+    assert!(
+        !udp_delivered(&lab, 0, 2),
+        "clear_loss leaves partitions in place"
+    );
 
     // Setting loss again replaces the rule instead of adding a second one.
     lab.loss(1, 100).unwrap();
@@ -416,27 +422,44 @@ fn leftovers_of_dead_test_processes_are_removed() {
         .trim()
         .parse()
         .unwrap();
-    let stale = format!("stl-{}-0-h0", pid_max + 1);
-    let ok = Command::new("ip")
-        .args(["netns", "add", &stale])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    // ...with an orphaned agent still running inside it.
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &stale])
-        .arg(probe())
-        .args(["sleep", "30"])
-        .spawn()
-        .unwrap();
-    let in_ns = || {
+    // (Our pid in the lab-number field keeps parallel runs of this test apart.)
+    let stale = format!("stl-{}-{}-h0", pid_max + 1, std::process::id());
+    let in_ns = |pid: u32| {
         let out = Command::new("ip")
             .args(["netns", "pids", &stale])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&orphan.id().to_string())
+        String::from_utf8_lossy(&out.stdout).contains(&pid.to_string())
     };
-    assert!(wait_until(SECS_5, POLL, in_ns));
+    // ...with an orphaned agent still running inside it. A lab built meanwhile by another
+    // test process may remove the leftover before the orphan is in (which is the behaviour
+    // under test, done by someone else); plant it again then.
+    let mut orphan = None;
+    for _ in 0..5 {
+        let added = Command::new("ip")
+            .args(["netns", "add", &stale])
+            .status()
+            .unwrap();
+        if !added.success() {
+            // Still there from the last attempt, with another process busy deleting it.
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &stale])
+            .arg(probe())
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        if wait_until(SECS_5, POLL, || in_ns(child.id())) {
+            orphan = Some(child);
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new("ip").args(["netns", "del", &stale]).status();
+    }
+    let mut orphan = orphan.expect("could not plant a leftover namespace with a process in it");
 
     let lab = NetLab::new(1).unwrap();
     assert!(!namespaces().contains(&stale), "stale namespace removed");

@@ -14,7 +14,7 @@ use super::LabError;
 use super::process::signal;
 
 /// Upper bound for one setup or fault-injection command; they normally take milliseconds.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `ip -n <ns> <args>`: an `ip` command executed inside namespace `ns`.
 pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Command {

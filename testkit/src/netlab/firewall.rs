@@ -57,7 +57,11 @@ impl NetLab {
     pub fn heal(&self) -> Result<(), LabError> {
         let script = delete_chain_script(CHAIN, 0);
         for host in 0..self.hosts() {
-            run(exec_in(self.netns(host), "nft", std::slice::from_ref(&script)))?;
+            run(exec_in(
+                self.netns(host),
+                "nft",
+                std::slice::from_ref(&script),
+            ))?;
         }
         Ok(())
     }

@@ -5,14 +5,15 @@
 //! IS the program: `kill9` kills the agent itself, not a wrapper that would leave it running.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::commands::{describe, exec_in, missing_tool};
+use super::commands::{COMMAND_TIMEOUT, describe, exec_in, missing_tool};
 use super::{LabError, NetLab};
 
 /// Sends signal `sig` (a name such as `TERM` or `KILL`) to `pids`.
@@ -44,8 +45,9 @@ impl NetLab {
     ///
     /// stdout and stderr are appended to `<log_dir>/h<host>-<name>-<seq>.log` (see
     /// [`LabProcess::log`]), after a one-line header naming the command. `env` is added to the
-    /// inherited environment. Dropping the returned [`LabProcess`] kills it, and dropping the
-    /// lab kills anything still running in its namespaces, so a failing test leaks nothing.
+    /// inherited environment. Returns once the process is inside the host's namespace (or has
+    /// already exited). Dropping the returned [`LabProcess`] kills it, and dropping the lab
+    /// kills anything still running in its namespaces, so a failing test leaks nothing.
     ///
     /// Panics if `host` is out of range.
     pub fn spawn<A: AsRef<OsStr>>(
@@ -90,11 +92,43 @@ impl NetLab {
             io::ErrorKind::NotFound => missing_tool(OsStr::new("ip")),
             _ => LabError::Io(e),
         })?;
-        Ok(LabProcess {
+        let mut process = LabProcess {
             child,
             host,
             log_path,
-        })
+        };
+        // Dropping `process` on error kills it.
+        wait_until_inside(&mut process.child, ns)?;
+        Ok(process)
+    }
+}
+
+/// Waits until `child` (`ip netns exec <ns> ...`) has entered namespace `ns`, or exited.
+///
+/// Until `ip` has called `setns`, the process is not among the namespace's pids, so a lab
+/// dropped right after `spawn` would not kill it; and `ip`, holding the namespace open,
+/// would then run the program in a namespace that no longer has a name, where no teardown
+/// can find it. Returning only once it is inside closes that window.
+fn wait_until_inside(child: &mut std::process::Child, ns: &str) -> Result<(), LabError> {
+    let target = fs::metadata(Path::new("/run/netns").join(ns))?;
+    let target = (target.dev(), target.ino());
+    // Our unreaped child's pid cannot be reused, so this path keeps naming it.
+    let current = format!("/proc/{}/ns/net", child.id());
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if fs::metadata(&current).is_ok_and(|m| (m.dev(), m.ino()) == target) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::Timeout {
+                cmd: format!("ip netns exec {ns} (entering the namespace)"),
+                after: COMMAND_TIMEOUT,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -56,6 +56,18 @@ pub(crate) fn destroy_namespace(ns: &str) -> Result<(), LabError> {
 /// Deletes `stl-*` namespaces whose owning test process is gone (a run killed before its
 /// `Drop` could run). Labs of live processes, including parallel test binaries, are left
 /// alone. Failures are ignored: another process may be cleaning up the same leftover.
+///
+/// Safe to run from many test processes at once:
+/// - a namespace is removed only if the pid in its name does not exist (`/proc/<pid>`), and
+///   every lab is named after the process that owns it, which exists for as long as the lab
+///   can be in use; a zombie or a reused pid counts as alive, which errs towards keeping;
+/// - this assumes all test processes share one pid namespace, i.e. one machine or container
+///   (`/run/netns` is per mount namespace, so containers normally cannot see each other's
+///   labs anyway);
+/// - two processes removing the same leftover race harmlessly: both kill its processes,
+///   one `ip netns del` wins and the other's failure is ignored.
+///
+/// Its cost is one `ip netns list`, plus the removal of leftovers when there are any.
 pub(crate) fn remove_stale() -> Result<(), LabError> {
     for ns in list_namespaces()? {
         if let Some(pid) = owner_pid(&ns)
