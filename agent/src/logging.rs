@@ -1,5 +1,7 @@
 //! Logging setup for the binary.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogFormat, LoggingArgs};
@@ -11,7 +13,9 @@ pub fn init(args: &LoggingArgs) -> Result<(), String> {
         .map_err(|error| format!("--log {:?}: {error}", args.filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

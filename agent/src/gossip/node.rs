@@ -81,6 +81,9 @@ pub struct GossipNode {
     /// Set while a ProbeRandomMember timer is being handled, to tell a
     /// finished probe that succeeded from one that failed.
     probe_failed_in_turn: bool,
+    /// We announced our departure; foca then reports itself defunct,
+    /// which is expected rather than an error.
+    leaving: bool,
 }
 
 impl GossipNode {
@@ -107,6 +110,7 @@ impl GossipNode {
             push_pull_requests: Vec::new(),
             stats: NodeStats::default(),
             probe_failed_in_turn: false,
+            leaving: false,
             config,
         };
         node.timers
@@ -213,6 +217,7 @@ impl GossipNode {
 
     /// Announce that we leave on purpose; the caller flushes the sends.
     pub fn leave(&mut self, now: Duration) {
+        self.leaving = true;
         self.spread(Rumor::Leaving {
             who: self.identity().clone(),
         });
@@ -361,11 +366,12 @@ impl GossipNode {
                 self.spread(Rumor::Suspects { subject: id, by });
             }
             OwnedNotification::Active => tracing::info!("connected to the cluster"),
-            OwnedNotification::Idle => tracing::warn!("no other active member is known"),
+            OwnedNotification::Idle => tracing::info!("no other active member is known"),
             OwnedNotification::Rejoin(id) => tracing::warn!(
                 incarnation = id.incarnation,
                 "the cluster declared us down; rejoined with a new incarnation"
             ),
+            OwnedNotification::Defunct if self.leaving => {}
             OwnedNotification::Defunct => {
                 tracing::error!("declared down and unable to renew identity")
             }
