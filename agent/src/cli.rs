@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: join the gossip cluster and serve the API.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Show the gossip membership as one agent sees it.
     Members(MembersArgs),
     /// Run a local cluster of real agents on loopback addresses.

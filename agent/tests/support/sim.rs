@@ -49,7 +49,6 @@ enum Event {
         seed: Option<usize>,
     },
     Datagram {
-        from: usize,
         to: usize,
         data: Vec<u8>,
     },
@@ -348,7 +347,7 @@ impl Sim {
                 slot.status = Status::Running;
                 slot.wake_at = None;
             }
-            Event::Datagram { to, data, .. } => {
+            Event::Datagram { to, data } => {
                 self.datagrams_delivered += 1;
                 let node = self.nodes[to]
                     .node
@@ -415,14 +414,7 @@ impl Sim {
                 continue;
             }
             let at = now + self.latency();
-            self.schedule(
-                at,
-                Event::Datagram {
-                    from: index,
-                    to,
-                    data,
-                },
-            );
+            self.schedule(at, Event::Datagram { to, data });
         }
         for peer in push_pulls {
             let Some(&to) = self.by_addr.get(&peer) else {
