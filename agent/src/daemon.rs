@@ -53,30 +53,22 @@ pub struct RunningAgent {
 /// (and tests) can use the addresses at once.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let incarnation = incarnation::next(&settings.data_dir)?;
+    let bind_error = |flag, addr| {
+        move |source| AgentError::Bind { flag, addr, source }
+    };
     let sockets = GossipSockets::bind(settings.gossip_bind)
         .await
-        .map_err(|source| AgentError::Bind {
-            flag: "--gossip-bind",
-            addr: settings.gossip_bind,
-            source,
-        })?;
+        .map_err(bind_error("--gossip-bind", settings.gossip_bind))?;
     let api = tokio::net::TcpListener::bind(settings.api_bind)
         .await
-        .map_err(|source| AgentError::Bind {
-            flag: "--api-bind",
-            addr: settings.api_bind,
-            source,
-        })?;
-    let bind_error = |flag, source| AgentError::Bind {
-        flag,
-        addr: settings.gossip_bind,
-        source,
-    };
+        .map_err(bind_error("--api-bind", settings.api_bind))?;
     let gossip_port = sockets
         .local_addr()
-        .map_err(|e| bind_error("--gossip-bind", e))?
+        .map_err(bind_error("--gossip-bind", settings.gossip_bind))?
         .port();
-    let api_addr = api.local_addr().map_err(|e| bind_error("--api-bind", e))?;
+    let api_addr = api
+        .local_addr()
+        .map_err(bind_error("--api-bind", settings.api_bind))?;
     let gossip_addr = SocketAddr::new(settings.advertise_ip, gossip_port);
     let identity = NodeId {
         name: settings.node_name.clone(),
