@@ -273,3 +273,29 @@ async fn joining_resolves_names_and_retries_until_the_seed_appears() {
     early.shutdown().await.expect("clean shutdown");
     seed.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_mid_key_rotation_still_form_one_cluster() {
+    let (old, new) = (Keyring::generate_key(), Keyring::generate_key());
+    let ring = |lines: [&str; 2]| Keyring::parse(&lines.join("\n")).expect("two valid keys");
+    // Step 1 of the rotation reached one node, step 2 another: one sends
+    // with the old key, the other with the new; both accept both.
+    let (step1, _d0) = agent("step1", &ring([&old, &new]), None).await;
+    let (step2, _d1) = agent("step2", &ring([&new, &old]), Some(step1.gossip_addr)).await;
+    sees_alive(&step1, 1).await;
+    sees_alive(&step2, 1).await;
+    // Each really received the other's key: nothing was dropped.
+    for agent in [&step1, &step2] {
+        assert_eq!(
+            metric(
+                agent,
+                "starling_gossip_datagrams_dropped_total{reason=\"unknown_key\"}"
+            )
+            .await,
+            0.0
+        );
+    }
+    for agent in [step1, step2] {
+        agent.shutdown().await.expect("clean shutdown");
+    }
+}
