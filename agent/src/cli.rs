@@ -28,6 +28,9 @@ pub enum Command {
     /// Print a new random gossip key (one line of base64) for
     /// --gossip-key-file.
     Keygen,
+    /// Benchmark starling against the systems it replaces, on this machine
+    /// (build with `cargo build --release -p starling-agent` first).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -53,9 +53,7 @@ pub struct RunningAgent {
 /// (and tests) can use the addresses at once.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let incarnation = incarnation::next(&settings.data_dir)?;
-    let bind_error = |flag, addr| {
-        move |source| AgentError::Bind { flag, addr, source }
-    };
+    let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
     let sockets = GossipSockets::bind(settings.gossip_bind)
         .await
         .map_err(bind_error("--gossip-bind", settings.gossip_bind))?;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use starling_agent::cli::{Cli, Command};
 use starling_agent::gossip::Keyring;
-use starling_agent::{AgentSettings, client, daemon, lab, logging, shutdown_signal};
+use starling_agent::{AgentSettings, bench, client, daemon, lab, logging, shutdown_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
         Command::Lab(args) => runtime.block_on(lab::run(&args, shutdown_signal()))?,
         Command::Keygen => println!("{}", Keyring::generate_key()),
+        Command::Bench(args) => runtime.block_on(bench::run(args))?,
     }
     Ok(())
 }
