@@ -22,7 +22,7 @@ use super::identity::NodeId;
 use super::keyring::Keyring;
 use super::members::{MemberState, Transition};
 use super::metrics::GossipMetrics;
-use super::node::GossipNode;
+use super::node::{GossipNode, PushPull};
 use super::pushpull;
 
 /// Large enough for any UDP datagram, so an oversize one is seen (and
@@ -326,8 +326,8 @@ impl Gossip {
                 Err(error) => tracing::debug!(%to, %error, "gossip send failed"),
             }
         }
-        for peer in self.node.take_push_pull_requests() {
-            self.start_push_pull(peer, commands);
+        for request in self.node.take_push_pulls() {
+            self.start_push_pull(request, commands);
         }
         let events = self.node.take_events();
         for event in &events {
@@ -386,12 +386,12 @@ impl Gossip {
         }));
     }
 
-    fn start_push_pull(&self, peer: SocketAddr, commands: &mpsc::Sender<Command>) {
+    fn start_push_pull(&self, request: PushPull, commands: &mpsc::Sender<Command>) {
+        let PushPull { peer, state: ours } = request;
         let Some(slot) = PushPullSlot::take(&self.push_pulls_in_flight) else {
             tracing::debug!(%peer, "push-pull skipped: too many in flight");
             return;
         };
-        let ours = self.node.membership_state();
         let keyring = Arc::clone(&self.keyring);
         let metrics = self.metrics.clone();
         let commands = commands.clone();

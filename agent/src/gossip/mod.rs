@@ -27,4 +27,4 @@ pub use identity::{NodeId, NodeMeta, Role};
 pub use keyring::{KeyId, Keyring, KeyringError};
 pub use members::{MemberRecord, MemberState, MembershipEvent, Transition};
 pub use metrics::GossipMetrics;
-pub use node::{DatagramError, GossipNode, NodeStats};
+pub use node::{DatagramError, GossipNode, NodeStats, PushPull};

@@ -25,6 +25,8 @@ type Foca = foca::Foca<NodeId, PostcardCodec, StdRng, RumorHandler>;
 #[derive(Debug, Default)]
 struct Effects {
     sends: Vec<(SocketAddr, Vec<u8>)>,
+    /// foca's incarnation for our identity, as of the last datagram sent.
+    own_incarnation: foca::Incarnation,
     timers: Vec<(Timer<NodeId>, Duration)>,
     notifications: Vec<OwnedNotification<NodeId>>,
 }
@@ -32,8 +34,11 @@ struct Effects {
 impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: foca::Notification<'_, NodeId>) {
         match notification {
-            // Emitted for every datagram: far too hot to copy and unused.
-            foca::Notification::DataReceived(_) | foca::Notification::DataSent(_) => {}
+            // foca keeps its own incarnation private; every header we send
+            // carries it, and push-pull must advertise it (a refutation).
+            foca::Notification::DataSent(header) => self.own_incarnation = header.src_incarnation,
+            // Emitted for every datagram: far too hot to copy, and unused.
+            foca::Notification::DataReceived(_) => {}
             other => self.notifications.push(other.to_owned()),
         }
     }
@@ -57,6 +62,26 @@ pub struct NodeStats {
     pub declared_down: u64,
 }
 
+/// A state exchange the node asks its driver to make over TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushPull {
+    pub peer: SocketAddr,
+    /// What to push; the peer answers with its full state.
+    pub state: Vec<Member<NodeId>>,
+}
+
+/// Push-pulls decided during a turn, materialised on `take_push_pulls`.
+#[derive(Debug)]
+enum PendingPushPull {
+    /// Our full membership: joins and the periodic anti-entropy.
+    Full(SocketAddr),
+    /// Only the peer's own suspect entry: Lifeguard's "buddy system".
+    /// foca disseminates a suspicion to random members, and the suspect
+    /// itself may be missed for longer than the suspicion lasts; told
+    /// directly (and reliably, over TCP) it refutes at once.
+    Notice(SocketAddr, Member<NodeId>),
+}
+
 /// Why a datagram was not accepted by foca.
 pub type DatagramError = foca::Error;
 
@@ -76,7 +101,7 @@ pub struct GossipNode {
     /// Push-pull starts fast and doubles up to the steady interval: after a
     /// mass cold start the first exchanges carry most of the roster.
     push_pull_delay: Duration,
-    push_pull_requests: Vec<SocketAddr>,
+    push_pulls: Vec<PendingPushPull>,
     stats: NodeStats,
     /// Set while a ProbeRandomMember timer is being handled, to tell a
     /// finished probe that succeeded from one that failed.
@@ -107,7 +132,7 @@ impl GossipNode {
             sized_for: 1,
             rng: StdRng::seed_from_u64(seed.wrapping_add(1)),
             push_pull_delay: config.probe_period * 4,
-            push_pull_requests: Vec::new(),
+            push_pulls: Vec::new(),
             stats: NodeStats::default(),
             probe_failed_in_turn: false,
             leaving: false,
@@ -154,7 +179,7 @@ impl GossipNode {
         if let Err(error) = self.foca.announce(NodeId::seed(seed), &mut self.effects) {
             tracing::debug!(%seed, %error, "announce failed");
         }
-        self.push_pull_requests.push(seed);
+        self.push_pulls.push(PendingPushPull::Full(seed));
         self.settle(now);
     }
 
@@ -199,7 +224,14 @@ impl GossipNode {
     /// The full membership state for a push-pull exchange, ourselves
     /// included so the peer learns of us even if no datagram got through.
     pub fn membership_state(&self) -> Vec<Member<NodeId>> {
-        std::iter::once(Member::alive(self.identity().clone()))
+        // With our current incarnation, so that the answer to a suspicion
+        // notice is itself the refutation.
+        let me = Member::new(
+            self.identity().clone(),
+            self.effects.own_incarnation,
+            State::Alive,
+        );
+        std::iter::once(me)
             .chain(self.foca.iter_membership_state().cloned())
             .collect()
     }
@@ -244,9 +276,24 @@ impl GossipNode {
         self.table.take_events()
     }
 
-    /// Peers the node wants a push-pull exchange with.
-    pub fn take_push_pull_requests(&mut self) -> Vec<SocketAddr> {
-        std::mem::take(&mut self.push_pull_requests)
+    /// The exchanges the node wants made; merge each answer with
+    /// `apply_membership_state`.
+    pub fn take_push_pulls(&mut self) -> Vec<PushPull> {
+        let pending = std::mem::take(&mut self.push_pulls);
+        let mut full = None;
+        pending
+            .into_iter()
+            .map(|request| match request {
+                PendingPushPull::Full(peer) => PushPull {
+                    peer,
+                    state: full.get_or_insert_with(|| self.membership_state()).clone(),
+                },
+                PendingPushPull::Notice(peer, entry) => PushPull {
+                    peer,
+                    state: vec![entry],
+                },
+            })
+            .collect()
     }
 
     fn fire(&mut self, task: Task, delay: Duration, now: Duration) {
@@ -316,7 +363,7 @@ impl GossipNode {
                     self.foca.iter_members().map(|m| m.id().addr).collect();
                 if !active.is_empty() {
                     let pick = active[self.rng.random_range(0..active.len())];
-                    self.push_pull_requests.push(pick);
+                    self.push_pulls.push(PendingPushPull::Full(pick));
                 }
                 let steady = self.config.push_pull_interval(self.cluster_size());
                 self.push_pull_delay = (self.push_pull_delay * 2).min(steady);
@@ -363,6 +410,15 @@ impl GossipNode {
                 self.health.probe_failed();
                 self.table.observe(&id, true, now);
                 let by = self.identity().addr;
+                let entry = self
+                    .foca
+                    .iter_membership_state()
+                    .find(|m| m.id() == &id && m.state() == State::Suspect)
+                    .cloned();
+                if let Some(entry) = entry {
+                    self.push_pulls
+                        .push(PendingPushPull::Notice(id.addr, entry));
+                }
                 self.spread(Rumor::Suspects { subject: id, by });
             }
             OwnedNotification::Active => tracing::info!("connected to the cluster"),

@@ -14,7 +14,8 @@ use foca::Member;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use starling_agent::gossip::{
-    GossipConfig, GossipNode, MemberState, MembershipEvent, NodeId, NodeMeta, Role, Transition,
+    GossipConfig, GossipNode, MemberState, MembershipEvent, NodeId, NodeMeta, PushPull, Role,
+    Transition,
 };
 
 #[derive(Clone, Debug)]
@@ -400,8 +401,7 @@ impl Sim {
             return;
         };
         let outgoing = gossip.take_outgoing();
-        let push_pulls = gossip.take_push_pull_requests();
-        let state = (!push_pulls.is_empty()).then(|| gossip.membership_state());
+        let push_pulls = gossip.take_push_pulls();
         for event in gossip.take_events() {
             self.observations.push((now, index, event));
         }
@@ -416,7 +416,7 @@ impl Sim {
             let at = now + self.latency();
             self.schedule(at, Event::Datagram { to, data });
         }
-        for peer in push_pulls {
+        for PushPull { peer, state } in push_pulls {
             let Some(&to) = self.by_addr.get(&peer) else {
                 continue;
             };
@@ -425,7 +425,6 @@ impl Sim {
                 continue;
             }
             let at = now + self.latency();
-            let state = state.clone().expect("computed when push-pulls exist");
             self.schedule(
                 at,
                 Event::PushPull {
