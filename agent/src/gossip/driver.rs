@@ -36,6 +36,9 @@ const MAX_PUSH_PULLS: usize = 4;
 /// The view is republished at least this often, so `since` ages and
 /// liveness stay fresh even when nothing changes.
 const REPUBLISH: Duration = Duration::from_secs(1);
+/// Gossip rounds the leave rumor travels before our Down update follows:
+/// enough for it to reach most members first (it spreads epidemically).
+const LEAVE_HEAD_START_ROUNDS: usize = 3;
 /// Buffered membership events per subscriber before the slowest lags.
 const EVENT_BUFFER: usize = 1024;
 
@@ -461,12 +464,20 @@ impl Gossip {
         });
     }
 
-    /// Tell the cluster we are leaving, then repeat the news a couple of
-    /// gossip intervals so it survives a lost datagram.
+    /// Tell the cluster we are leaving (the rumor first, with a head start
+    /// of a few gossip rounds, then the Down update), repeating each so it
+    /// survives a lost datagram.
     async fn leave(&mut self, clock: &Clock) {
-        self.node.leave(clock.now());
         let (commands, _) = mpsc::channel(1);
         let mut last_publish = clock.now();
+        self.node.announce_leave(clock.now());
+        self.after_turn(clock, &commands, &mut last_publish);
+        for _ in 0..LEAVE_HEAD_START_ROUNDS {
+            tokio::time::sleep(self.node.config().gossip_interval).await;
+            self.node.push_rumors(clock.now());
+            self.after_turn(clock, &commands, &mut last_publish);
+        }
+        self.node.leave(clock.now());
         self.after_turn(clock, &commands, &mut last_publish);
         for _ in 0..2 {
             tokio::time::sleep(self.node.config().gossip_interval).await;

@@ -247,12 +247,30 @@ impl GossipNode {
         self.settle(now);
     }
 
-    /// Announce that we leave on purpose; the caller flushes the sends.
-    pub fn leave(&mut self, now: Duration) {
+    /// First step of a graceful leave: tell the cluster we are about to
+    /// go, before the Down update itself. A member that learns of our Down
+    /// before this rumor would record a failure, so the rumor gets a head
+    /// start (the driver waits a few gossip rounds before `leave`).
+    pub fn announce_leave(&mut self, now: Duration) {
         self.leaving = true;
         self.spread(Rumor::Leaving {
             who: self.identity().clone(),
         });
+        self.push_rumors(now);
+    }
+
+    /// Send pending rumors to a few members now.
+    pub fn push_rumors(&mut self, now: Duration) {
+        if let Err(error) = self.foca.broadcast(&mut self.effects) {
+            tracing::debug!(%error, "rumor broadcast failed");
+        }
+        self.settle(now);
+    }
+
+    /// Declare ourselves down (`announce_leave` first); the caller flushes
+    /// the sends.
+    pub fn leave(&mut self, now: Duration) {
+        self.leaving = true;
         if let Err(error) = self.foca.leave_cluster(&mut self.effects) {
             tracing::debug!(%error, "leave announcement failed");
         }
