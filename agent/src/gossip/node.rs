@@ -209,6 +209,12 @@ impl GossipNode {
                     stalled = true;
                     self.stats.stalls += 1;
                     self.health.stalled();
+                    tracing::warn!(
+                        late_ms = late.as_millis() as u64,
+                        local_health = self.health.score(),
+                        "gossip timers fired late: this agent was starved (CPU, a pause); \
+                         giving peers a fresh wait instead of suspecting them"
+                    );
                 }
                 let delay = match due.task {
                     Task::SuspicionDue { .. } => self.config.probe_period,
