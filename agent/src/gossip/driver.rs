@@ -170,6 +170,8 @@ pub struct Gossip {
     events: broadcast::Sender<MemberEvent>,
     push_pulls_in_flight: Arc<AtomicUsize>,
     seal_buffer: Vec<u8>,
+    /// Started with the node, so every timestamp shares one origin.
+    clock: Clock,
 }
 
 impl Gossip {
@@ -180,13 +182,15 @@ impl Gossip {
         metrics: GossipMetrics,
         join: JoinTargets,
     ) -> (Gossip, GossipHandle) {
+        let clock = Clock::new();
+        let started_unix_ms = clock.unix_ms(Duration::ZERO);
         let initial = MembershipView {
             me: node.identity().clone(),
             members: Vec::new(),
             local_health: 0,
             connected: false,
-            published_unix_ms: Clock::new().unix_ms(Duration::ZERO),
-            started_unix_ms: Clock::new().unix_ms(Duration::ZERO),
+            published_unix_ms: started_unix_ms,
+            started_unix_ms,
         };
         let (view, view_rx) = watch::channel(Arc::new(initial));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -204,13 +208,14 @@ impl Gossip {
             events,
             push_pulls_in_flight: Arc::new(AtomicUsize::new(0)),
             seal_buffer: Vec::with_capacity(RECV_BUFFER),
+            clock,
         };
         (gossip, handle)
     }
 
     /// Run until `shutdown` completes, then leave the cluster gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let clock = Clock::new();
+        let clock = self.clock;
         let (commands, mut inbox) = mpsc::channel(256);
         let me = self.node.identity().addr;
         let bootstrap = tokio::spawn(bootstrap::run(
@@ -251,7 +256,7 @@ impl Gossip {
             self.node.handle_timers(clock.now());
         }
         bootstrap.abort();
-        self.leave(&clock).await;
+        self.leave(&clock, &commands).await;
     }
 
     fn on_datagram(&mut self, datagram: &mut [u8], now: Duration) {
@@ -367,15 +372,17 @@ impl Gossip {
                 since_unix_ms: clock.unix_ms(record.since),
             })
             .collect();
-        let counts: Vec<(MemberState, usize)> = [
-            MemberState::Alive,
-            MemberState::Suspect,
-            MemberState::Down,
-            MemberState::Left,
-        ]
-        .into_iter()
-        .map(|state| (state, self.node.count(state)))
-        .collect();
+        let mut counts = [
+            (MemberState::Alive, 0),
+            (MemberState::Suspect, 0),
+            (MemberState::Down, 0),
+            (MemberState::Left, 0),
+        ];
+        for member in &members {
+            if let Some((_, count)) = counts.iter_mut().find(|(state, _)| *state == member.state) {
+                *count += 1;
+            }
+        }
         self.metrics
             .observe(self.node.stats(), &counts, self.node.local_health());
         let connected = members.iter().any(|m| m.state.is_active());
@@ -467,22 +474,21 @@ impl Gossip {
     /// Tell the cluster we are leaving (the rumor first, with a head start
     /// of a few gossip rounds, then the Down update), repeating each so it
     /// survives a lost datagram.
-    async fn leave(&mut self, clock: &Clock) {
-        let (commands, _) = mpsc::channel(1);
+    async fn leave(&mut self, clock: &Clock, commands: &mpsc::Sender<Command>) {
         let mut last_publish = clock.now();
         self.node.announce_leave(clock.now());
-        self.after_turn(clock, &commands, &mut last_publish);
+        self.after_turn(clock, commands, &mut last_publish);
         for _ in 0..LEAVE_HEAD_START_ROUNDS {
             tokio::time::sleep(self.node.config().gossip_interval).await;
             self.node.push_rumors(clock.now());
-            self.after_turn(clock, &commands, &mut last_publish);
+            self.after_turn(clock, commands, &mut last_publish);
         }
         self.node.leave(clock.now());
-        self.after_turn(clock, &commands, &mut last_publish);
+        self.after_turn(clock, commands, &mut last_publish);
         for _ in 0..2 {
             tokio::time::sleep(self.node.config().gossip_interval).await;
             self.node.gossip_now(clock.now());
-            self.after_turn(clock, &commands, &mut last_publish);
+            self.after_turn(clock, commands, &mut last_publish);
         }
         tracing::info!("left the cluster");
     }

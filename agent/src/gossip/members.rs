@@ -108,10 +108,6 @@ impl MemberTable {
         std::mem::take(&mut self.events)
     }
 
-    pub fn count(&self, state: MemberState) -> usize {
-        self.by_addr.values().filter(|r| r.state == state).count()
-    }
-
     /// foca's `MemberUp`.
     pub fn up(&mut self, id: &NodeId, now: Duration) {
         let transition = match self.by_addr.get(&id.addr) {
@@ -286,7 +282,10 @@ mod tests {
             transitions(&mut table),
             vec![Transition::Joined, Transition::Left]
         );
-        assert_eq!(table.count(MemberState::Left), 1);
+        assert_eq!(
+            table.get(&id(3, 1).addr).map(|r| r.state),
+            Some(MemberState::Left)
+        );
     }
 
     #[test]

@@ -162,10 +162,6 @@ impl GossipNode {
         self.table.get(addr)
     }
 
-    pub fn count(&self, state: MemberState) -> usize {
-        self.table.count(state)
-    }
-
     pub fn local_health(&self) -> u32 {
         self.health.score()
     }
@@ -353,7 +349,7 @@ impl GossipNode {
                     if !still_suspect {
                         return;
                     }
-                    let down_before = self.table.count(MemberState::Down);
+                    let addr = subject.addr;
                     let timer = Timer::ChangeSuspectToDown {
                         member_id: subject,
                         incarnation,
@@ -363,7 +359,11 @@ impl GossipNode {
                         tracing::debug!(%error, "suspicion timer failed");
                     }
                     self.settle(now);
-                    if self.table.count(MemberState::Down) > down_before {
+                    if self
+                        .table
+                        .get(&addr)
+                        .is_some_and(|record| record.state == MemberState::Down)
+                    {
                         self.stats.declared_down += 1;
                     }
                 }
