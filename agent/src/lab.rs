@@ -114,30 +114,13 @@ fn spawn_agent(
     let stderr = log_file
         .try_clone()
         .map_err(|source| io("cannot share the log file", source))?;
-    let mut command = Command::new(exe);
+    let join = (ip != seed).then_some(seed);
+    let mut command = agent_command(exe, key, dir, &name, ip, join);
     command
-        .arg("agent")
-        .args(["--node-name", &name])
-        .args(["--gossip-bind", &format!("{ip}:7946")])
-        .args(["--api-bind", &format!("{ip}:7947")])
-        .arg("--gossip-key-file")
-        .arg(key)
-        .arg("--data-dir")
-        .arg(dir.join(&name))
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(stderr)
         .kill_on_drop(true);
-    if ip != seed {
-        command.args(["--join", &format!("{seed}:7946")]);
-    }
-    // The operator's own agent settings must not leak into the lab.
-    for (variable, _) in std::env::vars_os() {
-        let variable = variable.to_string_lossy().into_owned();
-        if variable.starts_with("STARLING_") || variable == "NODE_NAME" || variable == "HOST_IP" {
-            command.env_remove(variable);
-        }
-    }
     let child = command
         .spawn()
         .map_err(|source| io(&format!("cannot start {name}"), source))?;
@@ -147,6 +130,40 @@ fn spawn_agent(
         log,
         child,
     })
+}
+
+/// `starling agent` named `name` on a loopback `ip` (gossip :7946, API
+/// :7947), with the cluster `key` and a data directory under `dir`, joining
+/// `seed` if given. Shared by `lab` and `bench`, so both run the agent the
+/// way an operator would and neither sees the operator's own settings.
+pub(crate) fn agent_command(
+    exe: &Path,
+    key: &Path,
+    dir: &Path,
+    name: &str,
+    ip: Ipv4Addr,
+    seed: Option<Ipv4Addr>,
+) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .arg("agent")
+        .args(["--node-name", name])
+        .args(["--gossip-bind", &format!("{ip}:7946")])
+        .args(["--api-bind", &format!("{ip}:7947")])
+        .arg("--gossip-key-file")
+        .arg(key)
+        .arg("--data-dir")
+        .arg(dir.join(name));
+    if let Some(seed) = seed {
+        command.args(["--join", &format!("{seed}:7946")]);
+    }
+    for (variable, _) in std::env::vars_os() {
+        let variable = variable.to_string_lossy().into_owned();
+        if variable.starts_with("STARLING_") || variable == "NODE_NAME" || variable == "HOST_IP" {
+            command.env_remove(variable);
+        }
+    }
+    command
 }
 
 fn print_banner(exe: &Path, agents: &[LabAgent], dir: &Path) {

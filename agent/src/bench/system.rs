@@ -37,30 +37,8 @@ impl System {
                 key_file,
                 data_dir,
             } => {
-                command = Command::new(exe);
-                command
-                    .arg("agent")
-                    .args(["--node-name", name])
-                    .args(["--gossip-bind", &format!("{ip}:7946")])
-                    .args(["--api-bind", &format!("{ip}:7947")])
-                    .arg("--gossip-key-file")
-                    .arg(key_file)
-                    .arg("--data-dir")
-                    .arg(data_dir.join(name))
-                    .args(["--log-format", "json", "--log", "info"]);
-                if let Some(seed) = seed {
-                    command.args(["--join", &format!("{seed}:7946")]);
-                }
-                // The operator's own agent settings must not leak in.
-                for (variable, _) in std::env::vars_os() {
-                    let variable = variable.to_string_lossy().into_owned();
-                    if variable.starts_with("STARLING_")
-                        || variable == "NODE_NAME"
-                        || variable == "HOST_IP"
-                    {
-                        command.env_remove(variable);
-                    }
-                }
+                command = crate::lab::agent_command(exe, key_file, data_dir, name, ip, seed);
+                command.args(["--log-format", "json", "--log", "info"]);
             }
             System::Serf { exe, key } => {
                 command = Command::new(exe);
