@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -23,6 +24,12 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Show the gossip membership as one agent sees it.
     Members(MembersArgs),
+    /// Show the cluster's event log as one agent holds it (any agent
+    /// answers for the whole cluster).
+    History(HistoryArgs),
+    /// Record an operator's note (maintenance, a deploy) in the cluster's
+    /// event log, through any agent.
+    Annotate(AnnotateArgs),
     /// Run a local cluster of real agents on loopback addresses.
     Lab(LabArgs),
     /// Print a new random gossip key (one line of base64) for
@@ -91,10 +98,28 @@ pub struct AgentArgs {
     )]
     pub insecure_gossip: bool,
 
-    /// Where the agent keeps its state (its incarnation counter now, its
-    /// history later).
+    /// Where the agent keeps its state: the incarnation counter and the
+    /// SQLite history (history.db). Keep it across restarts (a hostPath):
+    /// a node then keeps its history and its log's sequence numbers.
     #[arg(long, env = "STARLING_DATA_DIR", default_value = "/var/lib/starling")]
     pub data_dir: PathBuf,
+
+    /// How long the cluster's events are kept (e.g. 7d, 36h).
+    #[arg(long, env = "STARLING_HISTORY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
+
+    /// How long this node's raw check results are kept.
+    #[arg(long, env = "STARLING_RESULTS_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub results_retention: Duration,
+
+    /// Size cap of the history database in MiB; past it the oldest
+    /// events are deleted first.
+    #[arg(long, env = "STARLING_HISTORY_MAX_MIB", default_value_t = 256)]
+    pub history_max_mib: u64,
+
+    /// Between two anti-entropy pulls of history from a random peer.
+    #[arg(long, env = "STARLING_SYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub sync_interval: Duration,
 
     #[command(flatten)]
     pub logging: LoggingArgs,
@@ -133,6 +158,65 @@ pub struct MembersArgs {
 }
 
 #[derive(Clone, Debug, Args)]
+pub struct HistoryArgs {
+    /// Any agent's API address (host:port).
+    #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
+    pub addr: String,
+
+    /// Only events about this node.
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// Only events of this kind: membership, check, alert or annotation.
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// Only events at or after this time: a duration ago (30m, 2h, 7d),
+    /// an RFC 3339 time (2026-11-23T10:00:00Z), or Unix milliseconds.
+    #[arg(long, value_parser = parse_when)]
+    pub since: Option<u64>,
+
+    /// Only events before this time (same forms as --since).
+    #[arg(long, value_parser = parse_when)]
+    pub until: Option<u64>,
+
+    /// The most events to show, newest first.
+    #[arg(long, default_value_t = starling_web::DEFAULT_HISTORY_LIMIT as u16,
+          value_parser = clap::value_parser!(u16).range(1..=starling_web::MAX_HISTORY_LIMIT as i64))]
+    pub limit: u16,
+
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct AnnotateArgs {
+    /// Any agent's API address (host:port).
+    #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
+    pub addr: String,
+
+    /// The cluster keyring the agents use: writing to the history
+    /// requires the cluster key.
+    #[arg(long, env = "STARLING_GOSSIP_KEY_FILE")]
+    pub gossip_key_file: Option<PathBuf>,
+
+    /// The agents run with --insecure-gossip.
+    #[arg(
+        long,
+        env = "STARLING_INSECURE_GOSSIP",
+        conflicts_with = "gossip_key_file"
+    )]
+    pub insecure_gossip: bool,
+
+    /// The node the note is about (default: the answering agent's node).
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// The note, at most 512 bytes.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Args)]
 pub struct LabArgs {
     /// How many agents to start.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=200))]
@@ -149,6 +233,28 @@ pub struct LabArgs {
 
 fn parse_role(value: &str) -> Result<Role, String> {
     value.parse()
+}
+
+/// A point in time as Unix milliseconds: a duration ago, RFC 3339, or
+/// Unix milliseconds.
+pub fn parse_when(value: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now();
+    let at = if let Ok(ago) = humantime::parse_duration(value) {
+        now.checked_sub(ago)
+            .ok_or_else(|| format!("{value:?} reaches before 1970"))?
+    } else if let Ok(at) = humantime::parse_rfc3339_weak(value) {
+        at
+    } else if let Ok(unix_ms) = value.parse::<u64>() {
+        return Ok(unix_ms);
+    } else {
+        return Err(format!(
+            "{value:?}: expected a duration ago (30m, 2h, 7d), an RFC 3339 time \
+             (2026-11-23T10:00:00Z) or Unix milliseconds"
+        ));
+    };
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("{value:?} is before 1970"))
 }
 
 #[cfg(test)]
@@ -183,6 +289,19 @@ mod tests {
         assert_eq!(args.gossip_bind, "0.0.0.0:7946".parse().expect("literal"));
         assert_eq!(args.api_bind.port(), 7947);
         assert_eq!(args.role, Role::Worker);
+    }
+
+    #[test]
+    fn times_parse_in_three_forms() {
+        assert_eq!(parse_when("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_when("2026-11-23T10:00:00Z"),
+            Ok(1_795_428_000_000)
+        );
+        let two_hours_ago = parse_when("2h").expect("a duration");
+        let now = crate::unix_ms_now();
+        assert!((now - two_hours_ago).abs_diff(7_200_000) < 5_000);
+        assert!(parse_when("yesterday").is_err());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use starling_web::MembersResponse;
+use serde::de::DeserializeOwned;
+use starling_web::{AnnotationAck, HistoryResponse, MembersResponse};
 
-use crate::cli::{MembersArgs, Output};
+use crate::cli::{AnnotateArgs, HistoryArgs, MembersArgs, Output};
+use crate::gossip::{Keyring, KeyringError, Purpose};
+use crate::replicate::AnnotationRequest;
 
 /// Bounds how long the CLI waits for an agent that does not answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,19 +22,69 @@ pub enum ClientError {
         status: reqwest::StatusCode,
         body: String,
     },
+    #[error("--gossip-key-file: {0}")]
+    Key(#[from] KeyringError),
+    #[error(
+        "writing to the history requires the cluster key: pass --gossip-key-file \
+         (or --insecure-gossip if the agents run without keys)"
+    )]
+    NoKey,
 }
 
 pub async fn members(addr: &str) -> Result<MembersResponse, ClientError> {
+    let client = http_client(addr)?;
+    send(addr, client.get(format!("http://{addr}/v1/members"))).await
+}
+
+pub async fn history(addr: &str, args: &HistoryArgs) -> Result<HistoryResponse, ClientError> {
+    let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
+    let optional = [
+        ("node", args.node.clone()),
+        ("kind", args.kind.clone()),
+        ("since", args.since.map(|t| t.to_string())),
+        ("until", args.until.map(|t| t.to_string())),
+    ];
+    query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    let client = http_client(addr)?;
+    send(addr, client.get(format!("http://{addr}/v1/history")).query(&query)).await
+}
+
+pub async fn annotate(
+    addr: &str,
+    keyring: &Keyring,
+    request: &AnnotationRequest,
+) -> Result<AnnotationAck, ClientError> {
+    let body = crate::replicate::seal_json(keyring, Purpose::Annotation, request);
+    let client = http_client(addr)?;
+    send(
+        addr,
+        client
+            .post(format!("http://{addr}/v1/events"))
+            .header("content-type", "application/octet-stream")
+            .body(body),
+    )
+    .await
+}
+
+fn http_client(addr: &str) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|error| ClientError::Unreachable {
+            addr: addr.to_owned(),
+            cause: describe(&error),
+        })
+}
+
+async fn send<T: DeserializeOwned>(
+    addr: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T, ClientError> {
     let unreachable = |error: reqwest::Error| ClientError::Unreachable {
         addr: addr.to_owned(),
         cause: describe(&error),
     };
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(unreachable)?;
-    let url = format!("http://{addr}/v1/members");
-    let response = client.get(&url).send().await.map_err(unreachable)?;
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -70,6 +123,66 @@ pub async fn print_members(args: &MembersArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// `starling history`.
+pub async fn print_history(args: &HistoryArgs) -> Result<(), ClientError> {
+    let response = history(&args.addr, args).await?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&response).expect("API types serialize")
+        ),
+        Output::Table => print!("{}", history_table(&response)),
+    }
+    Ok(())
+}
+
+/// `starling annotate`.
+pub async fn send_annotation(args: &AnnotateArgs) -> Result<(), ClientError> {
+    let keyring = match (&args.gossip_key_file, args.insecure_gossip) {
+        (Some(path), _) => Keyring::load(path)?,
+        (None, true) => Keyring::insecure(),
+        (None, false) => return Err(ClientError::NoKey),
+    };
+    let request = AnnotationRequest {
+        node: args.node.clone(),
+        message: args.message.clone(),
+    };
+    let ack = annotate(&args.addr, &keyring, &request).await?;
+    println!("recorded as {} #{}", ack.origin, ack.seq);
+    Ok(())
+}
+
+pub fn history_table(response: &HistoryResponse) -> String {
+    let mut rows = vec![[
+        "TIME", "KIND", "NODE", "CHECK", "CHANGE", "MESSAGE", "RECORDED BY",
+    ]
+    .map(str::to_owned)];
+    for event in &response.events {
+        let at = UNIX_EPOCH + Duration::from_millis(event.at_unix_ms);
+        let change = match (&event.old_state, &event.new_state) {
+            (Some(old), Some(new)) => format!("{old}→{new}"),
+            (None, Some(new)) => new.clone(),
+            _ => String::new(),
+        };
+        rows.push([
+            humantime::format_rfc3339_millis(at).to_string(),
+            event.kind.clone(),
+            event.node.clone(),
+            event.check.clone().unwrap_or_default(),
+            change,
+            event.message.clone(),
+            event.observer.clone(),
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push_str(&format!(
+        "{} events, newest first, answered by {}\n",
+        response.events.len(),
+        response.answered_by
+    ));
+    out
+}
+
 pub fn members_table(response: &MembersResponse) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -92,11 +205,22 @@ pub fn members_table(response: &MembersResponse) -> String {
             member.incarnation.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+    let mut out = table(&rows);
+    let c = &response.counts;
+    out.push_str(&format!(
+        "answered by {}: {} alive, {} suspect, {} down, {} left\n",
+        response.answered_by, c.alive, c.suspect, c.down, c.left
+    ));
+    out
+}
+
+/// Left-aligned columns two spaces apart, widths by characters.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -105,11 +229,6 @@ pub fn members_table(response: &MembersResponse) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    let c = &response.counts;
-    out.push_str(&format!(
-        "answered by {}: {} alive, {} suspect, {} down, {} left\n",
-        response.answered_by, c.alive, c.suspect, c.down, c.left
-    ));
     out
 }
 

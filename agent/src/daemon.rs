@@ -1,5 +1,6 @@
-//! The agent process: gossip and the HTTP surface, started together and
-//! stopped in order (leave the cluster first, then stop answering).
+//! The agent process: history, gossip, replication and the HTTP surface,
+//! started together and stopped in order (record our leave, leave the
+//! cluster, then stop answering).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,14 +14,21 @@ use tokio::task::JoinHandle;
 use crate::gossip::{
     Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
 };
+use crate::history::{HistoryMetrics, Store, StoreError};
 use crate::incarnation::{self, DataDirError};
+use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
 use crate::view::AgentSurface;
+
+/// The history database's file name inside `--data-dir`.
+pub const HISTORY_FILE: &str = "history.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    History(#[from] StoreError),
     #[error("{flag} {addr}: cannot bind: {source}")]
     Bind {
         flag: &'static str,
@@ -44,6 +52,9 @@ pub struct RunningAgent {
     pub identity: NodeId,
     pub gossip: GossipHandle,
     pub metrics: GossipMetrics,
+    /// This node's history database.
+    pub history: Store,
+    replication: Replication,
     stop: watch::Sender<bool>,
     gossip_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -53,6 +64,13 @@ pub struct RunningAgent {
 /// (and tests) can use the addresses at once.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let incarnation = incarnation::next(&settings.data_dir)?;
+    let mut registry = Registry::with_prefix("starling");
+    let history = Store::open(
+        &settings.data_dir.join(HISTORY_FILE),
+        &settings.node_name,
+        settings.history.clone(),
+        HistoryMetrics::register(&mut registry),
+    )?;
     let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
     let sockets = GossipSockets::bind(settings.gossip_bind)
         .await
@@ -79,8 +97,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         },
     };
 
-    let mut registry = Registry::with_prefix("starling");
     let metrics = GossipMetrics::register(&mut registry);
+    let replication_metrics = ReplicationMetrics::register(&mut registry);
     let node = GossipNode::new(
         identity.clone(),
         settings.gossip.clone(),
@@ -97,10 +115,30 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
         tracing::info!(?keys, "gossip keyring loaded (first key sends)");
     }
-    let (gossip, handle) = Gossip::new(sockets, node, keyring, metrics.clone(), settings.join);
+    let (gossip, handle) = Gossip::new(
+        sockets,
+        node,
+        Arc::clone(&keyring),
+        metrics.clone(),
+        settings.join,
+    );
     let (stop, stopping) = watch::channel(false);
     let gossip_task = tokio::spawn(gossip.run(stopped(stopping.clone())));
-    let surface = Arc::new(AgentSurface::new(handle.view.clone(), registry));
+    let publisher = Publisher::new(history.clone(), handle.clone(), replication_metrics.clone());
+    let replication = Replication::start(
+        publisher.clone(),
+        handle.clone(),
+        Arc::clone(&keyring),
+        replication_metrics.clone(),
+        settings.replication,
+    );
+    let surface = Arc::new(AgentSurface::new(
+        handle.view.clone(),
+        registry,
+        publisher,
+        keyring,
+        replication_metrics,
+    ));
     let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
     tracing::info!(
         node = %identity.name,
@@ -116,6 +154,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         identity,
         gossip: handle,
         metrics,
+        history,
+        replication,
         stop,
         gossip_task,
         http_task,
@@ -134,8 +174,9 @@ pub async fn run(
 }
 
 impl RunningAgent {
-    /// Leave the cluster, then stop serving.
+    /// Record our leave, leave the cluster, then stop serving.
     pub async fn shutdown(self) -> Result<(), AgentError> {
+        self.replication.stop().await?;
         // No receiver left means both tasks already ended.
         let _ = self.stop.send(true);
         self.gossip_task.await?;

@@ -8,11 +8,14 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod gossip;
+pub mod history;
 pub mod lab;
 pub mod logging;
+pub mod replicate;
 pub mod settings;
 
 mod incarnation;
+mod rendezvous;
 mod view;
 
 pub use daemon::{AgentError, RunningAgent};
@@ -28,4 +31,11 @@ pub async fn shutdown_signal() {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
+}
+
+/// Wall-clock Unix milliseconds: what people and other nodes read.
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -47,6 +47,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(daemon::run(settings, shutdown_signal()))?;
         }
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
+        Command::History(args) => runtime.block_on(client::print_history(&args))?,
+        Command::Annotate(args) => runtime.block_on(client::send_annotation(&args))?,
         Command::Lab(args) => runtime.block_on(lab::run(&args, shutdown_signal()))?,
         Command::Keygen => println!("{}", Keyring::generate_key()),
         Command::Bench(args) => runtime.block_on(bench::run(args))?,

@@ -3,8 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::AgentArgs;
+use crate::history::{Retention, StoreConfig};
+use crate::replicate::ReplicationConfig;
 use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,13 @@ pub enum ConfigError {
     BadJoinDns(String),
     #[error("--gossip-key-file: {0}")]
     Key(#[from] KeyringError),
+    #[error("{flag} must be at least {min:?}")]
+    TooSmall {
+        flag: &'static str,
+        min: std::time::Duration,
+    },
+    #[error("--history-max-mib must be at least 1")]
+    NoHistorySpace,
     #[error(
         "no gossip key: pass --gossip-key-file (create one with `starling keygen`), \
          or --insecure-gossip to run without encryption"
@@ -42,6 +52,8 @@ pub struct AgentSettings {
     pub keyring: Keyring,
     pub data_dir: PathBuf,
     pub gossip: GossipConfig,
+    pub history: StoreConfig,
+    pub replication: ReplicationConfig,
 }
 
 impl AgentSettings {
@@ -70,6 +82,30 @@ impl AgentSettings {
             (None, true) => Keyring::insecure(),
             (None, false) => return Err(ConfigError::NoKey),
         };
+        let at_least = |flag, value: Duration, min: Duration| {
+            if value < min {
+                Err(ConfigError::TooSmall { flag, min })
+            } else {
+                Ok(value)
+            }
+        };
+        let minute = Duration::from_secs(60);
+        let retention = Retention {
+            events_max_age: at_least("--history-retention", args.history_retention, minute)?,
+            results_max_age: at_least("--results-retention", args.results_retention, minute)?,
+            max_size_bytes: match args.history_max_mib {
+                0 => return Err(ConfigError::NoHistorySpace),
+                mib => mib.saturating_mul(1 << 20),
+            },
+        };
+        let replication = ReplicationConfig {
+            pull_interval: at_least(
+                "--sync-interval",
+                args.sync_interval,
+                Duration::from_millis(100),
+            )?,
+            ..ReplicationConfig::default()
+        };
         Ok(AgentSettings {
             node_name,
             gossip_bind: args.gossip_bind,
@@ -80,6 +116,11 @@ impl AgentSettings {
             keyring,
             data_dir: args.data_dir.clone(),
             gossip: GossipConfig::default(),
+            history: StoreConfig {
+                retention,
+                ..StoreConfig::default()
+            },
+            replication,
         })
     }
 }

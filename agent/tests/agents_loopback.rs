@@ -4,85 +4,13 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use starling_agent::AgentSettings;
-use starling_agent::daemon::{self, RunningAgent};
-use starling_agent::gossip::{GossipConfig, JoinTargets, Keyring, MemberState, Role, Transition};
+use starling_agent::daemon;
+use starling_agent::gossip::{Keyring, MemberState, Transition};
 use tokio::io::AsyncWriteExt;
 
-/// Every wait in this file is bounded by this.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn settings(
-    name: &str,
-    keyring: &Keyring,
-    gossip_bind: SocketAddr,
-    join: Vec<String>,
-    data: &tempfile::TempDir,
-) -> AgentSettings {
-    AgentSettings {
-        node_name: name.to_owned(),
-        gossip_bind,
-        advertise_ip: "127.0.0.1".parse().expect("literal"),
-        api_bind: "127.0.0.1:0".parse().expect("literal"),
-        role: Role::Worker,
-        join: JoinTargets { targets: join },
-        keyring: keyring.clone(),
-        data_dir: data.path().to_owned(),
-        gossip: GossipConfig::default(),
-    }
-}
-
-const ANY_PORT: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
-
-async fn agent(
-    name: &str,
-    keyring: &Keyring,
-    join: Option<SocketAddr>,
-) -> (RunningAgent, tempfile::TempDir) {
-    let data = tempfile::tempdir().expect("temp dir");
-    let join = join.into_iter().map(|a| a.to_string()).collect();
-    let agent = daemon::start(settings(name, keyring, ANY_PORT, join, &data))
-        .await
-        .expect("agent starts on loopback");
-    (agent, data)
-}
-
-fn keyring() -> Keyring {
-    Keyring::parse(&Keyring::generate_key()).expect("generated keys parse")
-}
-
-/// Wait until `agent` sees exactly `alive` other members alive.
-async fn sees_alive(agent: &RunningAgent, alive: usize) {
-    let mut view = agent.gossip.view.clone();
-    tokio::time::timeout(
-        PATIENCE,
-        view.wait_for(|v| {
-            v.members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive)
-                .count()
-                == alive
-        }),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{} did not see {alive} alive members", agent.identity.name))
-    .expect("gossip loop running");
-}
-
-async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", agent.api_addr))
-        .await
-        .expect("metrics reachable")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|line| line.starts_with(line_prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
+#[path = "support/agents.rs"]
+mod agents;
+use agents::{ANY_PORT, PATIENCE, agent, keyring, metric, sees_alive, settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_join_through_one_seed_and_the_api_shows_them() {

@@ -48,3 +48,68 @@ pub struct MembersResponse {
 pub struct ErrorBody {
     pub error: String,
 }
+
+/// One row of the cluster's event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// The log this row belongs to: the recording node's name and the id
+    /// of its history database.
+    pub origin: String,
+    /// Position in the origin's log; (origin, seq) names the row.
+    pub seq: u64,
+    /// The node that recorded the event.
+    pub observer: String,
+    /// When it happened, Unix milliseconds, on the observer's clock.
+    pub at_unix_ms: u64,
+    /// `membership`, `check`, `alert` or `annotation`.
+    pub kind: String,
+    /// The node the event is about.
+    pub node: String,
+    pub check: Option<String>,
+    pub old_state: Option<String>,
+    pub new_state: Option<String>,
+    pub message: String,
+}
+
+/// `GET /v1/history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub answered_by: String,
+    pub answered_at_unix_ms: u64,
+    /// Newest first.
+    pub events: Vec<HistoryEvent>,
+}
+
+/// The filters of `GET /v1/history`, parsed and bounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub node: Option<String>,
+    pub kind: Option<String>,
+    pub check: Option<String>,
+    /// Inclusive, Unix milliseconds.
+    pub since_unix_ms: Option<u64>,
+    /// Exclusive, Unix milliseconds.
+    pub until_unix_ms: Option<u64>,
+    pub limit: usize,
+}
+
+/// The answer to `POST /v1/events`: where the annotation was recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnotationAck {
+    pub origin: String,
+    pub seq: u64,
+}
+
+/// Why a request was refused; each maps to one HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The agent cannot answer now (its history failed, the disk is full).
+    #[error("{0}")]
+    Unavailable(String),
+}

@@ -2,7 +2,12 @@
 //! from any agent and read through the [`AgentView`] trait.
 
 mod api;
+mod query;
 mod server;
 
-pub use api::{ErrorBody, Member, MembersResponse, StateCounts};
-pub use server::{AgentView, router, serve};
+pub use api::{
+    AnnotationAck, ApiError, ErrorBody, HistoryEvent, HistoryQuery, HistoryResponse, Member,
+    MembersResponse, StateCounts,
+};
+pub use query::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+pub use server::{AgentView, Reply, router, serve};

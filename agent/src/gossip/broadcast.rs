@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::identity::NodeId;
 
 /// How many rumor keys we remember to stop re-broadcasting what we have
-/// already spread. Rumors are rare (a failed probe, a leave), so this
-/// covers far longer than a rumor lives in foca's queue.
+/// already spread. Rumors are rare (a failed probe, a leave, a history
+/// event), so this covers far longer than a rumor lives in foca's queue;
+/// one forgotten too early is spread once more and stored once anyway.
 const REMEMBERED_RUMORS: usize = 8192;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,13 @@ pub(crate) enum Rumor {
     /// `who` is shutting down on purpose, so its Down is a leave, not a
     /// failure.
     Leaving { who: NodeId },
+    /// A history row pushed to every member. Opaque here: the replication
+    /// layer encodes and decodes it; (origin, seq) names it once.
+    Replicated {
+        origin: String,
+        seq: u64,
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +40,10 @@ pub(crate) enum RumorKey {
     },
     Leaving {
         who: (SocketAddr, u64),
+    },
+    Replicated {
+        origin: String,
+        seq: u64,
     },
 }
 
@@ -44,6 +56,10 @@ impl Rumor {
             },
             Rumor::Leaving { who } => RumorKey::Leaving {
                 who: (who.addr, who.incarnation),
+            },
+            Rumor::Replicated { origin, seq, .. } => RumorKey::Replicated {
+                origin: origin.clone(),
+                seq: *seq,
             },
         }
     }

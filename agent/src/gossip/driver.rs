@@ -41,6 +41,11 @@ const REPUBLISH: Duration = Duration::from_secs(1);
 const LEAVE_HEAD_START_ROUNDS: usize = 3;
 /// Buffered membership events per subscriber before the slowest lags.
 const EVENT_BUFFER: usize = 1024;
+/// Buffered history rows received by gossip before the replication layer
+/// lags; a lagging reader loses pushes, which anti-entropy pull repairs.
+const REPLICATED_BUFFER: usize = 4096;
+/// Commands queued into the loop before senders wait.
+const COMMAND_BUFFER: usize = 256;
 
 /// One member as the rest of the agent sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +89,12 @@ pub(crate) enum Command {
     },
     /// The answer to a push-pull we started.
     Merge(Vec<Member<NodeId>>),
+    /// Spread a history row to every member.
+    Replicate {
+        origin: String,
+        seq: u64,
+        payload: Vec<u8>,
+    },
 }
 
 /// Read access to gossip for the rest of the agent.
@@ -91,12 +102,33 @@ pub(crate) enum Command {
 pub struct GossipHandle {
     pub view: watch::Receiver<Arc<MembershipView>>,
     events: broadcast::Sender<MemberEvent>,
+    replicated: broadcast::Sender<Arc<[u8]>>,
+    commands: mpsc::Sender<Command>,
 }
 
 impl GossipHandle {
     /// The typed stream of membership transitions.
     pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
         self.events.subscribe()
+    }
+
+    /// History rows spread by members (ours included), as the opaque
+    /// payloads given to [`GossipHandle::replicate`].
+    pub fn subscribe_replicated(&self) -> broadcast::Receiver<Arc<[u8]>> {
+        self.replicated.subscribe()
+    }
+
+    /// Spread a history row to every member by gossip. Best effort: it is
+    /// dropped if the loop is gone or the row does not fit a datagram,
+    /// and anti-entropy pull delivers it then.
+    pub async fn replicate(&self, origin: String, seq: u64, payload: Vec<u8>) {
+        let command = Command::Replicate {
+            origin,
+            seq,
+            payload,
+        };
+        // A closed loop means the agent is stopping.
+        let _ = self.commands.send(command).await;
     }
 }
 
@@ -168,6 +200,9 @@ pub struct Gossip {
     join: JoinTargets,
     view: watch::Sender<Arc<MembershipView>>,
     events: broadcast::Sender<MemberEvent>,
+    replicated: broadcast::Sender<Arc<[u8]>>,
+    commands: mpsc::Sender<Command>,
+    inbox: mpsc::Receiver<Command>,
     push_pulls_in_flight: Arc<AtomicUsize>,
     seal_buffer: Vec<u8>,
     /// Started with the node, so every timestamp shares one origin.
@@ -194,9 +229,13 @@ impl Gossip {
         };
         let (view, view_rx) = watch::channel(Arc::new(initial));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (replicated, _) = broadcast::channel(REPLICATED_BUFFER);
+        let (commands, inbox) = mpsc::channel(COMMAND_BUFFER);
         let handle = GossipHandle {
             view: view_rx,
             events: events.clone(),
+            replicated: replicated.clone(),
+            commands: commands.clone(),
         };
         let gossip = Gossip {
             sockets,
@@ -206,6 +245,9 @@ impl Gossip {
             join,
             view,
             events,
+            replicated,
+            commands,
+            inbox,
             push_pulls_in_flight: Arc::new(AtomicUsize::new(0)),
             seal_buffer: Vec::with_capacity(RECV_BUFFER),
             clock,
@@ -216,7 +258,7 @@ impl Gossip {
     /// Run until `shutdown` completes, then leave the cluster gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let clock = self.clock;
-        let (commands, mut inbox) = mpsc::channel(256);
+        let commands = self.commands.clone();
         let me = self.node.identity().addr;
         let bootstrap = tokio::spawn(bootstrap::run(
             self.join.clone(),
@@ -250,7 +292,7 @@ impl Gossip {
                     Ok((stream, peer)) => self.serve_push_pull(stream, peer, &commands),
                     Err(error) => tracing::warn!(%error, "push-pull accept failed"),
                 },
-                Some(command) = inbox.recv() => self.on_command(command, clock.now()),
+                Some(command) = self.inbox.recv() => self.on_command(command, clock.now()),
                 () = timer => self.drain_socket(&mut buffer, &clock),
             }
             self.node.handle_timers(clock.now());
@@ -308,6 +350,15 @@ impl Gossip {
                 let _ = reply.send(self.node.membership_state());
             }
             Command::Merge(theirs) => self.node.apply_membership_state(theirs, now),
+            Command::Replicate {
+                origin,
+                seq,
+                payload,
+            } => {
+                if let Err(error) = self.node.replicate(origin, seq, payload, now) {
+                    tracing::debug!(%error, "history row not pushed by gossip; pull will carry it");
+                }
+            }
         }
     }
 
@@ -333,6 +384,10 @@ impl Gossip {
                 }
                 Err(error) => tracing::debug!(%to, %error, "gossip send failed"),
             }
+        }
+        for payload in self.node.take_replicated() {
+            // No subscriber: the agent runs without history (tests).
+            let _ = self.replicated.send(payload.into());
         }
         for request in self.node.take_push_pulls() {
             self.start_push_pull(request, commands);
@@ -475,6 +530,13 @@ impl Gossip {
     /// of a few gossip rounds, then the Down update), repeating each so it
     /// survives a lost datagram.
     async fn leave(&mut self, clock: &Clock, commands: &mpsc::Sender<Command>) {
+        // History rows queued before the stop (our own "left" among them)
+        // ride the leave's gossip rounds; nobody can pull them from us later.
+        while let Ok(command) = self.inbox.try_recv() {
+            if let command @ Command::Replicate { .. } = command {
+                self.on_command(command, clock.now());
+            }
+        }
         let mut last_publish = clock.now();
         self.node.announce_leave(clock.now());
         self.after_turn(clock, commands, &mut last_publish);

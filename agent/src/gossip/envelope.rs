@@ -41,6 +41,13 @@ pub enum Purpose {
     Datagram,
     /// A frame of the membership push-pull exchange over TCP.
     PushPull,
+    /// The body of a history sync request (`POST /v1/sync`).
+    SyncRequest,
+    /// The body of a sync answer. Distinct from the request, so a captured
+    /// request cannot be reflected back as an answer.
+    SyncReply,
+    /// An operator's annotation (`POST /v1/events`).
+    Annotation,
 }
 
 impl Purpose {
@@ -48,6 +55,9 @@ impl Purpose {
         match self {
             Purpose::Datagram => 1,
             Purpose::PushPull => 2,
+            Purpose::SyncRequest => 3,
+            Purpose::SyncReply => 4,
+            Purpose::Annotation => 5,
         }
     }
 }

@@ -145,6 +145,17 @@ impl MemberTable {
         }
     }
 
+    /// We renewed our own identity after the cluster declared us down:
+    /// reported like another member's rejoin, so that the history records
+    /// it (only we know it happened to us).
+    pub fn renewed_self(&mut self, id: &NodeId, now: Duration) {
+        self.events.push(MembershipEvent {
+            member: id.clone(),
+            transition: Transition::Rejoined,
+            at: now,
+        });
+    }
+
     /// A state read from foca's full membership, to catch the
     /// Alive ⇄ Suspect changes foca does not notify.
     pub fn observe(&mut self, id: &NodeId, suspect: bool, now: Duration) {

@@ -109,6 +109,8 @@ pub struct GossipNode {
     /// We announced our departure; foca then reports itself defunct,
     /// which is expected rather than an error.
     leaving: bool,
+    /// History rows received by gossip, for the replication layer.
+    replicated: Vec<Vec<u8>>,
 }
 
 impl GossipNode {
@@ -136,6 +138,7 @@ impl GossipNode {
             stats: NodeStats::default(),
             probe_failed_in_turn: false,
             leaving: false,
+            replicated: Vec::new(),
             config,
         };
         node.timers
@@ -269,6 +272,26 @@ impl GossipNode {
         self.settle(now);
     }
 
+    /// Spread a history row to every member, starting now. Too large a row
+    /// is refused: it would not fit a datagram, and anti-entropy pull
+    /// carries it instead.
+    pub fn replicate(
+        &mut self,
+        origin: String,
+        seq: u64,
+        payload: Vec<u8>,
+        now: Duration,
+    ) -> Result<(), foca::Error> {
+        let rumor = Rumor::Replicated {
+            origin,
+            seq,
+            payload,
+        };
+        self.foca.add_broadcast(&rumor.encode())?;
+        self.push_rumors(now);
+        Ok(())
+    }
+
     /// Declare ourselves down (`announce_leave` first); the caller flushes
     /// the sends.
     pub fn leave(&mut self, now: Duration) {
@@ -290,6 +313,12 @@ impl GossipNode {
     /// Datagrams to send: (destination, plaintext foca packet).
     pub fn take_outgoing(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.effects.sends)
+    }
+
+    /// History rows other members spread (our own included: foca hands
+    /// every broadcast to its handler once).
+    pub fn take_replicated(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.replicated)
     }
 
     pub fn take_events(&mut self) -> Vec<MembershipEvent> {
@@ -447,10 +476,13 @@ impl GossipNode {
             }
             OwnedNotification::Active => tracing::info!("connected to the cluster"),
             OwnedNotification::Idle => tracing::info!("no other active member is known"),
-            OwnedNotification::Rejoin(id) => tracing::warn!(
-                incarnation = id.incarnation,
-                "the cluster declared us down; rejoined with a new incarnation"
-            ),
+            OwnedNotification::Rejoin(id) => {
+                tracing::warn!(
+                    incarnation = id.incarnation,
+                    "the cluster declared us down; rejoined with a new incarnation"
+                );
+                self.table.renewed_self(&id, now);
+            }
             OwnedNotification::Defunct if self.leaving => {}
             OwnedNotification::Defunct => {
                 tracing::error!("declared down and unable to renew identity")
@@ -506,6 +538,7 @@ impl GossipNode {
                 }
             }
             Rumor::Leaving { who } => self.table.mark_leaving(&who),
+            Rumor::Replicated { payload, .. } => self.replicated.push(payload),
         }
     }
 

@@ -1,0 +1,170 @@
+//! A cluster of real `starling agent` processes, one per network namespace
+//! of a testkit lab, for the netns test binaries (each uses a subset).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use starling_testkit::{LabProcess, NetLab, lab_or_skip, wait_until};
+use starling_web::{HistoryEvent, HistoryResponse, MembersResponse};
+
+pub const STARLING: &str = env!("CARGO_BIN_EXE_starling");
+pub const POLL: Duration = Duration::from_millis(300);
+
+pub struct Cluster {
+    pub lab: NetLab,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    pub agents: Vec<Option<LabProcess>>,
+}
+
+impl Cluster {
+    pub fn new(hosts: usize) -> Option<Cluster> {
+        let lab = lab_or_skip(hosts)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("gossip.key");
+        let keygen = std::process::Command::new(STARLING)
+            .arg("keygen")
+            .output()
+            .expect("keygen runs");
+        std::fs::write(&key, keygen.stdout).expect("write key");
+        let mut cluster = Cluster {
+            lab,
+            dir,
+            key,
+            agents: (0..hosts).map(|_| None).collect(),
+        };
+        for host in 0..hosts {
+            cluster.start(host);
+        }
+        Some(cluster)
+    }
+
+    pub fn name(host: usize) -> String {
+        format!("host-{host}")
+    }
+
+    pub fn start(&mut self, host: usize) {
+        let addr = self.lab.addr(host);
+        let data = self.dir.path().join(Self::name(host));
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--node-name".into(),
+            Self::name(host),
+            "--gossip-bind".into(),
+            format!("{addr}:7946"),
+            "--api-bind".into(),
+            format!("{addr}:7947"),
+            "--gossip-key-file".into(),
+            path(&self.key),
+            "--data-dir".into(),
+            path(&data),
+        ];
+        if host != 0 {
+            args.extend(["--join".into(), format!("{}:7946", self.lab.addr(0))]);
+        }
+        let process = self
+            .lab
+            .spawn(host, Path::new(STARLING), &args, &[])
+            .expect("agent spawns in its namespace");
+        self.agents[host] = Some(process);
+    }
+
+    pub fn process(&mut self, host: usize) -> &mut LabProcess {
+        self.agents[host].as_mut().expect("agent was started")
+    }
+
+    /// `starling members --output json`, run inside the observer's host.
+    pub fn members(&self, observer: usize) -> Option<MembersResponse> {
+        let addr = format!("{}:7947", self.lab.addr(observer));
+        let output = self
+            .lab
+            .run_in(
+                observer,
+                STARLING,
+                &["members", "--addr", &addr, "--output", "json"],
+            )
+            .ok()?;
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// `starling history --output json` (the whole log, up to 1000 rows),
+    /// run inside the observer's host.
+    pub fn history(&self, observer: usize) -> Option<Vec<HistoryEvent>> {
+        let addr = format!("{}:7947", self.lab.addr(observer));
+        let output = self
+            .lab
+            .run_in(
+                observer,
+                STARLING,
+                &["history", "--addr", &addr, "--output", "json", "--limit", "1000"],
+            )
+            .ok()?;
+        let response: HistoryResponse = serde_json::from_slice(&output.stdout).ok()?;
+        Some(response.events)
+    }
+
+    /// `starling annotate` through `host`'s agent: (origin, seq) once the
+    /// agent acknowledged it.
+    pub fn annotate(&self, host: usize, message: &str) -> Option<(String, u64)> {
+        let addr = format!("{}:7947", self.lab.addr(host));
+        let output = self
+            .lab
+            .run_in(
+                host,
+                STARLING,
+                &["annotate", "--addr", &addr, "--gossip-key-file", &path(&self.key), message],
+            )
+            .ok()?;
+        parse_ack(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    /// (state, incarnation) of `subject` as `observer` sees it.
+    pub fn view(&self, observer: usize, subject: usize) -> Option<(String, u64)> {
+        let name = Self::name(subject);
+        self.members(observer)?
+            .members
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|m| (m.state, m.incarnation))
+    }
+
+    pub fn all_see(&self, observers: &[usize], subjects: &[usize], state: &str) -> bool {
+        observers.iter().all(|&o| {
+            subjects
+                .iter()
+                .all(|&s| self.view(o, s).is_some_and(|(st, _)| st == state))
+        })
+    }
+
+    pub fn expect(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        if !wait_until(timeout, POLL, check) {
+            let logs: Vec<String> = self
+                .agents
+                .iter()
+                .flatten()
+                .map(|p| format!("--- host {} ---\n{}", p.host(), p.log()))
+                .collect();
+            panic!(
+                "{what} did not happen within {timeout:?}\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+}
+
+pub fn path(path: &Path) -> String {
+    path.to_str().expect("temp paths are UTF-8").to_owned()
+}
+
+
+/// "recorded as ORIGIN #SEQ" → (origin, seq).
+pub fn parse_ack(line: &str) -> Option<(String, u64)> {
+    let rest = line.trim().strip_prefix("recorded as ")?;
+    let (origin, seq) = rest.split_once(" #")?;
+    Some((origin.to_owned(), seq.parse().ok()?))
+}

@@ -1,0 +1,102 @@
+//! Query-string parsing: every refusal names the parameter at fault.
+
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use crate::api::{ApiError, HistoryQuery};
+
+/// Rows per history page when the caller does not say.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// The most rows one request may ask for: a bound on the memory and time
+/// one caller can take from an agent that is busy during an incident.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+const HISTORY_PARAMS: [&str; 6] = ["node", "kind", "check", "since", "until", "limit"];
+
+pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
+    if let Some(unknown) = params.keys().find(|k| !HISTORY_PARAMS.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter {unknown:?} (known: {})",
+            HISTORY_PARAMS.join(", ")
+        )));
+    }
+    let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    let limit = match params.get("limit") {
+        None => DEFAULT_HISTORY_LIMIT,
+        Some(value) => match value.parse::<usize>() {
+            Ok(limit) if (1..=MAX_HISTORY_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit: {value:?} is not a number from 1 to {MAX_HISTORY_LIMIT}"
+                )));
+            }
+        },
+    };
+    Ok(HistoryQuery {
+        node: text("node"),
+        kind: text("kind"),
+        check: text("check"),
+        since_unix_ms: time(params, "since")?,
+        until_unix_ms: time(params, "until")?,
+        limit,
+    })
+}
+
+/// A point in time: RFC 3339 (`2026-11-23T10:00:00Z`) or Unix milliseconds.
+fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(value) = params.get(name) else {
+        return Ok(None);
+    };
+    if let Ok(unix_ms) = value.parse::<u64>() {
+        return Ok(Some(unix_ms));
+    }
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .map(|d| Some(d.as_millis() as u64))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}: {value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix milliseconds"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn filters_parse_and_default() {
+        let query = history(&params(&[
+            ("node", "n1"),
+            ("since", "2026-11-23T10:00:00Z"),
+            ("until", "1700000000000"),
+        ]))
+        .expect("valid filters");
+        assert_eq!(query.node.as_deref(), Some("n1"));
+        assert_eq!(query.since_unix_ms, Some(1_795_428_000_000));
+        assert_eq!(query.until_unix_ms, Some(1_700_000_000_000));
+        assert_eq!(query.limit, DEFAULT_HISTORY_LIMIT);
+    }
+
+    #[test]
+    fn refusals_name_the_parameter() {
+        for (pairs, named) in [
+            (vec![("since", "yesterday")], "since:"),
+            (vec![("until", "x")], "until:"),
+            (vec![("limit", "0")], "limit:"),
+            (vec![("limit", "100000")], "limit:"),
+            (vec![("nodes", "n1")], "\"nodes\""),
+        ] {
+            let refusal = history(&params(&pairs)).expect_err("refused");
+            assert!(refusal.to_string().contains(named), "{refusal}");
+        }
+    }
+}
