@@ -294,10 +294,7 @@ mod tests {
     #[test]
     fn times_parse_in_three_forms() {
         assert_eq!(parse_when("1700000000000"), Ok(1_700_000_000_000));
-        assert_eq!(
-            parse_when("2026-11-23T10:00:00Z"),
-            Ok(1_795_428_000_000)
-        );
+        assert_eq!(parse_when("2026-11-23T10:00:00Z"), Ok(1_795_428_000_000));
         let two_hours_ago = parse_when("2h").expect("a duration");
         let now = crate::unix_ms_now();
         assert!((now - two_hours_ago).abs_diff(7_200_000) < 5_000);

@@ -46,7 +46,13 @@ pub async fn history(addr: &str, args: &HistoryArgs) -> Result<HistoryResponse, 
     ];
     query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     let client = http_client(addr)?;
-    send(addr, client.get(format!("http://{addr}/v1/history")).query(&query)).await
+    send(
+        addr,
+        client
+            .get(format!("http://{addr}/v1/history"))
+            .query(&query),
+    )
+    .await
 }
 
 pub async fn annotate(
@@ -153,10 +159,18 @@ pub async fn send_annotation(args: &AnnotateArgs) -> Result<(), ClientError> {
 }
 
 pub fn history_table(response: &HistoryResponse) -> String {
-    let mut rows = vec![[
-        "TIME", "KIND", "NODE", "CHECK", "CHANGE", "MESSAGE", "RECORDED BY",
-    ]
-    .map(str::to_owned)];
+    let mut rows = vec![
+        [
+            "TIME",
+            "KIND",
+            "NODE",
+            "CHECK",
+            "CHANGE",
+            "MESSAGE",
+            "RECORDED BY",
+        ]
+        .map(str::to_owned),
+    ];
     for event in &response.events {
         let at = UNIX_EPOCH + Duration::from_millis(event.at_unix_ms);
         let change = match (&event.old_state, &event.new_state) {

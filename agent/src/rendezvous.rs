@@ -46,7 +46,9 @@ mod tests {
         let gone = all[0];
         let rest = rank(
             "down:n9:1",
-            ["n1", "n2", "n3", "n4", "n5"].into_iter().filter(|c| *c != gone),
+            ["n1", "n2", "n3", "n4", "n5"]
+                .into_iter()
+                .filter(|c| *c != gone),
         );
         assert_eq!(rest, all[1..]);
     }
@@ -56,7 +58,9 @@ mod tests {
         let mut firsts = std::collections::HashMap::new();
         for i in 0..1000 {
             let key = format!("key-{i}");
-            *firsts.entry(rank(&key, ["a", "b", "c", "d"])[0]).or_insert(0) += 1;
+            *firsts
+                .entry(rank(&key, ["a", "b", "c", "d"])[0])
+                .or_insert(0) += 1;
         }
         assert!(firsts.values().all(|n| *n > 150), "{firsts:?}");
     }

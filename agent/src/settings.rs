@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::AgentArgs;
+use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
 use crate::history::{Retention, StoreConfig};
 use crate::replicate::ReplicationConfig;
-use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

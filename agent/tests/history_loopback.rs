@@ -60,7 +60,10 @@ async fn an_annotation_reaches_the_other_agent_and_both_record_their_joins() {
     let (b, _db) = agent("b", &key, Some(a.gossip_addr)).await;
     sees_alive(&a, 1).await;
     let (origin, seq) = note(&a, &key, "maintenance: draining a").await;
-    eventually("b holds a's annotation", async || holds(&b, &origin, seq).await).await;
+    eventually("b holds a's annotation", async || {
+        holds(&b, &origin, seq).await
+    })
+    .await;
     let at_b = events(&b).await;
     let note = at_b
         .iter()
@@ -93,12 +96,15 @@ async fn a_late_node_catches_up_by_pull_and_a_leave_is_recorded_once() {
     }
     let (b, _db) = agent("b", &key, Some(a.gossip_addr)).await;
     let (c, _dc) = agent("c", &key, Some(a.gossip_addr)).await;
-    eventually("b pulled everything a wrote before it existed", async || {
-        let held = events(&b).await;
-        written
-            .iter()
-            .all(|(o, s)| held.iter().any(|e| &e.origin == o && e.seq == *s))
-    })
+    eventually(
+        "b pulled everything a wrote before it existed",
+        async || {
+            let held = events(&b).await;
+            written
+                .iter()
+                .all(|(o, s)| held.iter().any(|e| &e.origin == o && e.seq == *s))
+        },
+    )
     .await;
     sees_alive(&b, 2).await;
     c.shutdown().await.expect("clean shutdown");
@@ -174,25 +180,110 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
     };
     let request = br#"{"vector":{},"max_rows":10}"#;
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("wrong key", "/v1/sync", sealed(&keyring(), Purpose::SyncRequest, request), 401, "cluster key"),
-        ("plain JSON", "/v1/sync", request.to_vec(), 401, "cluster key"),
-        ("a reply replayed as a request", "/v1/sync", sealed(&key, Purpose::SyncReply, request), 401, "cluster key"),
-        ("huge body", "/v1/sync", vec![b'x'; (1 << 20) + 1024], 413, "length limit"),
-        ("garbage JSON", "/v1/sync", sealed(&key, Purpose::SyncRequest, b"{\"vector\": [1, 2"), 400, "malformed"),
-        ("unknown field", "/v1/sync", sealed(&key, Purpose::SyncRequest, br#"{"vector":{},"max_rows":1,"x":1}"#), 400, "malformed"),
-        ("malformed origin", "/v1/sync", sealed(&key, Purpose::SyncRequest, br#"{"vector":{"'; DROP TABLE events":1},"max_rows":1}"#), 400, "origin"),
-        ("annotation, wrong key", "/v1/events", sealed(&keyring(), Purpose::Annotation, br#"{"message":"forged"}"#), 401, "cluster key"),
-        ("annotation, empty", "/v1/events", sealed(&key, Purpose::Annotation, br#"{"message":"  "}"#), 400, "message"),
-        ("annotation, too long", "/v1/events", sealed(&key, Purpose::Annotation, format!(r#"{{"message":"{}"}}"#, "x".repeat(600)).as_bytes()), 400, "message"),
-        ("annotation, huge", "/v1/events", vec![b'x'; 20 << 10], 413, "length limit"),
+        (
+            "wrong key",
+            "/v1/sync",
+            sealed(&keyring(), Purpose::SyncRequest, request),
+            401,
+            "cluster key",
+        ),
+        (
+            "plain JSON",
+            "/v1/sync",
+            request.to_vec(),
+            401,
+            "cluster key",
+        ),
+        (
+            "a reply replayed as a request",
+            "/v1/sync",
+            sealed(&key, Purpose::SyncReply, request),
+            401,
+            "cluster key",
+        ),
+        (
+            "huge body",
+            "/v1/sync",
+            vec![b'x'; (1 << 20) + 1024],
+            413,
+            "length limit",
+        ),
+        (
+            "garbage JSON",
+            "/v1/sync",
+            sealed(&key, Purpose::SyncRequest, b"{\"vector\": [1, 2"),
+            400,
+            "malformed",
+        ),
+        (
+            "unknown field",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{},"max_rows":1,"x":1}"#,
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "malformed origin",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{"'; DROP TABLE events":1},"max_rows":1}"#,
+            ),
+            400,
+            "origin",
+        ),
+        (
+            "annotation, wrong key",
+            "/v1/events",
+            sealed(&keyring(), Purpose::Annotation, br#"{"message":"forged"}"#),
+            401,
+            "cluster key",
+        ),
+        (
+            "annotation, empty",
+            "/v1/events",
+            sealed(&key, Purpose::Annotation, br#"{"message":"  "}"#),
+            400,
+            "message",
+        ),
+        (
+            "annotation, too long",
+            "/v1/events",
+            sealed(
+                &key,
+                Purpose::Annotation,
+                format!(r#"{{"message":"{}"}}"#, "x".repeat(600)).as_bytes(),
+            ),
+            400,
+            "message",
+        ),
+        (
+            "annotation, huge",
+            "/v1/events",
+            vec![b'x'; 20 << 10],
+            413,
+            "length limit",
+        ),
     ];
     for (case, path, body, status, says) in cases {
         let (got, text) = post(path, body).await;
         assert_eq!(got, status, "{case}: {text}");
-        assert!(text.contains("\"error\""), "{case}: JSON error body, got {text}");
+        assert!(
+            text.contains("\"error\""),
+            "{case}: JSON error body, got {text}"
+        );
         assert!(text.contains(says), "{case}: {text:?} should say {says:?}");
     }
-    assert_eq!(snapshot(&a).await, before, "refused requests changed nothing");
+    assert_eq!(
+        snapshot(&a).await,
+        before,
+        "refused requests changed nothing"
+    );
 
     // Origins we never heard of are not an error (the requester can be
     // ahead of us after a partition): answered, named, and ignored.
@@ -206,13 +297,26 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
             .expect("answers");
         let status = response.status().as_u16();
         let mut body = response.bytes().await.expect("body").to_vec();
-        let plain = open(&key, Purpose::SyncReply, &mut body).expect("the answer is sealed with our key");
+        let plain =
+            open(&key, Purpose::SyncReply, &mut body).expect("the answer is sealed with our key");
         let reply: serde_json::Value = serde_json::from_slice(plain).expect("JSON inside");
-        assert_eq!(reply["unknown_origins"], serde_json::json!(["ghost#0123456789abcdef"]));
-        assert!(!reply["batch"]["events"].as_array().expect("rows").is_empty());
+        assert_eq!(
+            reply["unknown_origins"],
+            serde_json::json!(["ghost#0123456789abcdef"])
+        );
+        assert!(
+            !reply["batch"]["events"]
+                .as_array()
+                .expect("rows")
+                .is_empty()
+        );
         (status, ())
     };
     assert_eq!(status, 200);
-    assert_eq!(snapshot(&a).await, before, "an answered sync changes nothing either");
+    assert_eq!(
+        snapshot(&a).await,
+        before,
+        "an answered sync changes nothing either"
+    );
     a.shutdown().await.expect("clean shutdown");
 }

@@ -21,12 +21,20 @@ const BATCH_ROWS: usize = 3;
 enum Step {
     /// Replica `at` records an event and pushes it; bit i of `lost` drops
     /// the push to replica i.
-    Create { at: usize, lost: u16 },
+    Create {
+        at: usize,
+        lost: u16,
+    },
     /// Replicas whose bit is set form one side, the others the other.
-    Partition { side: u16 },
+    Partition {
+        side: u16,
+    },
     Heal,
     /// `from` pulls from `peer`, if they can reach each other.
-    Pull { from: usize, peer: usize },
+    Pull {
+        from: usize,
+        peer: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -129,9 +137,9 @@ impl Cluster {
         stmt.query_map([], |row| {
             Ok((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get(2)?))
         })
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows decode")
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows decode")
     }
 }
 

@@ -14,7 +14,10 @@ pub const MAX_HISTORY_LIMIT: usize = 1000;
 const HISTORY_PARAMS: [&str; 6] = ["node", "kind", "check", "since", "until", "limit"];
 
 pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| !HISTORY_PARAMS.contains(&k.as_str())) {
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !HISTORY_PARAMS.contains(&k.as_str()))
+    {
         return Err(ApiError::BadRequest(format!(
             "unknown parameter {unknown:?} (known: {})",
             HISTORY_PARAMS.join(", ")

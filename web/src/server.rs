@@ -15,7 +15,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-use crate::api::{AnnotationAck, ApiError, ErrorBody, HistoryQuery, HistoryResponse, MembersResponse};
+use crate::api::{
+    AnnotationAck, ApiError, ErrorBody, HistoryQuery, HistoryResponse, MembersResponse,
+};
 use crate::query;
 
 /// An answer the agent computes off the request task (SQLite reads run on
@@ -119,11 +121,9 @@ async fn sync(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Re
     };
     bounded(async move {
         match view.sync(body).await {
-            Ok(sealed) => (
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                sealed,
-            )
-                .into_response(),
+            Ok(sealed) => {
+                ([(header::CONTENT_TYPE, "application/octet-stream")], sealed).into_response()
+            }
             Err(refusal) => refused(refusal),
         }
     })

@@ -7,6 +7,7 @@
 //! (Markdown) goes to stdout, progress to stderr.
 
 mod cluster;
+mod history;
 mod measure;
 mod report;
 mod results;
@@ -45,6 +46,11 @@ pub enum BenchCommand {
     /// a debug build makes starling look slower and bigger than it is. The
     /// default run (50 nodes, 5 runs) takes about 15 minutes.
     Gossip(GossipBenchArgs),
+    /// Measure the history store (write throughput, query latency) and
+    /// its replication between real agents on loopback (latency at N
+    /// nodes, catch-up of a node that missed 100,000 events). Prints a
+    /// Markdown report. Build with --release first.
+    History(history::HistoryBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -123,6 +129,8 @@ pub enum BenchError {
         limit: Duration,
         detail: String,
     },
+    #[error("history benchmark: {0}")]
+    History(String),
     #[error("interrupted; every agent started was stopped")]
     Interrupted,
     #[error("the benchmark of {0} did not finish; the report says where it stopped")]
@@ -139,6 +147,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 () = crate::shutdown_signal() => Err(BenchError::Interrupted),
             }
         }
+        BenchCommand::History(args) => tokio::select! {
+            result = history::run(args) => result,
+            () = crate::shutdown_signal() => Err(BenchError::Interrupted),
+        },
     }
 }
 

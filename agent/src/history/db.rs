@@ -274,7 +274,11 @@ pub fn insert_replicated(
 
 /// Apply a `missing_for` answer: its rows, then what the sender vouches is
 /// complete, so gaps retention made elsewhere stop being waited for.
-pub fn apply_batch(tx: &Transaction<'_>, batch: &SyncBatch, now_ms: u64) -> rusqlite::Result<usize> {
+pub fn apply_batch(
+    tx: &Transaction<'_>,
+    batch: &SyncBatch,
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
     let inserted = insert_replicated(tx, &batch.events, now_ms)?;
     let own = own_origin(tx)?;
     for (origin, &through) in &batch.through {
@@ -297,8 +301,8 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &SyncBatch, now_ms: u64) -> rusq
 /// What we hold complete, per origin; origins at 0 say nothing and are left
 /// out so that vectors of nodes with equal knowledge compare equal.
 pub fn version_vector(conn: &Connection) -> rusqlite::Result<VersionVector> {
-    let mut stmt =
-        conn.prepare_cached("SELECT origin, through FROM origins WHERE through > 0 ORDER BY origin")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT origin, through FROM origins WHERE through > 0 ORDER BY origin")?;
     let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
     rows.collect()
 }
@@ -315,7 +319,8 @@ pub fn missing_for(
     max_rows: usize,
 ) -> rusqlite::Result<SyncBatch> {
     let origins: Vec<(String, u64)> = {
-        let mut stmt = conn.prepare_cached("SELECT origin, through FROM origins ORDER BY origin")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT origin, through FROM origins ORDER BY origin")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -472,7 +477,12 @@ pub fn latest_results(conn: &Connection) -> rusqlite::Result<Vec<CheckResult>> {
 
 /// Insert one event row; `verb` is INSERT or INSERT OR IGNORE. Returns
 /// whether a row was added.
-fn insert_event(tx: &Transaction<'_>, verb: &str, event: &Event, now_ms: u64) -> rusqlite::Result<bool> {
+fn insert_event(
+    tx: &Transaction<'_>,
+    verb: &str,
+    event: &Event,
+    now_ms: u64,
+) -> rusqlite::Result<bool> {
     let added = tx
         .prepare_cached(&format!(
             "{verb} INTO events ({EVENT_COLUMNS}, received_ms)
@@ -528,8 +538,8 @@ fn advance(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<()> {
     let start = through_of(tx, origin)?;
     let mut through = start;
     {
-        let mut stmt =
-            tx.prepare_cached("SELECT seq FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq")?;
+        let mut stmt = tx
+            .prepare_cached("SELECT seq FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq")?;
         let mut rows = stmt.query(params![origin, saturating(start)])?;
         while let Some(row) = rows.next()? {
             let seq = get_u64(row, 0)?;

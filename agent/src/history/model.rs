@@ -275,8 +275,14 @@ mod tests {
         ] {
             assert!(!valid_origin(bad), "{bad:?}");
         }
-        assert!(valid_origin(&format!("{}#0123456789abcdef", "n".repeat(253))));
-        assert!(!valid_origin(&format!("{}#0123456789abcdef", "n".repeat(254))));
+        assert!(valid_origin(&format!(
+            "{}#0123456789abcdef",
+            "n".repeat(253)
+        )));
+        assert!(!valid_origin(&format!(
+            "{}#0123456789abcdef",
+            "n".repeat(254)
+        )));
     }
 
     #[test]

@@ -72,8 +72,10 @@ pub fn enforce(
             "DELETE FROM check_results WHERE at_ms < ?1",
             [cutoff(retention.results_max_age)],
         )? as u64;
-        report.latest_deleted =
-            tx.execute("DELETE FROM latest_results WHERE at_ms < ?1", [events_cutoff])? as u64;
+        report.latest_deleted = tx.execute(
+            "DELETE FROM latest_results WHERE at_ms < ?1",
+            [events_cutoff],
+        )? as u64;
         tx.commit()?;
     }
     while used_bytes(conn)? > retention.max_size_bytes {

@@ -160,8 +160,8 @@ where
 
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>) {
         let Op { value, reply, .. } = *self;
-        let answer = outcome
-            .map(|()| value.expect("an op is answered as committed only after it ran"));
+        let answer =
+            outcome.map(|()| value.expect("an op is answered as committed only after it ran"));
         // The caller may have given up waiting; the write stands anyway.
         let _ = reply.send(answer);
     }
@@ -252,7 +252,9 @@ impl Store {
                 .map_err(sqlite)?;
         }
         let events = db::count_events(&conn).map_err(sqlite)?;
-        metrics.events.set(i64::try_from(events).unwrap_or(i64::MAX));
+        metrics
+            .events
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
         metrics.size_bytes.set(file_size(&path));
         let mut idle = Vec::new();
         for _ in 0..config.readers.max(1) {
@@ -510,7 +512,9 @@ struct Lease<'a> {
 
 impl Lease<'_> {
     fn conn(&self) -> &Connection {
-        self.conn.as_ref().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
     }
 }
 
@@ -608,7 +612,10 @@ impl Writer {
         Ok(())
     }
 
-    fn housekeeping(&mut self, reply: Option<oneshot::Sender<Result<RetentionReport, StoreError>>>) {
+    fn housekeeping(
+        &mut self,
+        reply: Option<oneshot::Sender<Result<RetentionReport, StoreError>>>,
+    ) {
         let outcome = retention::enforce(&self.conn, now_ms(), &self.config.retention)
             .and_then(|report| retention::checkpoint(&self.conn).map(|()| report));
         self.metrics.size_bytes.set(file_size(&self.path));

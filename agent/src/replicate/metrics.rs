@@ -73,7 +73,9 @@ impl ReplicationMetrics {
     }
 
     pub(crate) fn served(&self, result: &'static str) {
-        self.syncs_served.get_or_create(&ResultLabel { result }).inc();
+        self.syncs_served
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub(crate) fn push_lost(&self, reason: &'static str, rows: u64) {

@@ -23,8 +23,8 @@ pub use metrics::ReplicationMetrics;
 pub use publisher::Publisher;
 pub use pull::{DEFAULT_PULL_INTERVAL, PullError, Pulled, client, pull_from};
 pub use recorder::DEFAULT_RECORD_GRACE;
-pub(crate) use serve::{accept_annotation, answer_sync};
 pub use serve::{MAX_ANNOTATION_BYTES, SYNC_BATCH_ROWS};
+pub(crate) use serve::{accept_annotation, answer_sync};
 pub use wire::{AnnotationRequest, WireError, seal_json};
 
 /// Timing of replication; the defaults suit production, tests shorten them.

@@ -31,7 +31,10 @@ pub(crate) async fn run(
             Err(RecvError::Lagged(missed)) => {
                 // Gossip outran the database: those rows come by pull.
                 metrics.push_lost("lagged", missed);
-                tracing::warn!(missed, "pushed history rows dropped; anti-entropy will fetch them");
+                tracing::warn!(
+                    missed,
+                    "pushed history rows dropped; anti-entropy will fetch them"
+                );
                 continue;
             }
             Err(RecvError::Closed) => return,

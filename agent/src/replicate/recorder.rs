@@ -48,7 +48,11 @@ pub(crate) async fn run(
 ) {
     let mut events = gossip.subscribe();
     let me = gossip.view.borrow().me.clone();
-    record(&publisher, own_event(&me, Transition::Joined, crate::unix_ms_now())).await;
+    record(
+        &publisher,
+        own_event(&me, Transition::Joined, crate::unix_ms_now()),
+    )
+    .await;
     let mut pending: Vec<Pending> = Vec::new();
     tokio::pin!(shutdown);
     loop {
@@ -80,7 +84,11 @@ pub(crate) async fn run(
         }
     }
     let me = gossip.view.borrow().me.clone();
-    record(&publisher, own_event(&me, Transition::Left, crate::unix_ms_now())).await;
+    record(
+        &publisher,
+        own_event(&me, Transition::Left, crate::unix_ms_now()),
+    )
+    .await;
 }
 
 async fn on_event(
@@ -94,8 +102,11 @@ async fn on_event(
     let is_me = event.member.name == view.me.name && event.member.addr == view.me.addr;
     if is_me {
         if event.transition == Transition::Rejoined {
-            record(publisher, own_event(&event.member, Transition::Rejoined, event.at_unix_ms))
-                .await;
+            record(
+                publisher,
+                own_event(&event.member, Transition::Rejoined, event.at_unix_ms),
+            )
+            .await;
         }
         return;
     }
@@ -108,7 +119,10 @@ async fn on_event(
         _ => return,
     };
     let new = observed_event(&event);
-    let key = new.dedupe_key.clone().expect("observed events carry a dedupe key");
+    let key = new
+        .dedupe_key
+        .clone()
+        .expect("observed events carry a dedupe key");
     let eligible = std::iter::once(view.me.name.as_str()).chain(
         view.members
             .iter()
@@ -131,7 +145,10 @@ async fn on_event(
 }
 
 async fn record_unless_known(publisher: &Publisher, event: NewEvent) {
-    let key = event.dedupe_key.clone().expect("fallback records carry a dedupe key");
+    let key = event
+        .dedupe_key
+        .clone()
+        .expect("fallback records carry a dedupe key");
     match publisher.store().has_dedupe_key(key).await {
         Ok(true) => {}
         Ok(false) => record(publisher, event).await,
@@ -159,7 +176,10 @@ fn own_event(me: &NodeId, transition: Transition, at_unix_ms: u64) -> NewEvent {
         Transition::Joined => (
             None,
             "alive",
-            format!("{} joined the cluster (gossip {}, incarnation {})", me.name, me.addr, me.incarnation),
+            format!(
+                "{} joined the cluster (gossip {}, incarnation {})",
+                me.name, me.addr, me.incarnation
+            ),
         ),
         Transition::Rejoined => (
             Some("down"),
@@ -169,7 +189,11 @@ fn own_event(me: &NodeId, transition: Transition, at_unix_ms: u64) -> NewEvent {
                 me.name, me.incarnation
             ),
         ),
-        _ => (Some("alive"), "left", format!("{} left the cluster", me.name)),
+        _ => (
+            Some("alive"),
+            "left",
+            format!("{} left the cluster", me.name),
+        ),
     };
     NewEvent {
         at_unix_ms,

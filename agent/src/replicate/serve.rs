@@ -68,9 +68,8 @@ pub(crate) async fn accept_annotation(
     keyring: &Keyring,
     body: Bytes,
 ) -> Result<AnnotationAck, ApiError> {
-    let request: AnnotationRequest =
-        wire::open_json(keyring, Purpose::Annotation, body.to_vec())
-            .map_err(refusal("annotation"))?;
+    let request: AnnotationRequest = wire::open_json(keyring, Purpose::Annotation, body.to_vec())
+        .map_err(refusal("annotation"))?;
     let message = request.message.trim();
     if message.is_empty() || message.len() > MAX_ANNOTATION_BYTES {
         return Err(ApiError::BadRequest(format!(

@@ -48,7 +48,8 @@ pub enum WireError {
 }
 
 pub fn seal_json(keyring: &Keyring, purpose: Purpose, value: &impl Serialize) -> Vec<u8> {
-    let plain = serde_json::to_vec(value).expect("wire types serialize: no maps with non-string keys");
+    let plain =
+        serde_json::to_vec(value).expect("wire types serialize: no maps with non-string keys");
     let mut sealed = Vec::with_capacity(plain.len() + crate::gossip::OVERHEAD);
     seal(keyring, purpose, &plain, &mut sealed);
     sealed

@@ -91,4 +91,3 @@ pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
-

@@ -97,7 +97,9 @@ impl Cluster {
             .run_in(
                 observer,
                 STARLING,
-                &["history", "--addr", &addr, "--output", "json", "--limit", "1000"],
+                &[
+                    "history", "--addr", &addr, "--output", "json", "--limit", "1000",
+                ],
             )
             .ok()?;
         let response: HistoryResponse = serde_json::from_slice(&output.stdout).ok()?;
@@ -113,7 +115,14 @@ impl Cluster {
             .run_in(
                 host,
                 STARLING,
-                &["annotate", "--addr", &addr, "--gossip-key-file", &path(&self.key), message],
+                &[
+                    "annotate",
+                    "--addr",
+                    &addr,
+                    "--gossip-key-file",
+                    &path(&self.key),
+                    message,
+                ],
             )
             .ok()?;
         parse_ack(&String::from_utf8_lossy(&output.stdout))
@@ -160,7 +169,6 @@ impl Cluster {
 pub fn path(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_owned()
 }
-
 
 /// "recorded as ORIGIN #SEQ" → (origin, seq).
 pub fn parse_ack(line: &str) -> Option<(String, u64)> {
