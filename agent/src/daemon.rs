@@ -109,7 +109,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     if keyring.is_insecure() {
         tracing::warn!(
             "GOSSIP IS UNENCRYPTED AND UNAUTHENTICATED (--insecure-gossip): anyone who can \
-             reach {gossip_addr} can read membership, join, and forge updates"
+             reach {gossip_addr} or the API can read membership, join, forge updates, and read \
+             and write the history"
         );
     } else {
         let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
@@ -180,7 +181,10 @@ impl RunningAgent {
         // No receiver left means both tasks already ended.
         let _ = self.stop.send(true);
         self.gossip_task.await?;
-        self.http_task.await?.map_err(AgentError::Http)
+        let served = self.http_task.await?.map_err(AgentError::Http);
+        // Last: the writer finishes what is queued, off the async threads.
+        self.history.close().await;
+        served
     }
 }
 

@@ -180,6 +180,12 @@ fn print_banner(exe: &Path, agents: &[LabAgent], dir: &Path) {
     println!("try:");
     println!("  {} members --addr {first}", exe.display());
     println!("  curl -s http://{first}/metrics | grep '^starling_gossip'");
+    println!("  {} history --addr {first}", exe.display());
+    println!(
+        "  {} annotate --addr {first} --gossip-key-file {} 'hello from the lab'",
+        exe.display(),
+        dir.join("gossip.key").display()
+    );
     println!("keys, data and logs: {}", dir.display());
     println!("press Ctrl-C to stop");
 }

@@ -2,17 +2,21 @@
 //! (callers pass `now_ms`), so replication can be tested on in-memory
 //! databases exactly as the store runs it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 pub use super::schema::{SCHEMA_VERSION, migrate};
+pub use results::{insert_result, latest_results, recent_results, upsert_latest};
+pub use sync::{apply_batch, insert_replicated, missing_for, version_vector};
+
+mod results;
+mod sync;
 
 use super::model::{
-    CheckResult, CheckStatus, Event, EventFilter, EventKind, NewEvent, SyncBatch, VersionVector,
-    new_origin, origin_node, truncate_message, valid_node_name, valid_origin,
+    CheckStatus, Event, EventFilter, EventKind, NewEvent, new_origin, origin_node,
+    truncate_message, valid_node_name,
 };
 
 /// How long a connection waits for another's lock before giving up: long
@@ -21,8 +25,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const EVENT_COLUMNS: &str = "origin, seq, observer, at_ms, kind, node, check_name, old_state, \
                              new_state, message, dedupe_key";
-
-const RESULT_COLUMNS: &str = "check_name, status, message, details, duration_ms, at_ms";
 
 /// Why a connection could not be made ready for the history.
 #[derive(Debug, thiserror::Error)]
@@ -216,149 +218,6 @@ pub fn record_local(
     Ok(event)
 }
 
-/// Store events another node sent; returns how many were new. Rows of our
-/// own origin are ignored (we are its authority), as are rows at or below
-/// the origin's `through` (held already, or deleted by retention: taking
-/// them back would only resurrect what was meant to go), and malformed
-/// rows (one bad row must not make a peer's whole batch fail forever).
-pub fn insert_replicated(
-    tx: &Transaction<'_>,
-    events: &[Event],
-    now_ms: u64,
-) -> rusqlite::Result<usize> {
-    let own = own_origin(tx)?;
-    let mut throughs: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut inserted = 0;
-    for event in events {
-        if own.as_deref() == Some(event.origin.as_str()) {
-            continue;
-        }
-        if !valid_origin(&event.origin)
-            || event.seq == 0
-            || int("seq", event.seq).is_err()
-            || int("at_unix_ms", event.at_unix_ms).is_err()
-        {
-            tracing::debug!(origin = %event.origin, seq = event.seq, "malformed replicated event skipped");
-            continue;
-        }
-        let through = match throughs.get(event.origin.as_str()) {
-            Some(&through) => through,
-            None => {
-                let through = ensure_origin(tx, &event.origin)?;
-                throughs.insert(&event.origin, through);
-                through
-            }
-        };
-        if event.seq <= through {
-            continue;
-        }
-        let added = if event.message.len() > super::model::MAX_MESSAGE_BYTES {
-            let mut event = event.clone();
-            truncate_message(&mut event.message);
-            insert_event(tx, "INSERT OR IGNORE", &event, now_ms)?
-        } else {
-            insert_event(tx, "INSERT OR IGNORE", event, now_ms)?
-        };
-        if added {
-            inserted += 1;
-            if let Some(key) = &event.dedupe_key {
-                settle_duplicates(tx, key)?;
-            }
-        }
-    }
-    for origin in throughs.keys() {
-        advance(tx, origin)?;
-    }
-    Ok(inserted)
-}
-
-/// Apply a `missing_for` answer: its rows, then what the sender vouches is
-/// complete, so gaps retention made elsewhere stop being waited for.
-pub fn apply_batch(
-    tx: &Transaction<'_>,
-    batch: &SyncBatch,
-    now_ms: u64,
-) -> rusqlite::Result<usize> {
-    let inserted = insert_replicated(tx, &batch.events, now_ms)?;
-    let own = own_origin(tx)?;
-    for (origin, &through) in &batch.through {
-        if own.as_deref() == Some(origin.as_str()) || !valid_origin(origin) {
-            continue;
-        }
-        let Ok(through) = int("through", through) else {
-            continue;
-        };
-        tx.execute(
-            "INSERT INTO origins (origin, through) VALUES (?1, ?2)
-             ON CONFLICT (origin) DO UPDATE SET through = max(through, excluded.through)",
-            params![origin, through],
-        )?;
-        advance(tx, origin)?;
-    }
-    Ok(inserted)
-}
-
-/// What we hold complete, per origin; origins at 0 say nothing and are left
-/// out so that vectors of nodes with equal knowledge compare equal.
-pub fn version_vector(conn: &Connection) -> rusqlite::Result<VersionVector> {
-    let mut stmt = conn
-        .prepare_cached("SELECT origin, through FROM origins WHERE through > 0 ORDER BY origin")?;
-    let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
-    rows.collect()
-}
-
-/// The rows a node with vector `theirs` lacks, at most `max_rows` of them,
-/// by (origin, seq). See `SyncBatch` for `through` and `more`.
-///
-/// `more` is set only when the batch was cut *and* moves the asker's
-/// vector: rows we hold past a gap in an origin cannot be acknowledged by
-/// any vector, and promising more of them would have the asker page forever.
-pub fn missing_for(
-    conn: &Connection,
-    theirs: &VersionVector,
-    max_rows: usize,
-) -> rusqlite::Result<SyncBatch> {
-    let origins: Vec<(String, u64)> = {
-        let mut stmt =
-            conn.prepare_cached("SELECT origin, through FROM origins ORDER BY origin")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-    ))?;
-    let mut batch = SyncBatch::default();
-    let mut cut = false;
-    for (origin, ours) in origins {
-        let known = theirs.get(&origin).copied().unwrap_or(0);
-        let budget = max_rows - batch.events.len();
-        // One row past the budget tells whether the cut falls in this origin.
-        let limit = saturating(budget as u64 + 1);
-        let mut rows = stmt
-            .query_map(params![origin, saturating(known), limit], event_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        if rows.len() > budget {
-            rows.truncate(budget);
-            cut = true;
-            if let Some(last) = rows.last() {
-                batch.through.insert(origin, ours.min(last.seq));
-            }
-            batch.events.extend(rows);
-            break;
-        }
-        if !rows.is_empty() || ours > known {
-            batch.through.insert(origin, ours);
-        }
-        batch.events.extend(rows);
-    }
-    batch.more = cut
-        && batch
-            .through
-            .iter()
-            .any(|(origin, &through)| through > theirs.get(origin).copied().unwrap_or(0));
-    Ok(batch)
-}
-
 /// Events matching `filter`, newest first, each happening shown once.
 pub fn query_events(conn: &Connection, filter: &EventFilter) -> rusqlite::Result<Vec<Event>> {
     let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE duplicate = 0");
@@ -405,76 +264,6 @@ pub fn count_events(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT count(*) FROM events", [], |row| get_u64(row, 0))
 }
 
-/// Keep one of our node's raw results.
-pub fn insert_result(tx: &Transaction<'_>, result: &CheckResult) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!(
-        "INSERT INTO check_results ({RESULT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-    ))?
-    .execute(params![
-        result.check,
-        result.status,
-        result.message,
-        result.details.to_string(),
-        saturating(result.duration_ms),
-        int("at_unix_ms", result.at_unix_ms)?,
-    ])?;
-    Ok(())
-}
-
-/// Our node's raw results at or after `since_ms`, newest first. The table
-/// has no node column (every row is ours): the node comes from our origin.
-pub fn recent_results(
-    conn: &Connection,
-    check: Option<&str>,
-    since_ms: u64,
-    limit: usize,
-) -> rusqlite::Result<Vec<CheckResult>> {
-    let node = own_origin(conn)?.map_or_else(String::new, |o| origin_node(&o).to_owned());
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT ?1, {RESULT_COLUMNS} FROM check_results
-         WHERE at_ms >= ?2 AND (?3 IS NULL OR check_name = ?3)
-         ORDER BY at_ms DESC, id DESC LIMIT ?4"
-    ))?;
-    let rows = stmt.query_map(
-        params![node, saturating(since_ms), check, saturating(limit as u64)],
-        result_from_row,
-    )?;
-    rows.collect()
-}
-
-/// Keep `result` as its (node, check)'s latest unless a newer one is
-/// stored: results arrive by gossip in any order. Returns whether it won.
-pub fn upsert_latest(tx: &Transaction<'_>, result: &CheckResult) -> rusqlite::Result<bool> {
-    let changed = tx
-        .prepare_cached(&format!(
-            "INSERT INTO latest_results (node, {RESULT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (node, check_name) DO UPDATE SET
-                 status = excluded.status, message = excluded.message,
-                 details = excluded.details, duration_ms = excluded.duration_ms,
-                 at_ms = excluded.at_ms
-             WHERE excluded.at_ms > latest_results.at_ms"
-        ))?
-        .execute(params![
-            result.node,
-            result.check,
-            result.status,
-            result.message,
-            result.details.to_string(),
-            saturating(result.duration_ms),
-            int("at_unix_ms", result.at_unix_ms)?,
-        ])?;
-    Ok(changed > 0)
-}
-
-/// The latest result of every (node, check), ordered by node then check.
-pub fn latest_results(conn: &Connection) -> rusqlite::Result<Vec<CheckResult>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT node, {RESULT_COLUMNS} FROM latest_results ORDER BY node, check_name"
-    ))?;
-    let rows = stmt.query_map([], result_from_row)?;
-    rows.collect()
-}
-
 /// Insert one event row; `verb` is INSERT or INSERT OR IGNORE. Returns
 /// whether a row was added.
 fn insert_event(
@@ -519,43 +308,6 @@ fn settle_duplicates(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Make sure `origin` has a row in the vector; returns its through.
-fn ensure_origin(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<u64> {
-    tx.prepare_cached("INSERT OR IGNORE INTO origins (origin, through) VALUES (?1, 0)")?
-        .execute([origin])?;
-    through_of(tx, origin)
-}
-
-fn through_of(conn: &Connection, origin: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT through FROM origins WHERE origin = ?1")?
-        .query_row([origin], |row| get_u64(row, 0))
-}
-
-/// Move `origin`'s through up over the rows that follow it without a gap:
-/// a pushed row can arrive before a lost earlier one, and the vector must
-/// not claim the missing row is held.
-fn advance(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<()> {
-    let start = through_of(tx, origin)?;
-    let mut through = start;
-    {
-        let mut stmt = tx
-            .prepare_cached("SELECT seq FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq")?;
-        let mut rows = stmt.query(params![origin, saturating(start)])?;
-        while let Some(row) = rows.next()? {
-            let seq = get_u64(row, 0)?;
-            if seq != through + 1 {
-                break;
-            }
-            through = seq;
-        }
-    }
-    if through > start {
-        tx.prepare_cached("UPDATE origins SET through = ?2 WHERE origin = ?1")?
-            .execute(params![origin, saturating(through)])?;
-    }
-    Ok(())
-}
-
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         origin: row.get(0)?,
@@ -569,21 +321,5 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         new_state: row.get(8)?,
         message: row.get(9)?,
         dedupe_key: row.get(10)?,
-    })
-}
-
-/// Columns: node, then `RESULT_COLUMNS`.
-fn result_from_row(row: &Row<'_>) -> rusqlite::Result<CheckResult> {
-    let details: String = row.get(4)?;
-    Ok(CheckResult {
-        node: row.get(0)?,
-        check: row.get(1)?,
-        status: row.get(2)?,
-        message: row.get(3)?,
-        details: serde_json::from_str(&details).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        duration_ms: get_u64(row, 5)?,
-        at_unix_ms: get_u64(row, 6)?,
     })
 }

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::db::get_u64;
+use super::db::{count_events, get_u64};
 
 /// Rows deleted per step when over the size cap: small enough that the
 /// writer answers queued ops between steps of a big purge.
-const SIZE_CHUNK_ROWS: i64 = 1000;
+const SIZE_CHUNK_ROWS: u64 = 1000;
 
 /// How much history to keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,21 +78,88 @@ pub fn enforce(
         )? as u64;
         tx.commit()?;
     }
-    while used_bytes(conn)? > retention.max_size_bytes {
-        let deleted = conn.execute(
-            "DELETE FROM events WHERE rowid IN
-                 (SELECT rowid FROM events ORDER BY at_ms, origin, seq LIMIT ?1)",
-            [SIZE_CHUNK_ROWS],
-        )?;
-        if deleted == 0 {
-            // Nothing left to delete: the rest is results and overhead.
-            break;
-        }
-        report.events_deleted += deleted as u64;
+    if used_bytes(conn)? > retention.max_size_bytes {
+        report.events_deleted += shrink_to(conn, retention.max_size_bytes)?;
     }
-    conn.execute_batch("PRAGMA incremental_vacuum")?;
+    // Each step of this pragma frees one page: it must run to the end.
+    let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut steps = vacuum.query([])?;
+    while steps.next()?.is_some() {}
+    drop(steps);
+    drop(vacuum);
     report.size_bytes = file_pages_bytes(conn)?;
     Ok(report)
+}
+
+/// Delete the oldest events until the used pages fit `cap`; returns how
+/// many.
+///
+/// A page counts as used while any row is left on it, so deleting rows
+/// stored out of time order (a peer's backlog arrives by origin, not by
+/// time) can free few pages: chasing the page count alone could delete the
+/// whole log. So each round deletes as many rows as the excess is worth at
+/// the pages events take per row (`dbstat`), and once the rows' bytes fill
+/// no more than half the cap, retention stops and leaves the rest to
+/// SQLite merging emptied pages.
+fn shrink_to(conn: &Connection, cap: u64) -> rusqlite::Result<u64> {
+    let mut deleted = 0;
+    loop {
+        let used = used_bytes(conn)?;
+        let usage = dbstat(conn)?;
+        let count = count_events(conn)?;
+        if used <= cap || usage.data <= cap / 2 || count == 0 {
+            return Ok(deleted);
+        }
+        // Enough rows to free the excess if their pages go with them...
+        let freeing = (used - cap).div_ceil((usage.event_pages / count).max(1));
+        // ...but never so many that the rows left would fill under half.
+        let floor = (usage.data - cap / 2) / (usage.event_data / count).max(1);
+        let mut excess = freeing.min(floor).min(count);
+        if excess == 0 {
+            return Ok(deleted);
+        }
+        while excess > 0 {
+            let chunk = i64::try_from(excess.min(SIZE_CHUNK_ROWS)).expect("a chunk is small");
+            let removed = conn.execute(
+                "DELETE FROM events WHERE rowid IN
+                     (SELECT rowid FROM events ORDER BY at_ms, origin, seq LIMIT ?1)",
+                [chunk],
+            )? as u64;
+            if removed == 0 {
+                return Ok(deleted);
+            }
+            deleted += removed;
+            excess = excess.saturating_sub(removed);
+        }
+    }
+}
+
+/// What the pages hold, from `dbstat`.
+struct Usage {
+    /// Bytes of page content in use, all tables and indexes.
+    data: u64,
+    /// Bytes of the pages that hold events and their indexes.
+    event_pages: u64,
+    /// Bytes of content in use on those pages.
+    event_data: u64,
+}
+
+fn dbstat(conn: &Connection) -> rusqlite::Result<Usage> {
+    conn.query_row(
+        "SELECT coalesce(sum(pgsize - unused), 0),
+                coalesce(sum(CASE WHEN tbl_name = 'events' THEN pgsize END), 0),
+                coalesce(sum(CASE WHEN tbl_name = 'events' THEN pgsize - unused END), 0)
+         FROM dbstat AS s LEFT JOIN sqlite_schema AS m ON m.name = s.name
+         WHERE aggregate = TRUE",
+        [],
+        |row| {
+            Ok(Usage {
+                data: get_u64(row, 0)?,
+                event_pages: get_u64(row, 1)?,
+                event_data: get_u64(row, 2)?,
+            })
+        },
+    )
 }
 
 /// Move the WAL's content into the file and truncate the WAL, so it does

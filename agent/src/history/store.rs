@@ -4,22 +4,27 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
-use tokio::sync::{Semaphore, oneshot};
+use rusqlite::{Connection, Transaction};
+use tokio::sync::oneshot;
 
 use super::db::{self, SetupError};
-use super::metrics::{HistoryMetrics, WriteFailure};
+use super::metrics::HistoryMetrics;
 use super::model::{CheckResult, Event, EventFilter, NewEvent, SyncBatch, VersionVector};
-use super::retention::{self, Retention, RetentionReport};
+use super::retention::{Retention, RetentionReport};
 
-/// Ops committed together at most: bounds how long the first caller of a
-/// burst waits for the others' rows to be written.
-const MAX_GROUP: usize = 256;
+mod error;
+mod readers;
+mod writer;
+
+pub use error::{OpenError, StoreError};
+use readers::ReaderPool;
+pub(crate) use writer::WriteContext;
+use writer::{Message, Op, Writer};
 
 /// How the store runs.
 #[derive(Clone, Debug)]
@@ -47,130 +52,6 @@ impl Default for StoreConfig {
             max_page_count: None,
         }
     }
-}
-
-/// Why a history operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("history database {}: {source}", path.display())]
-    Open {
-        /// The database file, so the operator knows which file to look at.
-        path: PathBuf,
-        /// What is wrong with it, and what to do.
-        #[source]
-        source: OpenError,
-    },
-    #[error(
-        "history database {}: schema version {found} is newer than this agent supports \
-         ({supported}): a newer starling wrote it; upgrade, or move the file away to start \
-         a new history",
-        path.display()
-    )]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// The file's schema version.
-        found: u32,
-        /// The highest this build knows.
-        supported: u32,
-    },
-    #[error("history database {}: disk full, write refused", path.display())]
-    DiskFull {
-        /// The database file, whose file system is the full one.
-        path: PathBuf,
-    },
-    #[error("node name {0:?} cannot name a history origin (1 to 253 of A-Z a-z 0-9 . _ -)")]
-    InvalidNodeName(String),
-    #[error("history database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("history store is closed (its writer thread is gone)")]
-    Closed,
-}
-
-/// What is wrong with a database file that would not open.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("cannot create its directory: {0}")]
-    CreateDir(#[source] std::io::Error),
-    #[error(
-        "file is not a database (corrupt, or not a starling history file): \
-         move it away to start a new history"
-    )]
-    NotADatabase(#[source] rusqlite::Error),
-    #[error("database is corrupt ({0}): move it away to start a new history")]
-    Corrupt(String),
-    #[error("cannot open it (a directory in the way, or no permission to read it): {0}")]
-    CannotOpen(#[source] rusqlite::Error),
-    #[error("cannot write it (a read-only file or file system): {0}")]
-    ReadOnly(#[source] rusqlite::Error),
-    #[error("cannot start the writer thread: {0}")]
-    Thread(#[source] std::io::Error),
-    #[error("{0}")]
-    Sqlite(#[source] rusqlite::Error),
-}
-
-impl OpenError {
-    fn classify(error: rusqlite::Error) -> Self {
-        match error.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase) => OpenError::NotADatabase(error),
-            Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt(error.to_string()),
-            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-                OpenError::CannotOpen(error)
-            }
-            Some(ErrorCode::ReadOnly) => OpenError::ReadOnly(error),
-            _ => OpenError::Sqlite(error),
-        }
-    }
-}
-
-/// What a write op sees besides its transaction.
-#[derive(Debug)]
-pub(crate) struct WriteContext<'a> {
-    pub origin: &'a str,
-    pub node_name: &'a str,
-    /// One clock reading per transaction, as `received_ms` for its rows.
-    pub now_ms: u64,
-    /// Event rows the op added, for the gauge once the commit succeeded.
-    pub events_added: u64,
-}
-
-/// A queued write: run in a group transaction, and again alone if the
-/// group failed, so each caller gets its own op's outcome.
-trait Job: Send {
-    fn run(&mut self, tx: &Transaction<'_>, ctx: &mut WriteContext<'_>) -> Result<(), StoreError>;
-    /// Answer the caller: the op's value once `outcome` says it committed.
-    fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
-}
-
-struct Op<T, F> {
-    apply: F,
-    value: Option<T>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-}
-
-impl<T, F> Job for Op<T, F>
-where
-    T: Send,
-    F: FnMut(&Transaction<'_>, &mut WriteContext<'_>) -> Result<T, StoreError> + Send,
-{
-    fn run(&mut self, tx: &Transaction<'_>, ctx: &mut WriteContext<'_>) -> Result<(), StoreError> {
-        self.value = Some((self.apply)(tx, ctx)?);
-        Ok(())
-    }
-
-    fn answer(self: Box<Self>, outcome: Result<(), StoreError>) {
-        let Op { value, reply, .. } = *self;
-        let answer =
-            outcome.map(|()| value.expect("an op is answered as committed only after it ran"));
-        // The caller may have given up waiting; the write stands anyway.
-        let _ = reply.send(answer);
-    }
-}
-
-enum Message {
-    Job(Box<dyn Job>),
-    /// Retention and checkpoint; `Some` when a caller asked for them.
-    Housekeeping(Option<oneshot::Sender<Result<RetentionReport, StoreError>>>),
 }
 
 /// The history database of this node. Cheap to clone; the writer thread
@@ -213,8 +94,11 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// Open (creating it and its directory if needed) and migrate the
-    /// database at `path`, and start the writer thread.
+    /// Open (creating it and its directory if needed), check and migrate
+    /// the database at `path`, and start the writer thread.
+    ///
+    /// Blocking (the check reads the whole file): async callers run it on
+    /// `spawn_blocking`.
     pub fn open(
         path: &Path,
         node_name: &str,
@@ -262,10 +146,7 @@ impl Store {
             db::configure_reader(&reader).map_err(sqlite)?;
             idle.push(reader);
         }
-        let readers = Arc::new(ReaderPool {
-            permits: Arc::new(Semaphore::new(idle.len())),
-            idle: Mutex::new(idle),
-        });
+        let readers = Arc::new(ReaderPool::new(idle));
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             conn,
@@ -297,10 +178,12 @@ impl Store {
         &self.inner.origin
     }
 
+    /// The node name the store was opened for; the observer of our events.
     pub fn node_name(&self) -> &str {
         &self.inner.node_name
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -358,7 +241,9 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Run `f` on a read connection, off the async threads.
+    /// Run `f` on a read connection, off the async threads. The connection
+    /// is query-only: writes go through the writer, or they would race its
+    /// group commit for the lock.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -382,14 +267,17 @@ impl Store {
         }
     }
 
+    /// See `db::query_events`.
     pub async fn events(&self, filter: EventFilter) -> Result<Vec<Event>, StoreError> {
         self.read(move |conn| db::query_events(conn, &filter)).await
     }
 
+    /// See `db::version_vector`.
     pub async fn version_vector(&self) -> Result<VersionVector, StoreError> {
         self.read(db::version_vector).await
     }
 
+    /// See `db::missing_for`.
     pub async fn missing_for(
         &self,
         theirs: VersionVector,
@@ -399,14 +287,17 @@ impl Store {
             .await
     }
 
+    /// See `db::has_dedupe_key`.
     pub async fn has_dedupe_key(&self, key: String) -> Result<bool, StoreError> {
         self.read(move |conn| db::has_dedupe_key(conn, &key)).await
     }
 
+    /// See `db::latest_results`.
     pub async fn latest_results(&self) -> Result<Vec<CheckResult>, StoreError> {
         self.read(db::latest_results).await
     }
 
+    /// See `db::recent_results`.
     pub async fn recent_results(
         &self,
         check: Option<String>,
@@ -469,186 +360,15 @@ fn quick_check(conn: &Connection) -> Result<(), OpenError> {
 }
 
 /// Bytes on disk: the file and its write-ahead log.
-fn file_size(path: &Path) -> i64 {
+pub(super) fn file_size(path: &Path) -> i64 {
     let mut wal = OsString::from(path.as_os_str());
     wal.push("-wal");
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     i64::try_from(size(path) + size(Path::new(&wal))).unwrap_or(i64::MAX)
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-struct ReaderPool {
-    /// One permit per connection in `idle`: holding one guarantees a pop.
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReaderPool {
-    fn lease(&self) -> Lease<'_> {
-        let conn = self
-            .idle
-            .lock()
-            .expect("the reader pool lock is only held to push or pop")
-            .pop()
-            .expect("a reader permit guarantees an idle connection");
-        Lease {
-            pool: self,
-            conn: Some(conn),
-        }
-    }
-}
-
-/// A read connection out of the pool; back in on drop, even if the
-/// reader's closure panicked, so the pool never shrinks.
-struct Lease<'a> {
-    pool: &'a ReaderPool,
-    conn: Option<Connection>,
-}
-
-impl Lease<'_> {
-    fn conn(&self) -> &Connection {
-        self.conn
-            .as_ref()
-            .expect("a lease holds its connection until dropped")
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.pool.idle.lock()) {
-            idle.push(conn);
-        }
-    }
-}
-
-struct Writer {
-    conn: Connection,
-    origin: String,
-    node_name: String,
-    path: PathBuf,
-    config: StoreConfig,
-    metrics: HistoryMetrics,
-}
-
-impl Writer {
-    fn run(mut self, receiver: mpsc::Receiver<Message>) {
-        let every = self.config.housekeeping_every;
-        let mut due = Instant::now() + every;
-        loop {
-            let wait = due.saturating_duration_since(Instant::now());
-            let mut next = match receiver.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            // Group commit: everything already queued goes in one
-            // transaction, so a burst costs one fsync instead of one each.
-            let mut jobs = Vec::new();
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Job(job) => jobs.push(job),
-                    Message::Housekeeping(reply) => {
-                        self.commit(std::mem::take(&mut jobs));
-                        self.housekeeping(reply);
-                        due = Instant::now() + every;
-                    }
-                }
-                if jobs.len() < MAX_GROUP {
-                    next = receiver.try_recv().ok();
-                }
-            }
-            self.commit(jobs);
-            if Instant::now() >= due {
-                self.housekeeping(None);
-                due = Instant::now() + every;
-            }
-        }
-        if let Err(error) = retention::checkpoint(&self.conn) {
-            tracing::warn!(path = %self.path.display(), %error, "history checkpoint at close failed");
-        }
-    }
-
-    fn commit(&mut self, mut jobs: Vec<Box<dyn Job>>) {
-        if jobs.is_empty() {
-            return;
-        }
-        match self.transact(&mut jobs) {
-            Ok(()) => jobs.into_iter().for_each(|job| job.answer(Ok(()))),
-            Err(error) if jobs.len() == 1 => {
-                let error = self.failed(error);
-                if let Some(job) = jobs.pop() {
-                    job.answer(Err(error));
-                }
-            }
-            // One op's failure must not fail the others: retry each alone,
-            // and each caller gets its own op's outcome.
-            Err(_) => jobs.into_iter().for_each(|job| self.commit(vec![job])),
-        }
-    }
-
-    fn transact(&mut self, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        let mut ctx = WriteContext {
-            origin: &self.origin,
-            node_name: &self.node_name,
-            now_ms: now_ms(),
-            events_added: 0,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for job in jobs.iter_mut() {
-            job.run(&tx, &mut ctx)?;
-        }
-        tx.commit()?;
-        self.metrics.writes.inc();
-        self.metrics
-            .events
-            .inc_by(i64::try_from(ctx.events_added).unwrap_or(i64::MAX));
-        Ok(())
-    }
-
-    fn housekeeping(
-        &mut self,
-        reply: Option<oneshot::Sender<Result<RetentionReport, StoreError>>>,
-    ) {
-        let outcome = retention::enforce(&self.conn, now_ms(), &self.config.retention)
-            .and_then(|report| retention::checkpoint(&self.conn).map(|()| report));
-        self.metrics.size_bytes.set(file_size(&self.path));
-        let outcome = match outcome {
-            Ok(report) => {
-                self.metrics.retained(&report);
-                Ok(report)
-            }
-            Err(error) => Err(self.failed(error.into())),
-        };
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
-        }
-    }
-
-    /// Count and log a failed write, and name a full disk as such; the
-    /// writer goes on, so writes succeed again once space is back.
-    fn failed(&self, error: StoreError) -> StoreError {
-        let disk_full = matches!(
-            &error,
-            StoreError::Sqlite(e) if e.sqlite_error_code() == Some(ErrorCode::DiskFull)
-        );
-        if disk_full {
-            self.metrics.write_failed(WriteFailure::DiskFull);
-            let error = StoreError::DiskFull {
-                path: self.path.clone(),
-            };
-            tracing::error!(path = %self.path.display(), "{error}");
-            error
-        } else {
-            self.metrics.write_failed(WriteFailure::Other);
-            tracing::error!(path = %self.path.display(), %error, "history write failed");
-            error
-        }
-    }
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use starling_web::{AnnotationAck, ApiError};
 
 use crate::gossip::{Keyring, Purpose};
-use crate::history::{EventKind, NewEvent, Store};
+use crate::history::{EventKind, NewEvent, Store, valid_node_name};
 
 use super::metrics::ReplicationMetrics;
 use super::publisher::Publisher;
@@ -78,7 +78,12 @@ pub(crate) async fn accept_annotation(
     }
     let store = publisher.store();
     let node = match request.node.map(|n| n.trim().to_owned()) {
-        Some(node) if !node.is_empty() => node,
+        Some(node) if valid_node_name(&node) => node,
+        Some(node) if !node.is_empty() => {
+            return Err(ApiError::BadRequest(format!(
+                "annotation: node {node:?} is not a node name (letters, digits, '.', '_', '-')"
+            )));
+        }
         _ => store.node_name().to_owned(),
     };
     let event = publisher
