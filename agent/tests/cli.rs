@@ -86,6 +86,50 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
         &["--insecure-gossip", "--data-dir", data, "--role", "boss"],
         "--role",
     );
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--history-retention",
+            "5s",
+        ],
+        "--history-retention",
+    );
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--history-max-mib",
+            "0",
+        ],
+        "--history-max-mib",
+    );
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--sync-interval",
+            "soon",
+        ],
+        "--sync-interval",
+    );
+
+    // A history that is not a database stops the agent, naming the file.
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir_all(&corrupt).expect("mkdir");
+    let history = corrupt.join("history.db");
+    std::fs::write(&history, vec![0x5a; 8192]).expect("write");
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            corrupt.to_str().expect("utf-8"),
+        ],
+        history.to_str().expect("utf-8"),
+    );
 
     // A wildcard bind needs the address to advertise.
     let output = starling(&[
@@ -117,6 +161,11 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "--gossip-key-file",
         "--insecure-gossip",
         "--data-dir",
+        "--history-retention",
+        "STARLING_HISTORY_RETENTION",
+        "--results-retention",
+        "--history-max-mib",
+        "--sync-interval",
         "--role",
         "STARLING_GOSSIP_KEY_FILE",
     ] {
@@ -213,4 +262,23 @@ fn lab_starts_a_cluster_and_stops_it_cleanly() {
     // Every agent is gone: nothing answers on their API ports any more.
     let after = starling(&["members", "--addr", "127.0.77.1:7947"]);
     assert!(!after.status.success());
+}
+
+#[test]
+fn history_and_annotate_fail_clearly_without_an_agent_or_a_key() {
+    let output = starling(&["history", "--addr", "127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot reach a starling agent at 127.0.0.1:1"),
+        "{stderr}"
+    );
+    let output = starling(&["history", "--since", "last tuesday"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--since"), "{stderr}");
+    let output = starling(&["annotate", "--addr", "127.0.0.1:1", "a note"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("requires the cluster key"), "{stderr}");
 }
