@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::gossip::Role;
+use crate::gossip::{Keyring, KeyringError, Role};
 
 /// starling: a peer-to-peer health monitor for Kubernetes clusters.
 #[derive(Debug, Parser)]
@@ -85,18 +85,8 @@ pub struct AgentArgs {
     #[arg(long, env = "STARLING_JOIN_DNS")]
     pub join_dns: Option<String>,
 
-    /// The cluster keyring: one base64 key of 32 bytes per line, the
-    /// first used to send, all accepted (see `starling keygen`).
-    #[arg(long, env = "STARLING_GOSSIP_KEY_FILE")]
-    pub gossip_key_file: Option<PathBuf>,
-
-    /// Run gossip unencrypted and unauthenticated. Only for experiments.
-    #[arg(
-        long,
-        env = "STARLING_INSECURE_GOSSIP",
-        conflicts_with = "gossip_key_file"
-    )]
-    pub insecure_gossip: bool,
+    #[command(flatten)]
+    pub key: KeyArgs,
 
     /// Where the agent keeps its state: the incarnation counter and the
     /// SQLite history (history.db). Keep it across restarts (a hostPath):
@@ -123,6 +113,36 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub logging: LoggingArgs,
+}
+
+/// The cluster key, shared by the agent and the commands that write to it.
+#[derive(Clone, Debug, Args)]
+pub struct KeyArgs {
+    /// The cluster keyring: one base64 key of 32 bytes per line, the
+    /// first used to send, all accepted (see `starling keygen`). It seals
+    /// gossip, history sync and annotations.
+    #[arg(long, env = "STARLING_GOSSIP_KEY_FILE")]
+    pub gossip_key_file: Option<PathBuf>,
+
+    /// Run unencrypted and unauthenticated (gossip, history sync,
+    /// annotations). Only for experiments.
+    #[arg(
+        long,
+        env = "STARLING_INSECURE_GOSSIP",
+        conflicts_with = "gossip_key_file"
+    )]
+    pub insecure_gossip: bool,
+}
+
+impl KeyArgs {
+    /// The keyring, the insecure one, or `None` when neither was asked for.
+    pub fn load(&self) -> Result<Option<Keyring>, KeyringError> {
+        match (&self.gossip_key_file, self.insecure_gossip) {
+            (Some(path), _) => Keyring::load(path).map(Some),
+            (None, true) => Ok(Some(Keyring::insecure())),
+            (None, false) => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -195,18 +215,9 @@ pub struct AnnotateArgs {
     #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
     pub addr: String,
 
-    /// The cluster keyring the agents use: writing to the history
-    /// requires the cluster key.
-    #[arg(long, env = "STARLING_GOSSIP_KEY_FILE")]
-    pub gossip_key_file: Option<PathBuf>,
-
-    /// The agents run with --insecure-gossip.
-    #[arg(
-        long,
-        env = "STARLING_INSECURE_GOSSIP",
-        conflicts_with = "gossip_key_file"
-    )]
-    pub insecure_gossip: bool,
+    /// The agents' keyring: writing to the history requires the cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
 
     /// The node the note is about (default: the answering agent's node).
     #[arg(long)]

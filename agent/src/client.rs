@@ -109,6 +109,11 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return format!("no answer within {TIMEOUT:?}");
     }
+    innermost_cause(error)
+}
+
+/// The innermost cause of an HTTP error ("Connection refused").
+pub(crate) fn innermost_cause(error: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(inner) = cause.source() {
         cause = inner;
@@ -144,11 +149,7 @@ pub async fn print_history(args: &HistoryArgs) -> Result<(), ClientError> {
 
 /// `starling annotate`.
 pub async fn send_annotation(args: &AnnotateArgs) -> Result<(), ClientError> {
-    let keyring = match (&args.gossip_key_file, args.insecure_gossip) {
-        (Some(path), _) => Keyring::load(path)?,
-        (None, true) => Keyring::insecure(),
-        (None, false) => return Err(ClientError::NoKey),
-    };
+    let keyring = args.key.load()?.ok_or(ClientError::NoKey)?;
     let request = AnnotationRequest {
         node: args.node.clone(),
         message: args.message.clone(),

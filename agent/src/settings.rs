@@ -77,11 +77,7 @@ impl AgentSettings {
                 with_default_port(name).ok_or_else(|| ConfigError::BadJoinDns(name.clone()))?,
             );
         }
-        let keyring = match (&args.gossip_key_file, args.insecure_gossip) {
-            (Some(path), _) => Keyring::load(path)?,
-            (None, true) => Keyring::insecure(),
-            (None, false) => return Err(ConfigError::NoKey),
-        };
+        let keyring = args.key.load()?.ok_or(ConfigError::NoKey)?;
         let at_least = |flag, value: Duration, min: Duration| {
             if value < min {
                 Err(ConfigError::TooSmall { flag, min })

@@ -170,11 +170,7 @@ fn pick_peer(gossip: &GossipHandle) -> Option<SocketAddr> {
 
 fn innermost(error: &reqwest::Error) -> String {
     if error.is_timeout() {
-        return "no answer in time".to_owned();
+        return format!("no answer within {REQUEST_TIMEOUT:?}");
     }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
+    crate::client::innermost_cause(error)
 }

@@ -74,58 +74,34 @@ impl Cluster {
         self.agents[host].as_mut().expect("agent was started")
     }
 
+    /// `starling ARGS --addr <host's API>`, run inside `host`: its stdout
+    /// if it succeeded.
+    fn cli(&self, host: usize, args: &[&str]) -> Option<Vec<u8>> {
+        let addr = format!("{}:7947", self.lab.addr(host));
+        let mut all = args.to_vec();
+        all.extend(["--addr", &addr]);
+        Some(self.lab.run_in(host, STARLING, &all).ok()?.stdout)
+    }
+
     /// `starling members --output json`, run inside the observer's host.
     pub fn members(&self, observer: usize) -> Option<MembersResponse> {
-        let addr = format!("{}:7947", self.lab.addr(observer));
-        let output = self
-            .lab
-            .run_in(
-                observer,
-                STARLING,
-                &["members", "--addr", &addr, "--output", "json"],
-            )
-            .ok()?;
-        serde_json::from_slice(&output.stdout).ok()
+        serde_json::from_slice(&self.cli(observer, &["members", "--output", "json"])?).ok()
     }
 
     /// `starling history --output json` (the whole log, up to 1000 rows),
     /// run inside the observer's host.
     pub fn history(&self, observer: usize) -> Option<Vec<HistoryEvent>> {
-        let addr = format!("{}:7947", self.lab.addr(observer));
-        let output = self
-            .lab
-            .run_in(
-                observer,
-                STARLING,
-                &[
-                    "history", "--addr", &addr, "--output", "json", "--limit", "1000",
-                ],
-            )
-            .ok()?;
-        let response: HistoryResponse = serde_json::from_slice(&output.stdout).ok()?;
+        let args = ["history", "--output", "json", "--limit", "1000"];
+        let response: HistoryResponse = serde_json::from_slice(&self.cli(observer, &args)?).ok()?;
         Some(response.events)
     }
 
     /// `starling annotate` through `host`'s agent: (origin, seq) once the
     /// agent acknowledged it.
     pub fn annotate(&self, host: usize, message: &str) -> Option<(String, u64)> {
-        let addr = format!("{}:7947", self.lab.addr(host));
-        let output = self
-            .lab
-            .run_in(
-                host,
-                STARLING,
-                &[
-                    "annotate",
-                    "--addr",
-                    &addr,
-                    "--gossip-key-file",
-                    &path(&self.key),
-                    message,
-                ],
-            )
-            .ok()?;
-        parse_ack(&String::from_utf8_lossy(&output.stdout))
+        let key = path(&self.key);
+        let stdout = self.cli(host, &["annotate", "--gossip-key-file", &key, message])?;
+        parse_ack(&String::from_utf8_lossy(&stdout))
     }
 
     pub fn key(&self) -> &Path {
