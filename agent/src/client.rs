@@ -73,7 +73,7 @@ pub async fn annotate(
 }
 
 fn http_client(addr: &str) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+    starling_checks::http_client()
         .timeout(TIMEOUT)
         .build()
         .map_err(|error| ClientError::Unreachable {

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 #[path = "support/agents.rs"]
 mod agents;
-use agents::{ANY_PORT, PATIENCE, agent, keyring, metric, sees_alive, settings};
+use agents::{ANY_PORT, PATIENCE, agent, get, keyring, metric, sees_alive, settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_join_through_one_seed_and_the_api_shows_them() {
@@ -28,7 +28,7 @@ async fn three_agents_join_through_one_seed_and_the_api_shows_them() {
     assert_eq!(members.counts.alive, 3);
     let names: Vec<&str> = members.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["b", "c", "seed"]);
-    let live = reqwest::get(format!("http://{}/livez", b.api_addr))
+    let live = get(format!("http://{}/livez", b.api_addr))
         .await
         .expect("reachable");
     assert_eq!(live.status(), 200);
@@ -126,7 +126,7 @@ async fn hostile_datagrams_and_frames_are_counted_and_change_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sees_alive(&seed, 1).await;
     sees_alive(&peer, 1).await;
-    let live = reqwest::get(format!("http://{}/livez", seed.api_addr))
+    let live = get(format!("http://{}/livez", seed.api_addr))
         .await
         .expect("reachable");
     assert_eq!(live.status(), 200);

@@ -161,7 +161,9 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
     let (a, _da) = agent("a", &key, None).await;
     note(&a, &key, "something to protect").await;
     let before = snapshot(&a).await;
-    let http = reqwest::Client::new();
+    let http = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client");
     let post = async |path: &str, body: Vec<u8>| {
         let response = http
             .post(format!("http://{}{path}", a.api_addr))

@@ -54,7 +54,9 @@ async fn serves_members_metrics_and_liveness() {
     let server = tokio::spawn(starling_web::serve(listener, view.clone(), async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    let client = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client");
 
     let members: MembersResponse = client
         .get(format!("{base}/v1/members"))

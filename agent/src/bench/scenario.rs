@@ -182,7 +182,7 @@ async fn idle(cluster: &mut Cluster, plan: &Plan) -> Result<(Idle, Vec<String>),
     let pids: Vec<u32> = cluster.pids().into_iter().flatten().collect();
     let ips = cluster.ips();
     let scrape = cluster.label() == "starling";
-    let http = reqwest::Client::builder()
+    let http = starling_checks::http_client()
         .timeout(SCRAPE_TIMEOUT)
         .no_proxy()
         .build()

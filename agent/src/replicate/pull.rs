@@ -54,11 +54,11 @@ pub struct Pulled {
 
 /// An HTTP client for pulls, with the bounds above.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    starling_checks::http_client()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
-        .expect("a plain-HTTP client needs no TLS backend and always builds")
+        .expect("a plain-HTTP client with a preconfigured TLS backend always builds")
 }
 
 /// Pull from `peer` until it has nothing more for us (or the batch cap).

@@ -79,7 +79,7 @@ pub async fn sees_alive(agent: &RunningAgent, alive: usize) {
 }
 
 pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", agent.api_addr))
+    let text = get(format!("http://{}/metrics", agent.api_addr))
         .await
         .expect("metrics reachable")
         .text()
@@ -90,4 +90,14 @@ pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// GET with a plain-HTTP client (see `starling_checks::http_client`).
+pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
+    starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client")
+        .get(url)
+        .send()
+        .await
 }
