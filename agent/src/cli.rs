@@ -112,7 +112,56 @@ pub struct AgentArgs {
     pub sync_interval: Duration,
 
     #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// Checks running at once, at most.
+    #[arg(long, env = "STARLING_MAX_CONCURRENT_CHECKS", default_value_t = 4)]
+    pub max_concurrent_checks: usize,
+
+    #[command(flatten)]
     pub logging: LoggingArgs,
+}
+
+/// The etcd check. Without an endpoint it is off.
+#[derive(Clone, Debug, Args)]
+pub struct EtcdArgs {
+    /// An etcd client URL to check, e.g. https://10.0.0.1:2379. On kubeadm
+    /// control-plane nodes http://127.0.0.1:2381 needs no certificates
+    /// (health only). Repeatable; the environment variable takes a
+    /// comma-separated list.
+    #[arg(
+        long = "etcd-endpoint",
+        env = "STARLING_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+
+    /// CA of etcd's serving certificates (kubeadm:
+    /// /etc/kubernetes/pki/etcd/ca.crt).
+    #[arg(long, env = "STARLING_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// Client certificate (kubeadm:
+    /// /etc/kubernetes/pki/etcd/healthcheck-client.crt).
+    #[arg(long, env = "STARLING_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// Client key (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.key).
+    #[arg(long, env = "STARLING_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// Between two etcd checks.
+    #[arg(long, env = "STARLING_ETCD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub etcd_interval: Duration,
+
+    /// One etcd check may take this long before it counts as a failure.
+    #[arg(long, env = "STARLING_ETCD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub etcd_timeout: Duration,
+
+    /// Failed etcd checks in a row before it turns critical.
+    #[arg(long, env = "STARLING_ETCD_FAILURES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub etcd_failures: u32,
 }
 
 /// The cluster key, shared by the agent and the commands that write to it.

@@ -18,7 +18,12 @@ use crate::history::{HistoryMetrics, Store, StoreError};
 use crate::incarnation::{self, DataDirError};
 use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
+use crate::status::{self, GossipPlacement};
 use crate::view::AgentSurface;
+use starling_checks::{EtcdCheck, Runner};
+
+/// Check results queued between the runner and the history.
+const CHECK_RESULTS_BUFFER: usize = 256;
 
 /// The history database's file name inside `--data-dir`.
 pub const HISTORY_FILE: &str = "history.db";
@@ -55,6 +60,9 @@ pub struct RunningAgent {
     /// This node's history database.
     pub history: Store,
     replication: Replication,
+    stop_checks: watch::Sender<bool>,
+    /// The runner, then the task turning its results into history.
+    checks_tasks: [JoinHandle<()>; 2],
     stop: watch::Sender<bool>,
     gossip_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -133,12 +141,28 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         replication_metrics.clone(),
         settings.replication,
     );
+    let mut runner = Runner::new(settings.max_concurrent_checks);
+    if let Some((config, schedule)) = settings.etcd.clone() {
+        runner.add(EtcdCheck::new(config), schedule);
+    }
+    let checks_here = !runner.is_empty();
+    let (stop_checks, checks_stopping) = watch::channel(false);
+    let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);
+    let checks_tasks = [
+        tokio::spawn(runner.run(
+            Arc::new(GossipPlacement::new(handle.view.clone())),
+            results,
+            stopped(checks_stopping),
+        )),
+        tokio::spawn(status::record_results(publisher.clone(), results_inbox)),
+    ];
     let surface = Arc::new(AgentSurface::new(
         handle.view.clone(),
         registry,
         publisher,
         keyring,
         replication_metrics,
+        checks_here,
     ));
     let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
     tracing::info!(
@@ -157,6 +181,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         metrics,
         history,
         replication,
+        stop_checks,
+        checks_tasks,
         stop,
         gossip_task,
         http_task,
@@ -177,6 +203,11 @@ pub async fn run(
 impl RunningAgent {
     /// Record our leave, leave the cluster, then stop serving.
     pub async fn shutdown(self) -> Result<(), AgentError> {
+        // Checks first, so their last transitions are recorded and pushed.
+        let _ = self.stop_checks.send(true);
+        for task in self.checks_tasks {
+            task.await?;
+        }
         self.replication.stop().await?;
         // No receiver left means both tasks already ended.
         let _ = self.stop.send(true);

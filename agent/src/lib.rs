@@ -13,6 +13,7 @@ pub mod lab;
 pub mod logging;
 pub mod replicate;
 pub mod settings;
+pub mod status;
 
 mod incarnation;
 mod rendezvous;

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::AgentArgs;
+use starling_checks::{ClientTls, EtcdConfig, Schedule};
+
+use crate::cli::{AgentArgs, EtcdArgs};
 use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
 use crate::history::{Retention, StoreConfig};
 use crate::replicate::ReplicationConfig;
@@ -32,6 +34,12 @@ pub enum ConfigError {
     },
     #[error("--history-max-mib must be at least 1")]
     NoHistorySpace,
+    #[error("--etcd-endpoint {0:?}: expected an http:// or https:// URL")]
+    BadEtcdEndpoint(String),
+    #[error("--etcd-endpoint {0}: an https endpoint needs --etcd-ca to verify etcd's certificate")]
+    EtcdNeedsCa(String),
+    #[error("--etcd-timeout must be shorter than --etcd-interval")]
+    EtcdTimeoutTooLong,
     #[error(
         "no gossip key: pass --gossip-key-file (create one with `starling keygen`), \
          or --insecure-gossip to run without encryption"
@@ -54,6 +62,9 @@ pub struct AgentSettings {
     pub gossip: GossipConfig,
     pub history: StoreConfig,
     pub replication: ReplicationConfig,
+    /// The etcd check and its schedule; `None` when no endpoint is set.
+    pub etcd: Option<(EtcdConfig, Schedule)>,
+    pub max_concurrent_checks: usize,
 }
 
 impl AgentSettings {
@@ -102,6 +113,7 @@ impl AgentSettings {
             )?,
             ..ReplicationConfig::default()
         };
+        let etcd = etcd_check(&args.etcd)?;
         Ok(AgentSettings {
             node_name,
             gossip_bind: args.gossip_bind,
@@ -117,8 +129,46 @@ impl AgentSettings {
                 ..StoreConfig::default()
             },
             replication,
+            etcd,
+            max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }
+}
+
+fn etcd_check(args: &EtcdArgs) -> Result<Option<(EtcdConfig, Schedule)>, ConfigError> {
+    if args.endpoints.is_empty() {
+        return Ok(None);
+    }
+    let mut endpoints = Vec::new();
+    for endpoint in &args.endpoints {
+        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
+        let https = endpoint.starts_with("https://");
+        if !https && !endpoint.starts_with("http://") || endpoint.contains(char::is_whitespace) {
+            return Err(ConfigError::BadEtcdEndpoint(endpoint));
+        }
+        if https && args.etcd_ca.is_none() {
+            return Err(ConfigError::EtcdNeedsCa(endpoint));
+        }
+        endpoints.push(endpoint);
+    }
+    if args.etcd_timeout >= args.etcd_interval {
+        return Err(ConfigError::EtcdTimeoutTooLong);
+    }
+    let config = EtcdConfig {
+        endpoints,
+        tls: ClientTls {
+            ca: args.etcd_ca.clone(),
+            cert: args.etcd_cert.clone(),
+            key: args.etcd_key.clone(),
+        },
+        ..EtcdConfig::default()
+    };
+    let schedule = Schedule {
+        interval: args.etcd_interval,
+        timeout: args.etcd_timeout,
+        failures_before_critical: args.etcd_failures,
+    };
+    Ok(Some((config, schedule)))
 }
 
 /// `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port` → `host:port`.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use starling_web::{
     AgentView, AnnotationAck, ApiError, HistoryEvent, HistoryQuery, HistoryResponse, Member,
-    MembersResponse, Reply, StateCounts,
+    MembersResponse, Reply, StateCounts, StatusResponse,
 };
 use tokio::sync::watch;
 
@@ -29,6 +29,8 @@ pub(crate) struct AgentSurface {
     /// Opens sync requests and annotations, seals sync answers.
     keyring: Arc<Keyring>,
     replication: ReplicationMetrics,
+    /// This node runs checks: its status is unknown until they report.
+    checks_here: bool,
 }
 
 impl AgentSurface {
@@ -38,6 +40,7 @@ impl AgentSurface {
         publisher: Publisher,
         keyring: Arc<Keyring>,
         replication: ReplicationMetrics,
+        checks_here: bool,
     ) -> Self {
         AgentSurface {
             view,
@@ -45,6 +48,7 @@ impl AgentSurface {
             publisher,
             keyring,
             replication,
+            checks_here,
         }
     }
 }
@@ -86,6 +90,24 @@ impl AgentView for AgentSurface {
     fn live(&self) -> bool {
         let published = self.view.borrow().published_unix_ms;
         unix_ms_now().saturating_sub(published) < LIVENESS_WINDOW.as_millis() as u64
+    }
+
+    fn status(&self) -> Reply<StatusResponse> {
+        let store = self.publisher.store().clone();
+        let view = Arc::clone(&self.view.borrow());
+        let checks_here = self.checks_here;
+        Box::pin(async move {
+            let latest = store
+                .latest_results()
+                .await
+                .map_err(|error| ApiError::Unavailable(format!("history: {error}")))?;
+            Ok(crate::status::roll_up(
+                &view,
+                &latest,
+                checks_here,
+                unix_ms_now(),
+            ))
+        })
     }
 
     fn history(&self, query: HistoryQuery) -> Reply<HistoryResponse> {

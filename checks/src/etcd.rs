@@ -105,11 +105,17 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
     match get_json(client.get(format!("{url}/health"))).await {
         Ok(Some(body)) if healthy(&body) => {}
         Ok(Some(body)) => {
+            // etcd 3.4 gives no reason; an active alarm (NOSPACE) is the
+            // usual one, so name it when the gateway can tell.
+            let alarms = alarms(client, url).await.unwrap_or_default();
             let reason = body["reason"]
                 .as_str()
                 .filter(|r| !r.is_empty())
-                .unwrap_or("no reason given");
+                .map(str::to_owned)
+                .or_else(|| (!alarms.is_empty()).then(|| format!("alarm {}", alarms.join(", "))))
+                .unwrap_or_else(|| "no reason given".to_owned());
             endpoint.problem = Some(format!("reports unhealthy ({reason})"));
+            endpoint.alarms = alarms;
             return endpoint;
         }
         Ok(None) => {
@@ -133,20 +139,8 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
             return endpoint;
         }
     }
-    match get_json(post("/v3/maintenance/alarm", json!({"action": "GET"}))).await {
-        Ok(Some(body)) => {
-            endpoint.alarms = body["alarms"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    let kind = a["alarm"].as_str().unwrap_or("UNKNOWN");
-                    let member = id(&a["memberID"]).unwrap_or_else(|| "?".to_owned());
-                    format!("{kind} on member {member}")
-                })
-                .collect();
-        }
-        Ok(None) => {}
+    match alarms(client, url).await {
+        Ok(alarms) => endpoint.alarms = alarms,
         Err(error) => endpoint.problem = Some(format!("alarms: {error}")),
     }
     let key = base64::engine::general_purpose::STANDARD.encode(PROBE_KEY);
@@ -157,6 +151,27 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
         Err(error) => endpoint.problem = Some(format!("read: {error}")),
     }
     endpoint
+}
+
+/// Active alarms ("NOSPACE on member 8e9e…"); none when the endpoint has
+/// no gateway. etcd answers `{}` when there is no alarm.
+async fn alarms(client: &reqwest::Client, url: &str) -> Result<Vec<String>, String> {
+    let request = client
+        .post(format!("{url}/v3/maintenance/alarm"))
+        .json(&json!({"action": "GET"}));
+    let Some(body) = get_json(request).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(body["alarms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let kind = a["alarm"].as_str().unwrap_or("UNKNOWN");
+            let member = id(&a["memberID"]).unwrap_or_else(|| "?".to_owned());
+            format!("{kind} on member {member}")
+        })
+        .collect())
 }
 
 /// The verdict over every endpoint, worst first.
@@ -253,4 +268,48 @@ fn cause(error: &reqwest::Error) -> String {
         cause = inner;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.to_owned(),
+            leader: Some("8e9e05c52164694d".to_owned()),
+            read: Some(Duration::from_millis(2)),
+            ..Endpoint::default()
+        }
+    }
+
+    #[test]
+    fn alarms_and_a_missing_leader_are_critical_and_slow_reads_a_warning() {
+        let slow = Duration::from_millis(500);
+        let mut nospace = endpoint("https://a:2379");
+        nospace.alarms = vec!["NOSPACE on member 1".to_owned()];
+        let verdict = judge(&[endpoint("https://b:2379"), nospace], slow);
+        assert_eq!(verdict.status, crate::Status::Critical);
+        assert_eq!(verdict.message, "etcd alarm: NOSPACE on member 1");
+
+        let mut leaderless = endpoint("https://a:2379");
+        leaderless.leader = None;
+        assert_eq!(
+            judge(&[leaderless], slow).message,
+            "etcd https://a:2379: no leader"
+        );
+
+        let mut sluggish = endpoint("https://a:2379");
+        sluggish.read = Some(Duration::from_millis(900));
+        let verdict = judge(&[sluggish], slow);
+        assert_eq!(verdict.status, crate::Status::Warning);
+        assert!(verdict.message.contains("900 ms"), "{}", verdict.message);
+
+        let fine = judge(&[endpoint("https://a:2379")], slow);
+        assert_eq!(fine.status, crate::Status::Ok);
+        assert_eq!(
+            fine.message,
+            "1 etcd endpoint(s) healthy, leader 8e9e05c52164694d, read 2.0 ms"
+        );
+    }
 }

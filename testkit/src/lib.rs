@@ -17,10 +17,19 @@
 //! tools or the required kernel features, [`lab_or_skip`] skips lab tests, or fails them when
 //! `STARLING_REQUIRE_NETNS=1` (as CI sets).
 //!
+//! # etcd
+//!
+//! [`Etcd`] runs a real single-member etcd on loopback (Debian's `etcd-server`, 3.4), plain
+//! or with kubeadm-style client-certificate TLS from a generated [`Pki`]; it can be stopped
+//! and restarted on the same ports and data. Without the `etcd` binary, [`etcd_or_skip`]
+//! skips etcd tests, or fails them when `STARLING_REQUIRE_ETCD=1` (as `scripts/test` sets).
+//!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
+mod etcd;
 mod netlab;
 mod wait;
 
+pub use etcd::{Etcd, EtcdError, Pki, etcd_or_skip};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

@@ -113,3 +113,40 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
 }
+
+/// `GET /v1/status`: the cluster as the answering node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub answered_by: String,
+    pub answered_at_unix_ms: u64,
+    /// Every node healthy (and, once they exist, every cluster-scope check).
+    pub healthy: bool,
+    /// Why not, one line each (`node-3: etcd: …`).
+    pub reasons: Vec<String>,
+    /// Members per gossip state, the answering node included.
+    pub counts: StateCounts,
+    /// The answering node sees more than half of the known members alive:
+    /// in a partition, the side whose answer to trust.
+    pub majority: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node in `StatusResponse`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    /// `healthy`, `degraded`, `unreachable` or `unknown`.
+    pub status: String,
+    pub reasons: Vec<String>,
+    /// The latest status of each check on that node, as known here.
+    pub checks: Vec<CheckSummary>,
+}
+
+/// A check's latest status on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub check: String,
+    pub status: String,
+    pub message: String,
+    pub at_unix_ms: u64,
+}

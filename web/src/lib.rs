@@ -6,8 +6,8 @@ mod query;
 mod server;
 
 pub use api::{
-    AnnotationAck, ApiError, ErrorBody, HistoryEvent, HistoryQuery, HistoryResponse, Member,
-    MembersResponse, StateCounts,
+    AnnotationAck, ApiError, CheckSummary, ErrorBody, HistoryEvent, HistoryQuery, HistoryResponse,
+    Member, MembersResponse, NodeStatus, StateCounts, StatusResponse,
 };
 pub use query::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 pub use server::{AgentView, Reply, router, serve};

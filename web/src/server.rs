@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{
     AnnotationAck, ApiError, ErrorBody, HistoryQuery, HistoryResponse, MembersResponse,
+    StatusResponse,
 };
 use crate::query;
 
@@ -34,6 +35,10 @@ pub trait AgentView: Send + Sync + 'static {
     /// The agent's own loop ticked recently. Never cluster health: a
     /// cluster incident must not make every agent restart.
     fn live(&self) -> bool;
+    /// The cluster's status rolled up from gossip and check results.
+    fn status(&self) -> Reply<StatusResponse> {
+        unavailable("this agent keeps no history")
+    }
     /// The cluster's event log, newest first.
     fn history(&self, _query: HistoryQuery) -> Reply<HistoryResponse> {
         unavailable("this agent keeps no history")
@@ -65,6 +70,7 @@ const ANNOTATION_BODY_LIMIT: usize = 16 << 10;
 pub fn router(view: Arc<dyn AgentView>) -> Router {
     Router::new()
         .route("/v1/members", get(members))
+        .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route(
             "/v1/sync",
@@ -95,6 +101,16 @@ type ViewState = State<Arc<dyn AgentView>>;
 
 async fn members(State(view): ViewState) -> Response {
     bounded(async move { axum::Json(view.members()).into_response() }).await
+}
+
+async fn status(State(view): ViewState) -> Response {
+    bounded(async move {
+        match view.status().await {
+            Ok(answer) => axum::Json(answer).into_response(),
+            Err(refusal) => refused(refusal),
+        }
+    })
+    .await
 }
 
 async fn history(

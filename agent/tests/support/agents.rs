@@ -37,6 +37,8 @@ pub fn settings(
             pull_interval: Duration::from_millis(300),
             ..ReplicationConfig::default()
         },
+        etcd: None,
+        max_concurrent_checks: 4,
     }
 }
 

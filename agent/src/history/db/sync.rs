@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Transaction, params};
 
+use super::results::upsert_latest;
 use super::{
     EVENT_COLUMNS, event_from_row, get_u64, insert_event, int, own_origin, saturating,
     settle_duplicates,
 };
 use crate::history::model::{
-    Event, MAX_MESSAGE_BYTES, SyncBatch, VersionVector, truncate_message, valid_origin,
+    CheckResult, CheckStatus, Event, EventKind, MAX_MESSAGE_BYTES, SyncBatch, VersionVector,
+    truncate_message, valid_origin,
 };
 
 /// Store events another node sent; returns how many were new. Rows of our
@@ -61,12 +63,40 @@ pub fn insert_replicated(
             if let Some(key) = &event.dedupe_key {
                 settle_duplicates(tx, key)?;
             }
+            latest_from_transition(tx, event)?;
         }
     }
     for origin in throughs.keys() {
         advance(tx, origin)?;
     }
     Ok(inserted)
+}
+
+/// A check's status transition on another node is that node's latest
+/// result as far as the cluster knows: this is how the latest result of
+/// every (node, check) reaches every node without shipping every run.
+fn latest_from_transition(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<()> {
+    let (EventKind::Check, Some(check), Some(status)) =
+        (event.kind, &event.check, &event.new_state)
+    else {
+        return Ok(());
+    };
+    let Ok(status) = status.parse::<CheckStatus>() else {
+        return Ok(());
+    };
+    upsert_latest(
+        tx,
+        &CheckResult {
+            node: event.node.clone(),
+            check: check.clone(),
+            status,
+            message: event.message.clone(),
+            details: serde_json::Value::Null,
+            duration_ms: 0,
+            at_unix_ms: event.at_unix_ms,
+        },
+    )?;
+    Ok(())
 }
 
 /// Apply a `missing_for` answer: its rows, then what the sender vouches is

@@ -1,0 +1,11 @@
+//! Checks in the agent: where they run (from the gossip view), what their
+//! results become (history rows and transition events), and the node and
+//! cluster status rolled up from them.
+
+mod placement;
+mod results;
+mod rollup;
+
+pub use placement::GossipPlacement;
+pub(crate) use results::record_results;
+pub use rollup::roll_up;

@@ -1,0 +1,81 @@
+//! Check results into the history: every run into this node's raw table
+//! and its latest row, and every change of status into the cluster's event
+//! log, where it replicates to every node.
+
+use std::collections::HashMap;
+
+use starling_checks::Status;
+use tokio::sync::mpsc;
+
+use crate::history::{CheckResult, CheckStatus, EventKind, NewEvent};
+use crate::replicate::Publisher;
+
+pub(crate) async fn record_results(
+    publisher: Publisher,
+    mut results: mpsc::Receiver<starling_checks::CheckResult>,
+) {
+    let store = publisher.store().clone();
+    let me = store.node_name().to_owned();
+    // The last status per check survives restarts through the latest
+    // table: a check that was critical before a restart and passes after
+    // it is a recovery, and is recorded as one.
+    let mut last: HashMap<String, CheckStatus> = match store.latest_results().await {
+        Ok(latest) => latest
+            .into_iter()
+            .filter(|r| r.node == me)
+            .map(|r| (r.check, r.status))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the last check results; transitions start afresh");
+            HashMap::new()
+        }
+    };
+    while let Some(result) = results.recv().await {
+        let status = status(result.status);
+        let row = CheckResult {
+            node: me.clone(),
+            check: result.check.clone(),
+            status,
+            message: result.message.clone(),
+            details: result.details,
+            duration_ms: result.duration_ms,
+            at_unix_ms: result.at_unix_ms,
+        };
+        if let Err(error) = store.record_result(row).await {
+            tracing::error!(%error, check = %result.check, "check result not stored");
+        }
+        let previous = last.insert(result.check.clone(), status);
+        // A first ok is no news; anything else that changed is.
+        let changed = match previous {
+            None => status != CheckStatus::Ok,
+            Some(previous) => previous != status,
+        };
+        if !changed {
+            continue;
+        }
+        let event = NewEvent {
+            at_unix_ms: result.at_unix_ms,
+            kind: EventKind::Check,
+            node: me.clone(),
+            check: Some(result.check.clone()),
+            old_state: previous.map(|s| s.as_str().to_owned()),
+            new_state: Some(status.as_str().to_owned()),
+            message: result.message.clone(),
+            dedupe_key: None,
+        };
+        if let Err(error) = publisher.record(event).await {
+            tracing::error!(%error, check = %result.check, "check transition not recorded");
+        }
+    }
+}
+
+/// The history keeps its own copy of the vocabulary (it implements the
+/// SQLite conversions, which the orphan rule forbids on another crate's type).
+fn status(status: Status) -> CheckStatus {
+    match status {
+        Status::Ok => CheckStatus::Ok,
+        Status::Warning => CheckStatus::Warning,
+        Status::Critical => CheckStatus::Critical,
+        Status::Unknown => CheckStatus::Unknown,
+    }
+}

@@ -1,0 +1,210 @@
+//! Node and cluster status from the gossip view and the latest check
+//! results. Pure: the same inputs give the same verdict on every node.
+
+use std::collections::BTreeMap;
+
+use starling_web::{CheckSummary, NodeStatus, StateCounts, StatusResponse};
+
+use crate::gossip::{MemberState, MembershipView};
+use crate::history::{CheckResult, CheckStatus};
+
+/// `checks_here`: this node runs checks, so until its first result it
+/// cannot call itself healthy.
+pub fn roll_up(
+    view: &MembershipView,
+    latest: &[CheckResult],
+    checks_here: bool,
+    answered_at_unix_ms: u64,
+) -> StatusResponse {
+    let mut by_node: BTreeMap<&str, Vec<&CheckResult>> = BTreeMap::new();
+    for result in latest {
+        by_node
+            .entry(result.node.as_str())
+            .or_default()
+            .push(result);
+    }
+    let mut counts = StateCounts {
+        alive: 1,
+        ..StateCounts::default()
+    };
+    let mut nodes = vec![node_status(
+        &view.me.name,
+        MemberState::Alive,
+        by_node.get(view.me.name.as_str()),
+        checks_here,
+    )];
+    for member in &view.members {
+        match member.state {
+            MemberState::Alive => counts.alive += 1,
+            MemberState::Suspect => counts.suspect += 1,
+            MemberState::Down => counts.down += 1,
+            // Left on purpose: not part of the cluster any more.
+            MemberState::Left => {
+                counts.left += 1;
+                continue;
+            }
+        }
+        nodes.push(node_status(
+            &member.id.name,
+            member.state,
+            by_node.get(member.id.name.as_str()),
+            false,
+        ));
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let reasons: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.status != "healthy")
+        .flat_map(|n| n.reasons.iter().map(move |r| format!("{}: {r}", n.name)))
+        .collect();
+    let known = counts.alive + counts.suspect + counts.down;
+    StatusResponse {
+        answered_by: view.me.name.clone(),
+        answered_at_unix_ms,
+        healthy: nodes.iter().all(|n| n.status == "healthy"),
+        reasons,
+        majority: counts.alive * 2 > known,
+        counts,
+        nodes,
+    }
+}
+
+fn node_status(
+    name: &str,
+    state: MemberState,
+    results: Option<&Vec<&CheckResult>>,
+    checks_here: bool,
+) -> NodeStatus {
+    let results = results.map(Vec::as_slice).unwrap_or_default();
+    let checks: Vec<CheckSummary> = results
+        .iter()
+        .map(|r| CheckSummary {
+            check: r.check.clone(),
+            status: r.status.as_str().to_owned(),
+            message: r.message.clone(),
+            at_unix_ms: r.at_unix_ms,
+        })
+        .collect();
+    let (status, reasons) = if !state.is_active() || state == MemberState::Suspect {
+        ("unreachable", vec![format!("gossip: {}", state.as_str())])
+    } else {
+        let failing: Vec<String> = results
+            .iter()
+            .filter(|r| r.status == CheckStatus::Critical)
+            .map(|r| format!("{}: {}", r.check, r.message))
+            .collect();
+        if !failing.is_empty() {
+            ("degraded", failing)
+        } else if checks_here && results.is_empty() {
+            ("unknown", vec!["no check has reported yet".to_owned()])
+        } else {
+            ("healthy", Vec::new())
+        }
+    };
+    NodeStatus {
+        name: name.to_owned(),
+        status: status.to_owned(),
+        reasons,
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::{MemberView, NodeId};
+
+    fn view(others: &[(&str, MemberState)]) -> MembershipView {
+        let id = |name: &str, port: u16| NodeId {
+            name: name.to_owned(),
+            ..NodeId::seed(format!("127.0.0.1:{port}").parse().expect("literal"))
+        };
+        MembershipView {
+            me: id("a", 1),
+            members: others
+                .iter()
+                .enumerate()
+                .map(|(i, (name, state))| MemberView {
+                    id: id(name, 2 + i as u16),
+                    state: *state,
+                    since_unix_ms: 0,
+                })
+                .collect(),
+            local_health: 0,
+            connected: true,
+            published_unix_ms: 0,
+            started_unix_ms: 0,
+        }
+    }
+
+    fn result(node: &str, check: &str, status: CheckStatus) -> CheckResult {
+        CheckResult {
+            node: node.to_owned(),
+            check: check.to_owned(),
+            status,
+            message: format!("{check} says {}", status.as_str()),
+            details: serde_json::Value::Null,
+            duration_ms: 1,
+            at_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn healthy_when_every_node_is_alive_and_nothing_is_critical() {
+        let status = roll_up(
+            &view(&[("b", MemberState::Alive), ("c", MemberState::Left)]),
+            &[
+                result("a", "etcd", CheckStatus::Ok),
+                result("b", "etcd", CheckStatus::Warning),
+            ],
+            true,
+            5,
+        );
+        assert!(status.healthy, "{status:#?}");
+        assert_eq!(
+            status.nodes.len(),
+            2,
+            "a node that left is not part of the verdict"
+        );
+        assert!(status.majority);
+    }
+
+    #[test]
+    fn a_critical_check_degrades_its_node_and_the_cluster_naming_it() {
+        let status = roll_up(
+            &view(&[("b", MemberState::Alive)]),
+            &[result("b", "etcd", CheckStatus::Critical)],
+            false,
+            5,
+        );
+        assert!(!status.healthy);
+        assert_eq!(status.reasons, ["b: etcd: etcd says critical"]);
+        let b = status
+            .nodes
+            .iter()
+            .find(|n| n.name == "b")
+            .expect("b listed");
+        assert_eq!(b.status, "degraded");
+    }
+
+    #[test]
+    fn gossip_trouble_is_unreachable_and_a_minority_says_so() {
+        let status = roll_up(
+            &view(&[("b", MemberState::Down), ("c", MemberState::Suspect)]),
+            &[],
+            false,
+            5,
+        );
+        let states: Vec<&str> = status.nodes.iter().map(|n| n.status.as_str()).collect();
+        assert_eq!(states, ["healthy", "unreachable", "unreachable"]);
+        assert!(!status.majority);
+        assert!(!status.healthy);
+    }
+
+    #[test]
+    fn a_node_that_runs_checks_is_unknown_until_its_first_result() {
+        let status = roll_up(&view(&[]), &[], true, 5);
+        assert_eq!(status.nodes[0].status, "unknown");
+        assert!(!status.healthy);
+    }
+}
