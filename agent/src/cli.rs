@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent: join the gossip cluster and serve the API.
     Agent(Box<AgentArgs>),
+    /// Show the cluster's status (healthy or not, and why) as one agent
+    /// sees it.
+    Status(MembersArgs),
     /// Show the gossip membership as one agent sees it.
     Members(MembersArgs),
     /// Show the cluster's event log as one agent holds it (any agent

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
-use starling_web::{AnnotationAck, HistoryResponse, MembersResponse};
+use starling_web::{AnnotationAck, HistoryResponse, MembersResponse, StatusResponse};
 
 use crate::cli::{AnnotateArgs, HistoryArgs, MembersArgs, Output};
 use crate::gossip::{Keyring, KeyringError, Purpose};
@@ -34,6 +34,11 @@ pub enum ClientError {
 pub async fn members(addr: &str) -> Result<MembersResponse, ClientError> {
     let client = http_client(addr)?;
     send(addr, client.get(format!("http://{addr}/v1/members"))).await
+}
+
+pub async fn status(addr: &str) -> Result<StatusResponse, ClientError> {
+    let client = http_client(addr)?;
+    send(addr, client.get(format!("http://{addr}/v1/status"))).await
 }
 
 pub async fn history(addr: &str, args: &HistoryArgs) -> Result<HistoryResponse, ClientError> {
@@ -132,6 +137,52 @@ pub async fn print_members(args: &MembersArgs) -> Result<(), ClientError> {
         Output::Table => print!("{}", members_table(&response)),
     }
     Ok(())
+}
+
+/// `starling status`: the verdict, the reasons, and a line per node.
+pub async fn print_status(args: &MembersArgs) -> Result<(), ClientError> {
+    let response = status(&args.addr).await?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&response).expect("API types serialize")
+        ),
+        Output::Table => print!("{}", status_table(&response)),
+    }
+    Ok(())
+}
+
+pub fn status_table(response: &StatusResponse) -> String {
+    let verdict = if response.healthy {
+        "healthy"
+    } else {
+        "NOT HEALTHY"
+    };
+    let mut out = format!("cluster: {verdict}\n");
+    for reason in &response.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    let mut rows = vec![["NODE", "STATUS", "CHECKS"].map(str::to_owned)];
+    for node in &response.nodes {
+        let checks: Vec<String> = node
+            .checks
+            .iter()
+            .map(|c| format!("{}={}", c.check, c.status))
+            .collect();
+        rows.push([node.name.clone(), node.status.clone(), checks.join(" ")]);
+    }
+    out.push_str(&table(&rows));
+    let c = &response.counts;
+    let side = if response.majority {
+        "majority"
+    } else {
+        "MINORITY"
+    };
+    out.push_str(&format!(
+        "answered by {} ({side} side): {} alive, {} suspect, {} down\n",
+        response.answered_by, c.alive, c.suspect, c.down
+    ));
+    out
 }
 
 /// `starling history`.

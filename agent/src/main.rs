@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = AgentSettings::from_args(&args)?;
             runtime.block_on(daemon::run(settings, shutdown_signal()))?;
         }
+        Command::Status(args) => runtime.block_on(client::print_status(&args))?,
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
         Command::History(args) => runtime.block_on(client::print_history(&args))?,
         Command::Annotate(args) => runtime.block_on(client::send_annotation(&args))?,

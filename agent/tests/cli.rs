@@ -117,6 +117,27 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
         "--sync-interval",
     );
 
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--etcd-endpoint",
+            "10.0.0.1:2379",
+        ],
+        "--etcd-endpoint",
+    );
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--etcd-endpoint",
+            "https://10.0.0.1:2379",
+        ],
+        "--etcd-ca",
+    );
+
     // A history that is not a database stops the agent, naming the file.
     let corrupt = dir.path().join("corrupt");
     std::fs::create_dir_all(&corrupt).expect("mkdir");
@@ -166,6 +187,12 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "--results-retention",
         "--history-max-mib",
         "--sync-interval",
+        "--etcd-endpoint",
+        "STARLING_ETCD_ENDPOINTS",
+        "--etcd-ca",
+        "--etcd-cert",
+        "--etcd-key",
+        "--etcd-failures",
         "--role",
         "STARLING_GOSSIP_KEY_FILE",
     ] {

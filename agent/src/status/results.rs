@@ -45,12 +45,9 @@ pub(crate) async fn record_results(
             tracing::error!(%error, check = %result.check, "check result not stored");
         }
         let previous = last.insert(result.check.clone(), status);
-        // A first ok is no news; anything else that changed is.
-        let changed = match previous {
-            None => status != CheckStatus::Ok,
-            Some(previous) => previous != status,
-        };
-        if !changed {
+        // The first result is recorded too: it is how every other node
+        // learns this check exists here, and what it says.
+        if previous == Some(status) {
             continue;
         }
         let event = NewEvent {

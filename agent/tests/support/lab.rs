@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use starling_testkit::{LabProcess, NetLab, lab_or_skip, wait_until};
-use starling_web::{HistoryEvent, HistoryResponse, MembersResponse};
+use starling_web::{HistoryEvent, HistoryResponse, MembersResponse, StatusResponse};
 
 pub const STARLING: &str = env!("CARGO_BIN_EXE_starling");
 pub const POLL: Duration = Duration::from_millis(300);
@@ -16,11 +16,20 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     key: PathBuf,
     pub agents: Vec<Option<LabProcess>>,
+    /// Flags every agent gets on top of the lab's own.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     pub fn new(hosts: usize) -> Option<Cluster> {
+        Cluster::with_args(hosts, |_| Vec::new())
+    }
+
+    /// A cluster whose agents also get `extra(&lab)` (flags that name lab
+    /// addresses, such as an etcd endpoint).
+    pub fn with_args(hosts: usize, extra: impl FnOnce(&NetLab) -> Vec<String>) -> Option<Cluster> {
         let lab = lab_or_skip(hosts)?;
+        let extra = extra(&lab);
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("gossip.key");
         let keygen = std::process::Command::new(STARLING)
@@ -33,6 +42,7 @@ impl Cluster {
             dir,
             key,
             agents: (0..hosts).map(|_| None).collect(),
+            extra,
         };
         for host in 0..hosts {
             cluster.start(host);
@@ -63,6 +73,7 @@ impl Cluster {
         if host != 0 {
             args.extend(["--join".into(), format!("{}:7946", self.lab.addr(0))]);
         }
+        args.extend(self.extra.iter().cloned());
         let process = self
             .lab
             .spawn(host, Path::new(STARLING), &args, &[])
@@ -102,6 +113,15 @@ impl Cluster {
         let key = path(&self.key);
         let stdout = self.cli(host, &["annotate", "--gossip-key-file", &key, message])?;
         parse_ack(&String::from_utf8_lossy(&stdout))
+    }
+
+    /// `starling status --output json`, run inside the observer's host.
+    pub fn status(&self, observer: usize) -> Option<StatusResponse> {
+        serde_json::from_slice(&self.cli(observer, &["status", "--output", "json"])?).ok()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn key(&self) -> &Path {
