@@ -117,12 +117,74 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
     /// Checks running at once, at most.
     #[arg(long, env = "STARLING_MAX_CONCURRENT_CHECKS", default_value_t = 4)]
     pub max_concurrent_checks: usize,
 
     #[command(flatten)]
     pub logging: LoggingArgs,
+}
+
+/// The checks through the Kubernetes API: the API server, the scheduler
+/// (probe pod), and the scheduler's and controller manager's leader leases.
+/// On when a kubeconfig is given or the agent runs in a pod.
+#[derive(Clone, Debug, Args)]
+pub struct KubeArgs {
+    /// A kubeconfig for the API checks; without it the pod's in-cluster
+    /// service account is used (and outside a pod these checks are off).
+    #[arg(long, env = "STARLING_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The API server by its cluster DNS name, checked besides the service
+    /// address. In a pod the default is https://kubernetes.default.svc.
+    #[arg(long, env = "STARLING_APISERVER_DNS_URL")]
+    pub apiserver_dns_url: Option<String>,
+
+    /// Set by Kubernetes in every pod; its presence means in-cluster
+    /// credentials exist.
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST", hide = true)]
+    pub kubernetes_service_host: Option<String>,
+
+    /// Turn off the Kubernetes API checks even where they could run.
+    #[arg(long, env = "STARLING_NO_KUBE_CHECKS")]
+    pub no_kube_checks: bool,
+
+    /// The scheduler probe pods' namespace (created when missing).
+    #[arg(
+        long,
+        env = "STARLING_PROBE_NAMESPACE",
+        default_value = "starling-probe"
+    )]
+    pub probe_namespace: String,
+
+    /// The scheduler probe pod's image: tiny, and pullable by every node.
+    #[arg(
+        long,
+        env = "STARLING_PROBE_IMAGE",
+        default_value = "registry.k8s.io/pause:3.10"
+    )]
+    pub probe_image: String,
+
+    /// A probe pod not scheduled within this is critical.
+    #[arg(long, env = "STARLING_PROBE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+
+    /// Also wait until the probe pod runs (tests image pulls and the
+    /// kubelet, too).
+    #[arg(long, env = "STARLING_PROBE_WAIT_RUNNING")]
+    pub probe_wait_running: bool,
+
+    /// Between two runs of each API check (the probe pod: twice this).
+    #[arg(long, env = "STARLING_KUBE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub kube_interval: Duration,
+
+    /// Failed runs in a row before an API check turns critical.
+    #[arg(long, env = "STARLING_KUBE_FAILURES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub kube_failures: u32,
 }
 
 /// The etcd check. Without an endpoint it is off.

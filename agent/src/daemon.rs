@@ -20,7 +20,6 @@ use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
 use crate::status::{self, GossipPlacement};
 use crate::view::AgentSurface;
-use starling_checks::{EtcdCheck, Runner};
 
 /// Check results queued between the runner and the history.
 const CHECK_RESULTS_BUFFER: usize = 256;
@@ -34,6 +33,8 @@ pub enum AgentError {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     History(#[from] StoreError),
+    #[error(transparent)]
+    Checks(#[from] status::ChecksError),
     #[error("{flag} {addr}: cannot bind: {source}")]
     Bind {
         flag: &'static str,
@@ -79,6 +80,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         settings.history.clone(),
         HistoryMetrics::register(&mut registry),
     )?;
+    let runner = status::runner(&settings).await?;
     let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
     let sockets = GossipSockets::bind(settings.gossip_bind)
         .await
@@ -141,10 +143,6 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         replication_metrics.clone(),
         settings.replication,
     );
-    let mut runner = Runner::new(settings.max_concurrent_checks);
-    if let Some((config, schedule)) = settings.etcd.clone() {
-        runner.add(EtcdCheck::new(config), schedule);
-    }
     let checks_here = !runner.is_empty();
     let (stop_checks, checks_stopping) = watch::channel(false);
     let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);

@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use starling_checks::{ClientTls, EtcdConfig, Schedule};
+use starling_checks::{ClientTls, EtcdConfig, Schedule, SchedulerConfig};
 
-use crate::cli::{AgentArgs, EtcdArgs};
+use crate::cli::{AgentArgs, EtcdArgs, KubeArgs};
 use crate::gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Keyring, KeyringError, Role};
 use crate::history::{Retention, StoreConfig};
 use crate::replicate::ReplicationConfig;
@@ -40,6 +40,10 @@ pub enum ConfigError {
     EtcdNeedsCa(String),
     #[error("--etcd-timeout must be shorter than --etcd-interval")]
     EtcdTimeoutTooLong,
+    #[error("--apiserver-dns-url {0:?}: expected an https:// or http:// URL")]
+    BadApiServerUrl(String),
+    #[error("--probe-timeout must be shorter than --kube-interval")]
+    ProbeTimeoutTooLong,
     #[error(
         "no gossip key: pass --gossip-key-file (create one with `starling keygen`), \
          or --insecure-gossip to run without encryption"
@@ -64,6 +68,8 @@ pub struct AgentSettings {
     pub replication: ReplicationConfig,
     /// The etcd check and its schedule; `None` when no endpoint is set.
     pub etcd: Option<(EtcdConfig, Schedule)>,
+    /// The Kubernetes API checks; `None` when there are no credentials.
+    pub kube: Option<KubeSettings>,
     pub max_concurrent_checks: usize,
 }
 
@@ -114,6 +120,7 @@ impl AgentSettings {
             ..ReplicationConfig::default()
         };
         let etcd = etcd_check(&args.etcd)?;
+        let kube = kube_checks(&args.kube)?;
         Ok(AgentSettings {
             node_name,
             gossip_bind: args.gossip_bind,
@@ -130,9 +137,72 @@ impl AgentSettings {
             },
             replication,
             etcd,
+            kube,
             max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }
+}
+
+/// Where the API checks get their credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeSource {
+    Kubeconfig(PathBuf),
+    /// The pod's service account.
+    InCluster,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    pub source: KubeSource,
+    pub dns_url: Option<http::Uri>,
+    pub scheduler: SchedulerConfig,
+    pub interval: Duration,
+    pub failures: u32,
+}
+
+fn kube_checks(args: &KubeArgs) -> Result<Option<KubeSettings>, ConfigError> {
+    if args.no_kube_checks {
+        return Ok(None);
+    }
+    let in_cluster = args.kubernetes_service_host.is_some();
+    let source = match (&args.kubeconfig, in_cluster) {
+        (Some(path), _) => KubeSource::Kubeconfig(path.clone()),
+        (None, true) => KubeSource::InCluster,
+        (None, false) => return Ok(None),
+    };
+    let dns_url = match (&args.apiserver_dns_url, &source) {
+        (Some(url), _) => Some(url.as_str()),
+        (None, KubeSource::InCluster) => Some("https://kubernetes.default.svc"),
+        (None, KubeSource::Kubeconfig(_)) => None,
+    };
+    let dns_url = match dns_url {
+        Some(url) => {
+            let parsed: http::Uri = url
+                .parse()
+                .map_err(|_| ConfigError::BadApiServerUrl(url.to_owned()))?;
+            if !matches!(parsed.scheme_str(), Some("https" | "http")) || parsed.host().is_none() {
+                return Err(ConfigError::BadApiServerUrl(url.to_owned()));
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    if args.probe_timeout >= args.kube_interval {
+        return Err(ConfigError::ProbeTimeoutTooLong);
+    }
+    Ok(Some(KubeSettings {
+        source,
+        dns_url,
+        scheduler: SchedulerConfig {
+            namespace: args.probe_namespace.clone(),
+            image: args.probe_image.clone(),
+            schedule_timeout: args.probe_timeout,
+            wait_running: args.probe_wait_running,
+            ..SchedulerConfig::default()
+        },
+        interval: args.kube_interval,
+        failures: args.kube_failures,
+    }))
 }
 
 fn etcd_check(args: &EtcdArgs) -> Result<Option<(EtcdConfig, Schedule)>, ConfigError> {

@@ -5,7 +5,10 @@
 mod placement;
 mod results;
 mod rollup;
+mod setup;
 
 pub use placement::GossipPlacement;
 pub(crate) use results::record_results;
 pub use rollup::roll_up;
+pub use setup::ChecksError;
+pub(crate) use setup::runner;

@@ -38,6 +38,7 @@ pub fn settings(
             ..ReplicationConfig::default()
         },
         etcd: None,
+        kube: None,
         max_concurrent_checks: 4,
     }
 }

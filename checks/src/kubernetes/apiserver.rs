@@ -1,0 +1,179 @@
+//! The API server as a client sees it: `/livez`, `/readyz?verbose` (each
+//! failing sub-check named), and the latency of a small GET that reads
+//! from etcd — through the service address the client was configured with,
+//! and through the cluster DNS name, since pods reach it both ways.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{describe, get_text};
+use crate::checker::{BoxFuture, Checker};
+use crate::result::Outcome;
+
+/// A GET slower than this is a warning.
+const SLOW_GET: Duration = Duration::from_millis(1000);
+
+/// One way of reaching the API server.
+#[derive(Clone)]
+struct Target {
+    /// "service" or "dns": how the message names it.
+    label: &'static str,
+    config: kube::Config,
+}
+
+pub struct ApiServerCheck {
+    targets: Vec<Target>,
+}
+
+impl std::fmt::Debug for ApiServerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| format!("{} {}", t.label, t.config.cluster_url))
+            .collect();
+        f.debug_struct("ApiServerCheck")
+            .field("targets", &urls)
+            .finish()
+    }
+}
+
+impl ApiServerCheck {
+    /// `config` reaches the API server by its service address (in-cluster
+    /// config or a kubeconfig); `dns_url`, if given, is the same server by
+    /// its cluster DNS name (`https://kubernetes.default.svc`), with the
+    /// same credentials.
+    pub fn new(config: kube::Config, dns_url: Option<http::Uri>) -> Self {
+        let mut targets = vec![Target {
+            label: "service",
+            config: config.clone(),
+        }];
+        if let Some(url) = dns_url {
+            let mut dns = config;
+            dns.cluster_url = url;
+            targets.push(Target {
+                label: "dns",
+                config: dns,
+            });
+        }
+        ApiServerCheck { targets }
+    }
+}
+
+impl Checker for ApiServerCheck {
+    fn name(&self) -> &str {
+        "apiserver"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            let mut problems = Vec::new();
+            let mut slow = Vec::new();
+            let mut details = Vec::new();
+            for target in &self.targets {
+                let (problem, latency) = probe(target).await;
+                details.push(json!({
+                    "via": target.label,
+                    "url": target.config.cluster_url.to_string(),
+                    "problem": problem,
+                    "get_ms": latency.map(|d| d.as_secs_f64() * 1000.0),
+                }));
+                let name = format!(
+                    "apiserver via {} {}",
+                    target.label, target.config.cluster_url
+                );
+                match (problem, latency) {
+                    (Some(problem), _) => problems.push(format!("{name}: {problem}")),
+                    (None, Some(latency)) if latency > SLOW_GET => slow.push(format!(
+                        "{name}: a GET took {:.0} ms",
+                        latency.as_secs_f64() * 1000.0
+                    )),
+                    _ => {}
+                }
+            }
+            let details = json!({ "targets": details });
+            if !problems.is_empty() {
+                Outcome::critical(problems.join("; ")).with_details(details)
+            } else if !slow.is_empty() {
+                Outcome::warning(slow.join("; ")).with_details(details)
+            } else {
+                let summary: Vec<String> = self
+                    .targets
+                    .iter()
+                    .zip(details["targets"].as_array().into_iter().flatten())
+                    .map(|(t, d)| {
+                        format!("{} {:.1} ms", t.label, d["get_ms"].as_f64().unwrap_or(0.0))
+                    })
+                    .collect();
+                Outcome::ok(format!("live and ready; GET {}", summary.join(", ")))
+                    .with_details(details)
+            }
+        })
+    }
+}
+
+/// What is wrong through this target, if anything, and the GET latency.
+async fn probe(target: &Target) -> (Option<String>, Option<Duration>) {
+    let client = match kube::Client::try_from(target.config.clone()) {
+        Ok(client) => client,
+        Err(error) => {
+            return (
+                Some(format!("cannot build a client: {}", describe(&error))),
+                None,
+            );
+        }
+    };
+    match get_text(&client, "/livez").await {
+        Ok(text) if text.trim() == "ok" => {}
+        Ok(text) => return (Some(format!("/livez answered {:?}", text.trim())), None),
+        Err(error) => return (Some(format!("/livez: {}", describe(&error))), None),
+    }
+    match get_text(&client, "/readyz?verbose").await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) => {
+            let failing = failing_readyz_checks(&status.message);
+            let what = if failing.is_empty() {
+                describe(&kube::Error::Api(status))
+            } else {
+                format!("failing {}", failing.join(", "))
+            };
+            return (Some(format!("not ready: {what}")), None);
+        }
+        Err(error) => return (Some(format!("/readyz: {}", describe(&error))), None),
+    }
+    // Reads the object from etcd (no cached resourceVersion): the path
+    // every real request takes.
+    let started = Instant::now();
+    match get_text(&client, "/api/v1/namespaces/default").await {
+        Ok(_) => (None, Some(started.elapsed())),
+        Err(error) => (
+            Some(format!("GET namespace default: {}", describe(&error))),
+            None,
+        ),
+    }
+}
+
+/// `[-]etcd failed: reason withheld` → `etcd`.
+fn failing_readyz_checks(verbose: &str) -> Vec<String> {
+    verbose
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("[-]"))
+        .map(|rest| rest.split_whitespace().next().unwrap_or(rest).to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_readyz_sub_checks_are_named() {
+        let text = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
+                    [-]poststarthook/rbac/bootstrap-roles failed: not finished\nreadyz check failed";
+        assert_eq!(
+            failing_readyz_checks(text),
+            ["etcd", "poststarthook/rbac/bootstrap-roles"]
+        );
+    }
+}
