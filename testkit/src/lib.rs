@@ -24,12 +24,25 @@
 //! and restarted on the same ports and data. Without the `etcd` binary, [`etcd_or_skip`]
 //! skips etcd tests, or fails them when `STARLING_REQUIRE_ETCD=1` (as `scripts/test` sets).
 //!
+//! # Kubernetes API
+//!
+//! [`FakeApiServer`] is a fake kube-apiserver on plain HTTP (loopback by default) for tests
+//! of the Kubernetes checks through kube's real client: `/livez`, `/readyz?verbose`,
+//! `/version`, namespaces, pods (with a fake scheduler that binds them and a fake kubelet
+//! that runs them), nodes and leases, and switches for a failing `/readyz` sub-check,
+//! latency, 500s, a server that never answers, and a scheduler that does not schedule. It
+//! needs nothing installed and never skips.
+//!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
 mod etcd;
+mod kube;
 mod netlab;
 mod wait;
 
+// `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
+// would make a bare `kube::` path ambiguous.
+pub use self::kube::{FAKE_TOKEN, FakeApiServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_or_skip};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

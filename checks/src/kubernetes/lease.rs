@@ -68,7 +68,10 @@ impl Checker for LeaseCheck {
             let client = match kube::Client::try_from(self.config.clone()) {
                 Ok(client) => client,
                 Err(error) => {
-                    return Outcome::unknown(format!("cannot build a client: {}", describe(&error)));
+                    return Outcome::unknown(format!(
+                        "cannot build a client: {}",
+                        describe(&error)
+                    ));
                 }
             };
             let leases: kube::Api<Lease> = kube::Api::namespaced(client, &self.namespace);
