@@ -166,3 +166,127 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
         failure.message
     );
 }
+
+/// testkit's fake API server binary, built next to this test by
+/// `cargo test --workspace` (it is another package's binary).
+fn fake_apiserver_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let path = exe.parent()?.parent()?.join("stl-fake-apiserver");
+    if path.exists() {
+        return Some(path);
+    }
+    let reason = format!(
+        "{} is not built: run the tests with `cargo test --workspace` (scripts/test does)",
+        path.display()
+    );
+    if std::env::var("STARLING_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+/// Which nodes report a `scheduler` result newer than `after` (Unix ms),
+/// as `observer` sees it.
+fn probers(cluster: &Cluster, observer: usize, after: u64) -> Vec<String> {
+    cluster
+        .status(observer)
+        .map(|status| {
+            status
+                .nodes
+                .into_iter()
+                .filter(|n| {
+                    n.checks
+                        .iter()
+                        .any(|c| c.check == "scheduler" && c.status == "ok" && c.at_unix_ms > after)
+                })
+                .map(|n| n.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_agent_of_five_runs_the_scheduler_probe_and_another_takes_over_when_it_dies() {
+    let Some(binary) = fake_apiserver_binary() else {
+        return;
+    };
+    let kube_dir = tempfile::tempdir().expect("temp dir");
+    let mut fake = None;
+    let Some(mut cluster) = Cluster::with_args(5, |lab| {
+        let addr = format!("{}:6443", lab.addr(0));
+        let dir = kube_dir
+            .path()
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_owned();
+        let args = [addr.as_str(), "300", dir.as_str()];
+        fake = Some(
+            lab.spawn(0, &binary, &args, &[])
+                .expect("the fake API server starts"),
+        );
+        let kubeconfig = kube_dir.path().join("kubeconfig");
+        assert!(
+            starling_testkit::wait_until(
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || { kubeconfig.exists() }
+            ),
+            "the fake API server wrote its kubeconfig"
+        );
+        [
+            "--kubeconfig",
+            kubeconfig.to_str().expect("UTF-8"),
+            "--kube-interval",
+            "2s",
+            "--probe-timeout",
+            "1s",
+            "--kube-failures",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }) else {
+        return;
+    };
+    let fake = fake.expect("started with the cluster");
+    let all: Vec<usize> = (0..5).collect();
+    cluster.expect("five agents see each other", PATIENCE, || {
+        cluster.all_see(&all, &all, "alive")
+    });
+    let mut owner = Vec::new();
+    cluster.expect("one agent reports the scheduler probe", PATIENCE, || {
+        owner = probers(&cluster, 1, 0);
+        !owner.is_empty()
+    });
+    assert_eq!(owner.len(), 1, "exactly one prober: {owner:?}");
+    let owner_host: usize = owner[0]
+        .strip_prefix("host-")
+        .and_then(|n| n.parse().ok())
+        .expect("host-N");
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    cluster
+        .process(owner_host)
+        .kill9()
+        .expect("kill -9 the owner");
+    let observer = (owner_host + 1) % 5;
+    let mut successor = Vec::new();
+    cluster.expect("another agent takes the probe over", PATIENCE, || {
+        successor = probers(&cluster, observer, killed_at);
+        !successor.is_empty()
+    });
+    assert_eq!(successor.len(), 1, "{successor:?}");
+    assert_ne!(successor[0], owner[0]);
+    // No two probe pods ever existed at once, across the takeover too.
+    let most = fake
+        .log()
+        .lines()
+        .filter_map(|line| line.strip_prefix("probe-pods "))
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(most, 1, "probe pods at once, at most:\n{}", fake.log());
+}

@@ -8,6 +8,10 @@ use tokio::sync::watch;
 use crate::gossip::{MemberState, MembershipView, Role};
 use crate::rendezvous;
 
+/// An agent that has found no other member for this long runs the
+/// cluster-scope checks itself: it is a one-node cluster.
+const SOLO_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct GossipPlacement {
     view: watch::Receiver<Arc<MembershipView>>,
@@ -30,6 +34,13 @@ impl Placement for GossipPlacement {
             // its Down, and the next in rank starts within a placement
             // poll; a suspect owner keeps the check until it is declared.
             Scope::Cluster => {
+                // Until it has met the others, every agent would think it
+                // is the owner: wait for the cluster, or, alone for a
+                // while, accept being a one-node cluster.
+                let alone_for = crate::unix_ms_now().saturating_sub(view.started_unix_ms);
+                if !view.connected && alone_for < SOLO_AFTER.as_millis() as u64 {
+                    return false;
+                }
                 let candidates = std::iter::once(view.me.name.as_str()).chain(
                     view.members
                         .iter()

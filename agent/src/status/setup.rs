@@ -11,7 +11,7 @@ use crate::settings::{AgentSettings, KubeSettings, KubeSource};
 const LEASE_MAX_AGE: Duration = Duration::from_secs(60);
 /// The probe pod's run may take its schedule timeout plus this (create,
 /// delete, cleanup of leftovers) before the runner gives up on it.
-const PROBE_MARGIN: Duration = Duration::from_secs(15);
+const PROBE_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChecksError {
