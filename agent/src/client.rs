@@ -162,6 +162,12 @@ pub fn status_table(response: &StatusResponse) -> String {
     for reason in &response.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
+    for check in &response.cluster_checks {
+        out.push_str(&format!(
+            "  {} (cluster, run by {}): {}: {}\n",
+            check.check, check.node, check.status, check.message
+        ));
+    }
     let mut rows = vec![["NODE", "STATUS", "CHECKS"].map(str::to_owned)];
     for node in &response.nodes {
         let checks: Vec<String> = node

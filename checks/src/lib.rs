@@ -15,3 +15,15 @@ pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
 pub use tls::{ClientTls, TlsError, http_client, tls_client};
+
+/// Names of the built-in checks that run once for the whole cluster. Their
+/// results speak for the cluster, not for whichever node ran them.
+pub const SCHEDULER: &str = "scheduler";
+pub const SCHEDULER_LEASE: &str = "scheduler-lease";
+pub const CONTROLLER_MANAGER_LEASE: &str = "controller-manager-lease";
+
+/// Whether results of the check `name` describe the cluster rather than
+/// the node that produced them.
+pub fn is_cluster_check(name: &str) -> bool {
+    [SCHEDULER, SCHEDULER_LEASE, CONTROLLER_MANAGER_LEASE].contains(&name)
+}

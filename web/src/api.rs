@@ -128,6 +128,9 @@ pub struct StatusResponse {
     /// The answering node sees more than half of the known members alive:
     /// in a partition, the side whose answer to trust.
     pub majority: bool,
+    /// Checks run once for the whole cluster (the scheduler probe, leader
+    /// leases): their latest result, whichever node ran them.
+    pub cluster_checks: Vec<CheckSummary>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -142,10 +145,12 @@ pub struct NodeStatus {
     pub checks: Vec<CheckSummary>,
 }
 
-/// A check's latest status on one node.
+/// A check's latest status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckSummary {
     pub check: String,
+    /// The node that ran it.
+    pub node: String,
     pub status: String,
     pub message: String,
     pub at_unix_ms: u64,

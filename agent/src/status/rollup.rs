@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use starling_web::{CheckSummary, NodeStatus, StateCounts, StatusResponse};
 
 use crate::gossip::{MemberState, MembershipView};
+use starling_checks::is_cluster_check;
+
 use crate::history::{CheckResult, CheckStatus};
 
 /// `checks_here`: this node runs checks, so until its first result it
@@ -17,11 +19,20 @@ pub fn roll_up(
     answered_at_unix_ms: u64,
 ) -> StatusResponse {
     let mut by_node: BTreeMap<&str, Vec<&CheckResult>> = BTreeMap::new();
+    // Per cluster-scope check, the newest result: the owner may have changed.
+    let mut cluster: BTreeMap<&str, &CheckResult> = BTreeMap::new();
     for result in latest {
-        by_node
-            .entry(result.node.as_str())
-            .or_default()
-            .push(result);
+        if is_cluster_check(&result.check) {
+            let newest = cluster.entry(result.check.as_str()).or_insert(result);
+            if result.at_unix_ms > newest.at_unix_ms {
+                *newest = result;
+            }
+        } else {
+            by_node
+                .entry(result.node.as_str())
+                .or_default()
+                .push(result);
+        }
     }
     let mut counts = StateCounts {
         alive: 1,
@@ -52,19 +63,27 @@ pub fn roll_up(
         ));
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let reasons: Vec<String> = nodes
-        .iter()
-        .filter(|n| n.status != "healthy")
-        .flat_map(|n| n.reasons.iter().map(move |r| format!("{}: {r}", n.name)))
+    let cluster_checks: Vec<CheckSummary> = cluster.values().map(|r| summary(r)).collect();
+    let reasons: Vec<String> = cluster
+        .values()
+        .filter(|r| r.status == CheckStatus::Critical)
+        .map(|r| format!("{}: {}", r.check, r.message))
+        .chain(
+            nodes
+                .iter()
+                .filter(|n| n.status != "healthy")
+                .flat_map(|n| n.reasons.iter().map(move |r| format!("{}: {r}", n.name))),
+        )
         .collect();
     let known = counts.alive + counts.suspect + counts.down;
     StatusResponse {
         answered_by: view.me.name.clone(),
         answered_at_unix_ms,
-        healthy: nodes.iter().all(|n| n.status == "healthy"),
+        healthy: reasons.is_empty(),
         reasons,
         majority: counts.alive * 2 > known,
         counts,
+        cluster_checks,
         nodes,
     }
 }
@@ -76,15 +95,7 @@ fn node_status(
     checks_here: bool,
 ) -> NodeStatus {
     let results = results.map(Vec::as_slice).unwrap_or_default();
-    let checks: Vec<CheckSummary> = results
-        .iter()
-        .map(|r| CheckSummary {
-            check: r.check.clone(),
-            status: r.status.as_str().to_owned(),
-            message: r.message.clone(),
-            at_unix_ms: r.at_unix_ms,
-        })
-        .collect();
+    let checks: Vec<CheckSummary> = results.iter().map(|r| summary(r)).collect();
     let (status, reasons) = if !state.is_active() || state == MemberState::Suspect {
         ("unreachable", vec![format!("gossip: {}", state.as_str())])
     } else {
@@ -106,6 +117,16 @@ fn node_status(
         status: status.to_owned(),
         reasons,
         checks,
+    }
+}
+
+fn summary(result: &CheckResult) -> CheckSummary {
+    CheckSummary {
+        check: result.check.clone(),
+        node: result.node.clone(),
+        status: result.status.as_str().to_owned(),
+        message: result.message.clone(),
+        at_unix_ms: result.at_unix_ms,
     }
 }
 
@@ -185,6 +206,23 @@ mod tests {
             .find(|n| n.name == "b")
             .expect("b listed");
         assert_eq!(b.status, "degraded");
+    }
+
+    #[test]
+    fn a_cluster_check_speaks_for_the_cluster_not_for_the_node_that_ran_it() {
+        let mut old = result("b", "scheduler", CheckStatus::Ok);
+        old.at_unix_ms = 1;
+        let mut new = result("a", "scheduler", CheckStatus::Critical);
+        new.at_unix_ms = 2;
+        let status = roll_up(&view(&[("b", MemberState::Alive)]), &[old, new], false, 5);
+        assert!(!status.healthy);
+        assert_eq!(status.reasons, ["scheduler: scheduler says critical"]);
+        assert!(
+            status.nodes.iter().all(|n| n.status == "healthy"),
+            "{status:#?}"
+        );
+        assert_eq!(status.cluster_checks.len(), 1);
+        assert_eq!(status.cluster_checks[0].node, "a", "the newest result wins");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use starling_checks::{ApiServerCheck, EtcdCheck, LeaseCheck, Runner, Schedule, SchedulerCheck};
+use starling_checks::{
+    ApiServerCheck, CONTROLLER_MANAGER_LEASE, EtcdCheck, LeaseCheck, Runner, SCHEDULER_LEASE,
+    Schedule, SchedulerCheck,
+};
 
 use crate::settings::{AgentSettings, KubeSettings, KubeSource};
 
@@ -66,7 +69,7 @@ fn add_kube_checks(runner: &mut Runner, kube: &KubeSettings, config: kube::Confi
     );
     runner.add(
         LeaseCheck::new(
-            "scheduler-lease",
+            SCHEDULER_LEASE,
             "kube-system",
             "kube-scheduler",
             LEASE_MAX_AGE,
@@ -76,7 +79,7 @@ fn add_kube_checks(runner: &mut Runner, kube: &KubeSettings, config: kube::Confi
     );
     runner.add(
         LeaseCheck::new(
-            "controller-manager-lease",
+            CONTROLLER_MANAGER_LEASE,
             "kube-system",
             "kube-controller-manager",
             LEASE_MAX_AGE,

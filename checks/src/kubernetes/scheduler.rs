@@ -71,7 +71,7 @@ impl SchedulerCheck {
 
 impl Checker for SchedulerCheck {
     fn name(&self) -> &str {
-        "scheduler"
+        crate::SCHEDULER
     }
 
     /// One probe pod for the whole cluster, not one per node.
