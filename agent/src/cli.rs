@@ -177,6 +177,24 @@ pub struct KubeArgs {
     #[arg(long, env = "STARLING_PROBE_WAIT_RUNNING")]
     pub probe_wait_running: bool,
 
+    /// kube-scheduler's health endpoint, checked on control-plane nodes
+    /// (--role control-plane); its certificate is self-signed, so only a
+    /// loopback URL is accepted. Empty turns the check off.
+    #[arg(
+        long,
+        env = "STARLING_SCHEDULER_HEALTHZ_URL",
+        default_value = "https://127.0.0.1:10259/healthz"
+    )]
+    pub scheduler_healthz_url: String,
+
+    /// kube-controller-manager's health endpoint, like the scheduler's.
+    #[arg(
+        long,
+        env = "STARLING_CONTROLLER_MANAGER_HEALTHZ_URL",
+        default_value = "https://127.0.0.1:10257/healthz"
+    )]
+    pub controller_manager_healthz_url: String,
+
     /// Between two runs of each API check (the probe pod: twice this).
     #[arg(long, env = "STARLING_KUBE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub kube_interval: Duration,

@@ -81,6 +81,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         HistoryMetrics::register(&mut registry),
     )?;
     let runner = status::runner(&settings).await?;
+    let checks_here = status::node_checks_here(&settings);
     let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
     let sockets = GossipSockets::bind(settings.gossip_bind)
         .await
@@ -143,7 +144,6 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         replication_metrics.clone(),
         settings.replication,
     );
-    let checks_here = !runner.is_empty();
     let (stop_checks, checks_stopping) = watch::channel(false);
     let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);
     let checks_tasks = [

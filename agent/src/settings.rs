@@ -44,6 +44,12 @@ pub enum ConfigError {
     BadApiServerUrl(String),
     #[error("--probe-timeout must be shorter than --kube-interval")]
     ProbeTimeoutTooLong,
+    #[error("--{flag} {source}")]
+    NotLoopback {
+        flag: &'static str,
+        #[source]
+        source: starling_checks::NotLoopback,
+    },
     #[error(
         "no gossip key: pass --gossip-key-file (create one with `starling keygen`), \
          or --insecure-gossip to run without encryption"
@@ -70,6 +76,9 @@ pub struct AgentSettings {
     pub etcd: Option<(EtcdConfig, Schedule)>,
     /// The Kubernetes API checks; `None` when there are no credentials.
     pub kube: Option<KubeSettings>,
+    /// Control-plane components' own health endpoints (run only with
+    /// --role control-plane), with their schedule.
+    pub healthz: Vec<(HealthzCheckSpec, Schedule)>,
     pub max_concurrent_checks: usize,
 }
 
@@ -121,6 +130,7 @@ impl AgentSettings {
         };
         let etcd = etcd_check(&args.etcd)?;
         let kube = kube_checks(&args.kube)?;
+        let healthz = healthz_checks(&args.kube)?;
         Ok(AgentSettings {
             node_name,
             gossip_bind: args.gossip_bind,
@@ -138,6 +148,7 @@ impl AgentSettings {
             replication,
             etcd,
             kube,
+            healthz,
             max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }
@@ -158,6 +169,49 @@ pub struct KubeSettings {
     pub scheduler: SchedulerConfig,
     pub interval: Duration,
     pub failures: u32,
+}
+
+/// A checked loopback health URL, and the check's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthzCheckSpec {
+    pub name: &'static str,
+    pub url: String,
+}
+
+fn healthz_checks(args: &KubeArgs) -> Result<Vec<(HealthzCheckSpec, Schedule)>, ConfigError> {
+    let schedule = Schedule {
+        interval: args.kube_interval,
+        timeout: args.kube_interval.min(Duration::from_secs(10)),
+        failures_before_critical: args.kube_failures,
+    };
+    let mut checks = Vec::new();
+    for (flag, name, url) in [
+        (
+            "scheduler-healthz-url",
+            "scheduler-healthz",
+            &args.scheduler_healthz_url,
+        ),
+        (
+            "controller-manager-healthz-url",
+            "controller-manager-healthz",
+            &args.controller_manager_healthz_url,
+        ),
+    ] {
+        if url.trim().is_empty() {
+            continue;
+        }
+        // Validated here so a bad URL stops the agent at start.
+        starling_checks::HealthzCheck::new(name, url)
+            .map_err(|source| ConfigError::NotLoopback { flag, source })?;
+        checks.push((
+            HealthzCheckSpec {
+                name,
+                url: url.clone(),
+            },
+            schedule,
+        ));
+    }
+    Ok(checks)
 }
 
 fn kube_checks(args: &KubeArgs) -> Result<Option<KubeSettings>, ConfigError> {

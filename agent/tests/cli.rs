@@ -138,6 +138,17 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
         "--etcd-ca",
     );
 
+    fails_naming(
+        &[
+            "--insecure-gossip",
+            "--data-dir",
+            data,
+            "--scheduler-healthz-url",
+            "https://10.0.0.1:10259/healthz",
+        ],
+        "--scheduler-healthz-url",
+    );
+
     // A history that is not a database stops the agent, naming the file.
     let corrupt = dir.path().join("corrupt");
     std::fs::create_dir_all(&corrupt).expect("mkdir");

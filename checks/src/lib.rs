@@ -3,6 +3,7 @@
 
 mod checker;
 mod etcd;
+mod healthz;
 mod kubernetes;
 mod result;
 mod runner;
@@ -11,10 +12,13 @@ mod tls;
 
 pub use checker::{BoxFuture, Checker, Schedule, Scope};
 pub use etcd::{EtcdCheck, EtcdConfig};
+pub use healthz::{HealthzCheck, NotLoopback};
 pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig};
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
-pub use tls::{ClientTls, TlsError, http_client, tls_client};
+pub use tls::{
+    ClientTls, TlsError, http_client, is_loopback_url, loopback_unverified_client, tls_client,
+};
 
 /// Names of the built-in checks that run once for the whole cluster. Their
 /// results speak for the cluster, not for whichever node ran them.

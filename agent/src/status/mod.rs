@@ -11,4 +11,4 @@ pub use placement::GossipPlacement;
 pub(crate) use results::record_results;
 pub use rollup::roll_up;
 pub use setup::ChecksError;
-pub(crate) use setup::runner;
+pub(crate) use setup::{node_checks_here, runner};

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use starling_checks::{
-    ApiServerCheck, CONTROLLER_MANAGER_LEASE, EtcdCheck, LeaseCheck, Runner, SCHEDULER_LEASE,
-    Schedule, SchedulerCheck,
+    ApiServerCheck, CONTROLLER_MANAGER_LEASE, EtcdCheck, HealthzCheck, LeaseCheck, Runner,
+    SCHEDULER_LEASE, Schedule, SchedulerCheck,
 };
 
+use crate::gossip::Role;
 use crate::settings::{AgentSettings, KubeSettings, KubeSource};
 
 /// A leader lease older than this means no active leader: leases last
@@ -27,10 +28,23 @@ pub enum ChecksError {
     InCluster(String),
 }
 
+/// Whether this node runs checks of its own (not only cluster-scope ones
+/// it may come to own): until they report, its status is unknown.
+pub(crate) fn node_checks_here(settings: &AgentSettings) -> bool {
+    settings.etcd.is_some()
+        || settings.kube.is_some()
+        || (settings.role == Role::ControlPlane && !settings.healthz.is_empty())
+}
+
 pub(crate) async fn runner(settings: &AgentSettings) -> Result<Runner, ChecksError> {
     let mut runner = Runner::new(settings.max_concurrent_checks);
     if let Some((config, schedule)) = settings.etcd.clone() {
         runner.add(EtcdCheck::new(config), schedule);
+    }
+    for (spec, schedule) in &settings.healthz {
+        let check = HealthzCheck::new(spec.name, &spec.url)
+            .expect("settings accept only loopback healthz URLs");
+        runner.add(check, *schedule);
     }
     if let Some(kube) = &settings.kube {
         add_kube_checks(&mut runner, kube, kube_config(&kube.source).await?);

@@ -39,6 +39,7 @@ pub fn settings(
         },
         etcd: None,
         kube: None,
+        healthz: Vec::new(),
         max_concurrent_checks: 4,
     }
 }

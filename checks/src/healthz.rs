@@ -1,0 +1,101 @@
+//! A control-plane component's own health endpoint on this node:
+//! kube-scheduler on `https://127.0.0.1:10259/healthz`,
+//! kube-controller-manager on `:10257`. Served with self-signed
+//! certificates and readable without credentials (kubeadm allows
+//! `/healthz` anonymously), so the certificate is not verified — which is
+//! why only loopback URLs are accepted.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::checker::{BoxFuture, Checker, Scope};
+use crate::result::Outcome;
+use crate::tls::{is_loopback_url, loopback_unverified_client};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct HealthzCheck {
+    name: String,
+    url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}: only loopback URLs (127.0.0.0/8, ::1, localhost): their certificates are not verified"
+)]
+pub struct NotLoopback(pub String);
+
+impl HealthzCheck {
+    pub fn new(name: &str, url: &str) -> Result<Self, NotLoopback> {
+        if !is_loopback_url(url) {
+            return Err(NotLoopback(url.to_owned()));
+        }
+        Ok(HealthzCheck {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
+impl Checker for HealthzCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component runs on control-plane nodes only.
+    fn scope(&self) -> Scope {
+        Scope::ControlPlane
+    }
+
+    fn check(&self) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            let client = match loopback_unverified_client()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+            {
+                Ok(client) => client,
+                Err(error) => {
+                    return Outcome::unknown(format!("cannot build an HTTP client: {error}"));
+                }
+            };
+            let started = Instant::now();
+            let response = match client.get(&self.url).send().await {
+                Ok(response) => response,
+                Err(error) => {
+                    let mut cause: &dyn std::error::Error = &error;
+                    while let Some(inner) = cause.source() {
+                        cause = inner;
+                    }
+                    return Outcome::critical(format!("{}: {cause}", self.url));
+                }
+            };
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let elapsed = started.elapsed();
+            let details = json!({"url": self.url, "http_status": status.as_u16(), "ms": elapsed.as_secs_f64() * 1000.0});
+            if status.is_success() && body.trim() == "ok" {
+                Outcome::ok(format!(
+                    "{} ok in {:.1} ms",
+                    self.url,
+                    elapsed.as_secs_f64() * 1000.0
+                ))
+                .with_details(details)
+            } else {
+                let failing: Vec<&str> = body
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("[-]"))
+                    .map(|rest| rest.split_whitespace().next().unwrap_or(rest))
+                    .collect();
+                let why = if failing.is_empty() {
+                    body.split_whitespace().collect::<Vec<_>>().join(" ")
+                } else {
+                    format!("failing {}", failing.join(", "))
+                };
+                Outcome::critical(format!("{}: HTTP {status}: {why}", self.url))
+                    .with_details(details)
+            }
+        })
+    }
+}
