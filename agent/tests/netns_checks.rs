@@ -1,5 +1,7 @@
 //! Checks end to end: real agents in network namespaces checking a real
-//! etcd that runs in one of the namespaces; etcd stopped and started again.
+//! etcd and testkit's fake API server (as a process), both in one of the
+//! namespaces; etcd stopped and started again; the scheduler probe's owner
+//! killed.
 //!
 //! Needs root (namespaces) and etcd (Debian's etcd-server); skips with a
 //! message without them, and fails instead when STARLING_REQUIRE_NETNS=1 /
@@ -49,7 +51,8 @@ fn start_etcd(lab: &NetLab, data: &Path) -> LabProcess {
         .expect("etcd starts in host 0's namespace")
 }
 
-fn etcd_transitions(events: &[HistoryEvent], node: &str, to: &str) -> usize {
+/// `node`'s etcd transitions into `to` (from `from`, when given).
+fn etcd_transitions(events: &[HistoryEvent], node: &str, from: Option<&str>, to: &str) -> usize {
     events
         .iter()
         .filter(|e| {
@@ -57,6 +60,7 @@ fn etcd_transitions(events: &[HistoryEvent], node: &str, to: &str) -> usize {
                 && e.check.as_deref() == Some("etcd")
                 && e.node == node
                 && e.new_state.as_deref() == Some(to)
+                && from.is_none_or(|from| e.old_state.as_deref() == Some(from))
         })
         .count()
 }
@@ -66,22 +70,23 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
     if !etcd_installed() {
         return;
     }
+    let Some(binary) = fake_apiserver_binary() else {
+        return;
+    };
+    let kube_dir = tempfile::tempdir().expect("temp dir");
+    let mut fake = None;
     let Some(cluster) = Cluster::with_args(3, |lab| {
-        [
-            "--etcd-endpoint",
-            &format!("http://{}:2379", lab.addr(0)),
-            "--etcd-interval",
-            "1s",
-            "--etcd-timeout",
-            "800ms",
-            "--etcd-failures",
-            "2",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        let (process, mut flags) = fake_apiserver(lab, &binary, kube_dir.path());
+        fake = Some(process);
+        let endpoint = format!("http://{}:2379", lab.addr(0));
+        let etcd = ["--etcd-endpoint", &endpoint, "--etcd-interval", "1s"];
+        let more = ["--etcd-timeout", "800ms", "--etcd-failures", "2"];
+        flags.extend(etcd.into_iter().chain(more).map(str::to_owned));
+        flags
     }) else {
         return;
     };
+    let _fake = fake.expect("started with the cluster");
     let data = cluster.dir().join("etcd-data");
     let mut etcd = Some(start_etcd(&cluster.lab, &data));
     let all = [0, 1, 2];
@@ -123,18 +128,20 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
             })
         },
     );
+    // Every agent's history holds a transition to `to` of every node.
+    let everywhere = |from: Option<&str>, to: &str| {
+        all.iter().all(|&h| {
+            cluster.history(h).is_some_and(|events| {
+                names
+                    .iter()
+                    .all(|n| etcd_transitions(&events, n, from, to) >= 1)
+            })
+        })
+    };
     cluster.expect(
         "every agent's history holds every node's etcd failure",
         PATIENCE,
-        || {
-            all.iter().all(|&h| {
-                cluster.history(h).is_some_and(|events| {
-                    names
-                        .iter()
-                        .all(|n| etcd_transitions(&events, n, "critical") >= 1)
-                })
-            })
-        },
+        || everywhere(None, "critical"),
     );
 
     let _etcd = start_etcd(&cluster.lab, &data);
@@ -145,15 +152,7 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
     cluster.expect(
         "every agent's history holds every node's recovery",
         PATIENCE,
-        || {
-            all.iter().all(|&h| {
-                cluster.history(h).is_some_and(|events| {
-                    names
-                        .iter()
-                        .all(|n| etcd_transitions(&events, n, "ok") >= 1)
-                })
-            })
-        },
+        || everywhere(Some("critical"), "ok"),
     );
     let events = cluster.history(1).expect("answers");
     let failure = events
@@ -186,24 +185,50 @@ fn fake_apiserver_binary() -> Option<std::path::PathBuf> {
     None
 }
 
-/// Which nodes report a `scheduler` result newer than `after` (Unix ms),
-/// as `observer` sees it.
+/// `stl-fake-apiserver` in host 0's namespace (port 6443, for five
+/// minutes), and the agent flags that point the API checks at it.
+fn fake_apiserver(lab: &NetLab, binary: &Path, dir: &Path) -> (LabProcess, Vec<String>) {
+    let addr = format!("{}:6443", lab.addr(0));
+    let dir_arg = dir.to_str().expect("UTF-8 temp path");
+    let process = lab
+        .spawn(0, binary, &[addr.as_str(), "300", dir_arg], &[])
+        .expect("the fake API server starts");
+    let kubeconfig = dir.join("kubeconfig");
+    assert!(
+        starling_testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            kubeconfig.exists()
+        }),
+        "the fake API server wrote its kubeconfig"
+    );
+    let flags = [
+        "--kubeconfig",
+        kubeconfig.to_str().expect("UTF-8"),
+        "--kube-interval",
+        "2s",
+        "--probe-timeout",
+        "1s",
+        "--kube-failures",
+        "1",
+    ];
+    (process, flags.map(str::to_owned).to_vec())
+}
+
+/// The nodes that ran the scheduler probe after `after` (Unix ms), as
+/// `observer`'s history tells: a node's first result of a check is an
+/// event, so a new prober shows up there.
 fn probers(cluster: &Cluster, observer: usize, after: u64) -> Vec<String> {
-    cluster
-        .status(observer)
-        .map(|status| {
-            status
-                .nodes
-                .into_iter()
-                .filter(|n| {
-                    n.checks
-                        .iter()
-                        .any(|c| c.check == "scheduler" && c.status == "ok" && c.at_unix_ms > after)
-                })
-                .map(|n| n.name)
-                .collect()
-        })
+    let mut nodes: Vec<String> = cluster
+        .history(observer)
         .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.kind == "check" && e.check.as_deref() == Some("scheduler") && e.at_unix_ms > after
+        })
+        .map(|e| e.node)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 #[test]
@@ -214,38 +239,9 @@ fn one_agent_of_five_runs_the_scheduler_probe_and_another_takes_over_when_it_die
     let kube_dir = tempfile::tempdir().expect("temp dir");
     let mut fake = None;
     let Some(mut cluster) = Cluster::with_args(5, |lab| {
-        let addr = format!("{}:6443", lab.addr(0));
-        let dir = kube_dir
-            .path()
-            .to_str()
-            .expect("UTF-8 temp path")
-            .to_owned();
-        let args = [addr.as_str(), "300", dir.as_str()];
-        fake = Some(
-            lab.spawn(0, &binary, &args, &[])
-                .expect("the fake API server starts"),
-        );
-        let kubeconfig = kube_dir.path().join("kubeconfig");
-        assert!(
-            starling_testkit::wait_until(
-                Duration::from_secs(10),
-                Duration::from_millis(50),
-                || { kubeconfig.exists() }
-            ),
-            "the fake API server wrote its kubeconfig"
-        );
-        [
-            "--kubeconfig",
-            kubeconfig.to_str().expect("UTF-8"),
-            "--kube-interval",
-            "2s",
-            "--probe-timeout",
-            "1s",
-            "--kube-failures",
-            "1",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        let (process, flags) = fake_apiserver(lab, &binary, kube_dir.path());
+        fake = Some(process);
+        flags
     }) else {
         return;
     };
@@ -260,6 +256,13 @@ fn one_agent_of_five_runs_the_scheduler_probe_and_another_takes_over_when_it_die
         !owner.is_empty()
     });
     assert_eq!(owner.len(), 1, "exactly one prober: {owner:?}");
+    // A few probe rounds later, still that one, as another node sees it.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        probers(&cluster, 2, 0),
+        owner,
+        "the probe stayed with one owner"
+    );
     let owner_host: usize = owner[0]
         .strip_prefix("host-")
         .and_then(|n| n.parse().ok())
