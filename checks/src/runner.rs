@@ -116,9 +116,9 @@ async fn check_loop(
     let spread = FIRST_RUN_SPREAD.min(schedule.interval);
     let mut next_due = Instant::now() + spread.mul_f64(rand::rng().random_range(0.0..1.0));
     let mut ran_here = false;
-    // The last run, if it outlived its timeout: aborting cannot stop a
-    // task that never yields, so it is not started again until that one
-    // ends; a misbehaving check holds at most one runtime worker.
+    // The last run, if it outlived its timeout: nothing can stop a thread
+    // that never yields, so the check is not started again until that run
+    // ends; a misbehaving check holds one thread at most.
     let mut stuck: Option<tokio::task::JoinHandle<Outcome>> = None;
     loop {
         let wake = next_due.min(Instant::now() + PLACEMENT_POLL);
@@ -150,7 +150,7 @@ async fn check_loop(
                     "the previous run is still going past its {:?} timeout (it does not yield); not started again",
                     schedule.timeout
                 ));
-                finish(checker.name(), raw, 0, &mut threshold)
+                finish(checker.name(), raw, 0, unix_ms_now(), &mut threshold)
             }
             _ => {
                 let (result, still_running) = run_once(&checker, schedule, &mut threshold).await;
@@ -175,9 +175,7 @@ async fn run_once(
     schedule: Schedule,
     threshold: &mut Threshold,
 ) -> (CheckResult, Option<tokio::task::JoinHandle<Outcome>>) {
-    let at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let at_unix_ms = unix_ms_now();
     let started = Instant::now();
     let mut task = {
         let checker = Arc::clone(checker);
@@ -203,13 +201,8 @@ async fn run_once(
             Outcome::critical(format!("no answer within {:?}", schedule.timeout))
         }
     };
-    let mut result = finish(
-        checker.name(),
-        raw,
-        started.elapsed().as_millis() as u64,
-        threshold,
-    );
-    result.at_unix_ms = at_unix_ms;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let result = finish(checker.name(), raw, duration_ms, at_unix_ms, threshold);
     (result, timed_out.then_some(task))
 }
 
@@ -239,10 +232,13 @@ fn isolated(checker: &dyn Checker, timeout: Duration) -> Outcome {
     })
 }
 
-fn finish(check: &str, raw: Outcome, duration_ms: u64, threshold: &mut Threshold) -> CheckResult {
-    let at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+fn finish(
+    check: &str,
+    raw: Outcome,
+    duration_ms: u64,
+    at_unix_ms: u64,
+    threshold: &mut Threshold,
+) -> CheckResult {
     let (outcome, consecutive_failures) = threshold.apply(raw);
     CheckResult {
         check: check.to_owned(),
@@ -253,4 +249,10 @@ fn finish(check: &str, raw: Outcome, duration_ms: u64, threshold: &mut Threshold
         at_unix_ms,
         consecutive_failures,
     }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
