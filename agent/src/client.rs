@@ -114,16 +114,7 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return format!("no answer within {TIMEOUT:?}");
     }
-    innermost_cause(error)
-}
-
-/// The innermost cause of an HTTP error ("Connection refused").
-pub(crate) fn innermost_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
+    starling_checks::innermost_cause(error)
 }
 
 /// `starling members`.

@@ -14,6 +14,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::checker::{BoxFuture, Checker};
+use crate::errors::innermost_cause;
 use crate::result::Outcome;
 use crate::tls::{ClientTls, tls_client};
 
@@ -263,11 +264,7 @@ fn cause(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return format!("no answer within {REQUEST_TIMEOUT:?}");
     }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
+    innermost_cause(error)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::checker::{BoxFuture, Checker, Scope};
+use crate::errors::{failing_sub_checks, innermost_cause};
 use crate::result::Outcome;
 use crate::tls::{is_loopback_url, loopback_unverified_client};
 
@@ -64,11 +65,7 @@ impl Checker for HealthzCheck {
             let response = match client.get(&self.url).send().await {
                 Ok(response) => response,
                 Err(error) => {
-                    let mut cause: &dyn std::error::Error = &error;
-                    while let Some(inner) = cause.source() {
-                        cause = inner;
-                    }
-                    return Outcome::critical(format!("{}: {cause}", self.url));
+                    return Outcome::critical(format!("{}: {}", self.url, innermost_cause(&error)));
                 }
             };
             let status = response.status();
@@ -83,11 +80,7 @@ impl Checker for HealthzCheck {
                 ))
                 .with_details(details)
             } else {
-                let failing: Vec<&str> = body
-                    .lines()
-                    .filter_map(|l| l.trim().strip_prefix("[-]"))
-                    .map(|rest| rest.split_whitespace().next().unwrap_or(rest))
-                    .collect();
+                let failing = failing_sub_checks(&body);
                 let why = if failing.is_empty() {
                     body.split_whitespace().collect::<Vec<_>>().join(" ")
                 } else {

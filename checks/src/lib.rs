@@ -2,6 +2,7 @@
 //! them, the result vocabulary, and the built-in checks.
 
 mod checker;
+mod errors;
 mod etcd;
 mod healthz;
 mod kubernetes;
@@ -11,6 +12,7 @@ mod threshold;
 mod tls;
 
 pub use checker::{BoxFuture, Checker, Schedule, Scope};
+pub use errors::innermost_cause;
 pub use etcd::{EtcdCheck, EtcdConfig};
 pub use healthz::{HealthzCheck, NotLoopback};
 pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig};

@@ -172,5 +172,5 @@ fn innermost(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return format!("no answer within {REQUEST_TIMEOUT:?}");
     }
-    crate::client::innermost_cause(error)
+    starling_checks::innermost_cause(error)
 }

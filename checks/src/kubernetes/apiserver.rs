@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{describe, get_text};
 use crate::checker::{BoxFuture, Checker};
+use crate::errors::failing_sub_checks;
 use crate::result::Outcome;
 
 /// A GET slower than this is a warning.
@@ -132,7 +133,7 @@ async fn probe(target: &Target) -> (Option<String>, Option<Duration>) {
     match get_text(&client, "/readyz?verbose").await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) => {
-            let failing = failing_readyz_checks(&status.message);
+            let failing = failing_sub_checks(&status.message);
             let what = if failing.is_empty() {
                 describe(&kube::Error::Api(status))
             } else {
@@ -151,29 +152,5 @@ async fn probe(target: &Target) -> (Option<String>, Option<Duration>) {
             Some(format!("GET namespace default: {}", describe(&error))),
             None,
         ),
-    }
-}
-
-/// `[-]etcd failed: reason withheld` → `etcd`.
-fn failing_readyz_checks(verbose: &str) -> Vec<String> {
-    verbose
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("[-]"))
-        .map(|rest| rest.split_whitespace().next().unwrap_or(rest).to_owned())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failing_readyz_sub_checks_are_named() {
-        let text = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
-                    [-]poststarthook/rbac/bootstrap-roles failed: not finished\nreadyz check failed";
-        assert_eq!(
-            failing_readyz_checks(text),
-            ["etcd", "poststarthook/rbac/bootstrap-roles"]
-        );
     }
 }

@@ -18,13 +18,7 @@ pub(crate) fn describe(error: &kube::Error) -> String {
             format!("HTTP {}: {}", status.code, one_line(&status.message))
         }
         kube::Error::Api(status) => format!("HTTP {}", status.code),
-        other => {
-            let mut cause: &dyn std::error::Error = other;
-            while let Some(inner) = cause.source() {
-                cause = inner;
-            }
-            cause.to_string()
-        }
+        other => crate::errors::innermost_cause(other),
     }
 }
 
