@@ -120,26 +120,14 @@ fn describe(error: &reqwest::Error) -> String {
 /// `starling members`.
 pub async fn print_members(args: &MembersArgs) -> Result<(), ClientError> {
     let response = members(&args.addr).await?;
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&response).expect("API types serialize")
-        ),
-        Output::Table => print!("{}", members_table(&response)),
-    }
+    print_as(args.output, &response, members_table);
     Ok(())
 }
 
 /// `starling status`: the verdict, the reasons, and a line per node.
 pub async fn print_status(args: &MembersArgs) -> Result<(), ClientError> {
     let response = status(&args.addr).await?;
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&response).expect("API types serialize")
-        ),
-        Output::Table => print!("{}", status_table(&response)),
-    }
+    print_as(args.output, &response, status_table);
     Ok(())
 }
 
@@ -185,13 +173,7 @@ pub fn status_table(response: &StatusResponse) -> String {
 /// `starling history`.
 pub async fn print_history(args: &HistoryArgs) -> Result<(), ClientError> {
     let response = history(&args.addr, args).await?;
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&response).expect("API types serialize")
-        ),
-        Output::Table => print!("{}", history_table(&response)),
-    }
+    print_as(args.output, &response, history_table);
     Ok(())
 }
 
@@ -275,6 +257,17 @@ pub fn members_table(response: &MembersResponse) -> String {
         response.answered_by, c.alive, c.suspect, c.down, c.left
     ));
     out
+}
+
+/// An API answer as pretty JSON for scripts, or as `table` for people.
+fn print_as<T: serde::Serialize>(output: Output, response: &T, table: fn(&T) -> String) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(response).expect("API types serialize")
+        ),
+        Output::Table => print!("{}", table(response)),
+    }
 }
 
 /// Left-aligned columns two spaces apart, widths by characters.

@@ -19,6 +19,7 @@ use crate::incarnation::{self, DataDirError};
 use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
 use crate::status::{self, GossipPlacement};
+use crate::stopped;
 use crate::view::AgentSurface;
 
 /// Check results queued between the runner and the history.
@@ -215,9 +216,4 @@ impl RunningAgent {
         self.history.close().await;
         served
     }
-}
-
-async fn stopped(mut stopping: watch::Receiver<bool>) {
-    // An error means the sender is gone: stop as well.
-    let _ = stopping.wait_for(|stop| *stop).await;
 }

@@ -40,3 +40,10 @@ pub(crate) fn unix_ms_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Completes once `true` is sent on `stopping` (or its sender is gone):
+/// the stop signal every agent task takes.
+pub(crate) async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use starling_web::{
     AgentView, AnnotationAck, ApiError, HistoryEvent, HistoryQuery, HistoryResponse, Member,
-    MembersResponse, Reply, StateCounts, StatusResponse,
+    MembersResponse, Reply, StatusResponse,
 };
 use tokio::sync::watch;
 
@@ -56,25 +56,15 @@ impl AgentSurface {
 impl AgentView for AgentSurface {
     fn members(&self) -> MembersResponse {
         let view = Arc::clone(&self.view.borrow());
-        let mut counts = StateCounts {
-            alive: 1,
-            ..StateCounts::default()
-        };
         let mut members = vec![member(&view.me, MemberState::Alive, view.started_unix_ms)];
         for other in &view.members {
-            match other.state {
-                MemberState::Alive => counts.alive += 1,
-                MemberState::Suspect => counts.suspect += 1,
-                MemberState::Down => counts.down += 1,
-                MemberState::Left => counts.left += 1,
-            }
             members.push(member(&other.id, other.state, other.since_unix_ms));
         }
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
         MembersResponse {
             answered_by: view.me.name.clone(),
             answered_at_unix_ms: unix_ms_now(),
-            counts,
+            counts: crate::status::state_counts(&view),
             local_health: view.local_health,
             members,
         }

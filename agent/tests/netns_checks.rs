@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use starling_testkit::{LabProcess, NetLab};
+use starling_testkit::{LabProcess, NetLab, etcd_installed_or_skip, skip_or_fail};
 use starling_web::HistoryEvent;
 
 #[path = "support/lab.rs"]
@@ -18,22 +18,6 @@ mod lab;
 use lab::Cluster;
 
 const PATIENCE: Duration = Duration::from_secs(40);
-
-fn etcd_installed() -> bool {
-    let found = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        let reason =
-            "etcd is not installed: apt-get install etcd-server (scripts/test installs it)";
-        if std::env::var("STARLING_REQUIRE_ETCD").as_deref() == Ok("1") {
-            panic!("{reason}");
-        }
-        eprintln!("SKIPPED: {reason}");
-    }
-    found
-}
 
 /// etcd in host 0's namespace, serving clients on the host's lab address.
 fn start_etcd(lab: &NetLab, data: &Path) -> LabProcess {
@@ -67,7 +51,7 @@ fn etcd_transitions(events: &[HistoryEvent], node: &str, from: Option<&str>, to:
 
 #[test]
 fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
-    if !etcd_installed() {
+    if !etcd_installed_or_skip() {
         return;
     }
     let Some(binary) = fake_apiserver_binary() else {
@@ -174,14 +158,10 @@ fn fake_apiserver_binary() -> Option<std::path::PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let reason = format!(
+    skip_or_fail(&format!(
         "{} is not built: run the tests with `cargo test --workspace` (scripts/test does)",
         path.display()
-    );
-    if std::env::var("STARLING_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
+    ));
     None
 }
 

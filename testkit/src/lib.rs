@@ -43,6 +43,6 @@ mod wait;
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
-pub use etcd::{Etcd, EtcdError, Pki, etcd_or_skip};
+pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

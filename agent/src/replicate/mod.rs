@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gossip::{GossipHandle, Keyring};
+use crate::stopped;
 
 pub use metrics::ReplicationMetrics;
 pub use publisher::Publisher;
@@ -105,9 +106,4 @@ impl Replication {
         }
         Ok(())
     }
-}
-
-async fn stopped(mut stopping: watch::Receiver<bool>) {
-    // An error means the sender is gone: stop as well.
-    let _ = stopping.wait_for(|stop| *stop).await;
 }

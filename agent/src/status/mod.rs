@@ -10,5 +10,6 @@ mod setup;
 pub use placement::GossipPlacement;
 pub(crate) use results::record_results;
 pub use rollup::roll_up;
+pub(crate) use rollup::state_counts;
 pub use setup::ChecksError;
 pub(crate) use setup::{node_checks_here, runner};

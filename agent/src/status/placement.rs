@@ -5,7 +5,7 @@ use std::sync::Arc;
 use starling_checks::{Placement, Scope};
 use tokio::sync::watch;
 
-use crate::gossip::{MemberState, MembershipView, Role};
+use crate::gossip::{MembershipView, Role};
 use crate::rendezvous;
 
 /// An agent that has found no other member for this long runs the
@@ -44,7 +44,7 @@ impl Placement for GossipPlacement {
                 let candidates = std::iter::once(view.me.name.as_str()).chain(
                     view.members
                         .iter()
-                        .filter(|m| m.state.is_active() && m.state != MemberState::Left)
+                        .filter(|m| m.state.is_active())
                         .map(|m| m.id.name.as_str()),
                 );
                 rendezvous::rank(check, candidates).first() == Some(&view.me.name.as_str())

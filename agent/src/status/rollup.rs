@@ -34,27 +34,15 @@ pub fn roll_up(
                 .push(result);
         }
     }
-    let mut counts = StateCounts {
-        alive: 1,
-        ..StateCounts::default()
-    };
+    let counts = state_counts(view);
     let mut nodes = vec![node_status(
         &view.me.name,
         MemberState::Alive,
         by_node.get(view.me.name.as_str()),
         checks_here,
     )];
-    for member in &view.members {
-        match member.state {
-            MemberState::Alive => counts.alive += 1,
-            MemberState::Suspect => counts.suspect += 1,
-            MemberState::Down => counts.down += 1,
-            // Left on purpose: not part of the cluster any more.
-            MemberState::Left => {
-                counts.left += 1;
-                continue;
-            }
-        }
+    // A member that left on purpose is not part of the cluster any more.
+    for member in view.members.iter().filter(|m| m.state != MemberState::Left) {
         nodes.push(node_status(
             &member.id.name,
             member.state,
@@ -86,6 +74,23 @@ pub fn roll_up(
         cluster_checks,
         nodes,
     }
+}
+
+/// Members per gossip state, the answering node (alive to itself) included.
+pub(crate) fn state_counts(view: &MembershipView) -> StateCounts {
+    let mut counts = StateCounts {
+        alive: 1,
+        ..StateCounts::default()
+    };
+    for member in &view.members {
+        match member.state {
+            MemberState::Alive => counts.alive += 1,
+            MemberState::Suspect => counts.suspect += 1,
+            MemberState::Down => counts.down += 1,
+            MemberState::Left => counts.left += 1,
+        }
+    }
+    counts
 }
 
 fn node_status(

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use super::{EtcdError, Pki, stale};
 
 /// The program run; Debian's `etcd-server` installs it as `/usr/bin/etcd`.
-const PROGRAM: &str = "etcd";
+pub(super) const PROGRAM: &str = "etcd";
 /// How long `start` and `restart` wait for `/health`; a single member elects itself and
 /// answers in about a second, so this only runs out when something is wrong.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);

@@ -16,12 +16,31 @@ pub fn etcd_or_skip(tls: Option<&Pki>) -> Option<Etcd> {
     match Etcd::start(tls) {
         Ok(etcd) => Some(etcd),
         Err(e @ EtcdError::Missing) => {
-            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                panic!("{REQUIRE_VAR}=1 but the test cannot run here: {e}");
-            }
-            eprintln!("SKIPPED: {e}");
+            skip(&e);
             None
         }
         Err(e) => panic!("etcd fixture failed to start: {e}"),
     }
+}
+
+/// For tests that start etcd themselves (in a lab namespace): whether the
+/// `etcd` binary is installed; if not, skips or panics like
+/// [`etcd_or_skip`] and returns false.
+pub fn etcd_installed_or_skip() -> bool {
+    let installed = std::process::Command::new(super::server::PROGRAM)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        skip(&EtcdError::Missing);
+    }
+    installed
+}
+
+/// Prints `SKIPPED`, or panics when `STARLING_REQUIRE_ETCD=1`.
+fn skip(missing: &EtcdError) {
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_VAR}=1 but the test cannot run here: {missing}");
+    }
+    eprintln!("SKIPPED: {missing}");
 }
