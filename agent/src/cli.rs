@@ -24,9 +24,11 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Show the cluster's status (healthy or not, and why) as one agent
     /// sees it.
-    Status(MembersArgs),
+    Status(QueryArgs),
+    /// Show every node's verdict and checks, or one node's checks in full.
+    Nodes(NodesArgs),
     /// Show the gossip membership as one agent sees it.
-    Members(MembersArgs),
+    Members(QueryArgs),
     /// Show the cluster's event log as one agent holds it (any agent
     /// answers for the whole cluster).
     History(HistoryArgs),
@@ -299,21 +301,38 @@ pub struct LoggingArgs {
     pub log_format: LogFormat,
 }
 
+/// Which agents to ask, and how to print the answer.
 #[derive(Clone, Debug, Args)]
-pub struct MembersArgs {
-    /// Any agent's API address (host:port).
-    #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
-    pub addr: String,
+pub struct QueryArgs {
+    /// Agents' API addresses (host:port), comma-separated or repeated:
+    /// tried in turn until one answers, since any agent answers for the
+    /// whole cluster.
+    #[arg(
+        long,
+        env = "STARLING_ADDR",
+        default_value = "127.0.0.1:7947",
+        value_delimiter = ','
+    )]
+    pub addr: Vec<String>,
 
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
 }
 
 #[derive(Clone, Debug, Args)]
+pub struct NodesArgs {
+    /// One node's name: its checks in full (details and durations are kept
+    /// by the node that ran them).
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+#[derive(Clone, Debug, Args)]
 pub struct HistoryArgs {
-    /// Any agent's API address (host:port).
-    #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
-    pub addr: String,
+    #[command(flatten)]
+    pub query: QueryArgs,
 
     /// Only events about this node.
     #[arg(long)]
@@ -322,6 +341,10 @@ pub struct HistoryArgs {
     /// Only events of this kind: membership, check, alert or annotation.
     #[arg(long)]
     pub kind: Option<String>,
+
+    /// Only events about this check.
+    #[arg(long)]
+    pub check: Option<String>,
 
     /// Only events at or after this time: a duration ago (30m, 2h, 7d),
     /// an RFC 3339 time (2026-11-23T10:00:00Z), or Unix milliseconds.
@@ -337,15 +360,22 @@ pub struct HistoryArgs {
           value_parser = clap::value_parser!(u16).range(1..=starling_web::MAX_HISTORY_LIMIT as i64))]
     pub limit: u16,
 
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
+    /// Continue where a previous page ended (the cursor it printed).
+    #[arg(long)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Args)]
 pub struct AnnotateArgs {
-    /// Any agent's API address (host:port).
-    #[arg(long, env = "STARLING_ADDR", default_value = "127.0.0.1:7947")]
-    pub addr: String,
+    /// Agents' API addresses (host:port), comma-separated or repeated:
+    /// tried in turn until one records the note.
+    #[arg(
+        long,
+        env = "STARLING_ADDR",
+        default_value = "127.0.0.1:7947",
+        value_delimiter = ','
+    )]
+    pub addr: Vec<String>,
 
     /// The agents' keyring: writing to the history requires the cluster key.
     #[command(flatten)]

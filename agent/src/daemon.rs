@@ -18,9 +18,9 @@ use crate::history::{HistoryMetrics, Store, StoreError};
 use crate::incarnation::{self, DataDirError};
 use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
-use crate::status::{self, GossipPlacement};
+use crate::status::{self, GossipPlacement, StatusMetrics};
 use crate::stopped;
-use crate::view::AgentSurface;
+use crate::view::{AgentSurface, SurfaceParts};
 
 /// Check results queued between the runner and the history.
 const CHECK_RESULTS_BUFFER: usize = 256;
@@ -111,6 +111,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
 
     let metrics = GossipMetrics::register(&mut registry);
     let replication_metrics = ReplicationMetrics::register(&mut registry);
+    let status_metrics = StatusMetrics::register(&mut registry);
     let node = GossipNode::new(
         identity.clone(),
         settings.gossip.clone(),
@@ -128,6 +129,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
         tracing::info!(?keys, "gossip keyring loaded (first key sends)");
     }
+    let has_seeds = !settings.join.is_empty();
     let (gossip, handle) = Gossip::new(
         sockets,
         node,
@@ -153,16 +155,22 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
             results,
             stopped(checks_stopping),
         )),
-        tokio::spawn(status::record_results(publisher.clone(), results_inbox)),
+        tokio::spawn(status::record_results(
+            publisher.clone(),
+            results_inbox,
+            status_metrics.clone(),
+        )),
     ];
-    let surface = Arc::new(AgentSurface::new(
-        handle.view.clone(),
+    let surface = Arc::new(AgentSurface::new(SurfaceParts {
+        view: handle.view.clone(),
         registry,
         publisher,
         keyring,
-        replication_metrics,
+        replication: replication_metrics,
+        status_metrics,
         checks_here,
-    ));
+        has_seeds,
+    }));
     let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
     tracing::info!(
         node = %identity.name,

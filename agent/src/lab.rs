@@ -214,7 +214,7 @@ async fn watch(
                         });
                     }
                 }
-                let status = match client::members(&agents[0].api().to_string()).await {
+                let status = match client::members(&[agents[0].api().to_string()]).await {
                     Ok(view) => {
                         let c = view.counts;
                         format!(

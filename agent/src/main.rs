@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(daemon::run(settings, shutdown_signal()))?;
         }
         Command::Status(args) => runtime.block_on(client::print_status(&args))?,
+        Command::Nodes(args) => runtime.block_on(client::print_nodes(&args))?,
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
         Command::History(args) => runtime.block_on(client::print_history(&args))?,
         Command::Annotate(args) => runtime.block_on(client::send_annotation(&args))?,

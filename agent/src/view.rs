@@ -2,19 +2,22 @@
 //! metrics registry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
+use starling_checks::is_cluster_check;
 use starling_web::{
-    AgentView, AnnotationAck, ApiError, HistoryEvent, HistoryQuery, HistoryResponse, Member,
-    MembersResponse, Reply, StatusResponse,
+    AgentView, AnnotationAck, ApiError, CheckDetail, HistoryEvent, HistoryQuery, HistoryResponse,
+    Member, MembersResponse, NodeResponse, Reply, StatusResponse,
 };
 use tokio::sync::watch;
 
 use crate::gossip::{Keyring, MemberState, MembershipView, NodeId};
-use crate::history::{Event, EventFilter, EventKind};
+use crate::history::{Event, EventFilter, EventKind, EventPosition, Store, StoreError};
 use crate::replicate::{self, Publisher, ReplicationMetrics};
+use crate::status::StatusMetrics;
 use crate::unix_ms_now;
 
 /// The gossip loop republishes every second; this much silence means it
@@ -24,33 +27,82 @@ const LIVENESS_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct AgentSurface {
     view: watch::Receiver<Arc<MembershipView>>,
-    registry: Registry,
+    registry: Arc<Registry>,
     publisher: Publisher,
     /// Opens sync requests and annotations, seals sync answers.
     keyring: Arc<Keyring>,
     replication: ReplicationMetrics,
+    status_metrics: StatusMetrics,
+    /// One scrape at a time: a scrape rebuilds the per-node series before
+    /// encoding them, and two interleaved would show each other's gaps.
+    scrape: Arc<tokio::sync::Mutex<()>>,
     /// This node runs checks: its status is unknown until they report.
     checks_here: bool,
+    /// Seeds were given: readiness waits until gossip has joined them.
+    has_seeds: bool,
+    /// Gossip has joined once. Latched: a survivor whose peers all died
+    /// must stay in its Service's endpoints, since it answers for them.
+    joined: AtomicBool,
+}
+
+/// What the agent's HTTP surface is built from.
+#[derive(Debug)]
+pub(crate) struct SurfaceParts {
+    pub view: watch::Receiver<Arc<MembershipView>>,
+    pub registry: Registry,
+    pub publisher: Publisher,
+    pub keyring: Arc<Keyring>,
+    pub replication: ReplicationMetrics,
+    pub status_metrics: StatusMetrics,
+    pub checks_here: bool,
+    pub has_seeds: bool,
 }
 
 impl AgentSurface {
-    pub fn new(
-        view: watch::Receiver<Arc<MembershipView>>,
-        registry: Registry,
-        publisher: Publisher,
-        keyring: Arc<Keyring>,
-        replication: ReplicationMetrics,
-        checks_here: bool,
-    ) -> Self {
+    pub fn new(parts: SurfaceParts) -> Self {
         AgentSurface {
-            view,
-            registry,
-            publisher,
-            keyring,
-            replication,
-            checks_here,
+            view: parts.view,
+            registry: Arc::new(parts.registry),
+            publisher: parts.publisher,
+            keyring: parts.keyring,
+            replication: parts.replication,
+            status_metrics: parts.status_metrics,
+            scrape: Arc::default(),
+            checks_here: parts.checks_here,
+            has_seeds: parts.has_seeds,
+            joined: AtomicBool::new(false),
         }
     }
+
+    fn store(&self) -> Store {
+        self.publisher.store().clone()
+    }
+
+    /// The status and the latest results it was rolled up from.
+    fn roll_up(&self) -> impl Future<Output = Result<Rolled, ApiError>> + Send + 'static {
+        let store = self.store();
+        let view = Arc::clone(&self.view.borrow());
+        let checks_here = self.checks_here;
+        async move {
+            let latest = store.latest_results().await.map_err(unavailable)?;
+            let status = crate::status::roll_up(&view, &latest, checks_here, unix_ms_now());
+            Ok(Rolled {
+                status,
+                latest,
+                view,
+            })
+        }
+    }
+}
+
+struct Rolled {
+    status: StatusResponse,
+    latest: Vec<crate::history::CheckResult>,
+    view: Arc<MembershipView>,
+}
+
+fn unavailable(error: StoreError) -> ApiError {
+    ApiError::Unavailable(format!("history: {error}"))
 }
 
 impl AgentView for AgentSurface {
@@ -70,11 +122,20 @@ impl AgentView for AgentSurface {
         }
     }
 
-    fn metrics(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing metrics into a String cannot fail");
-        text
+    fn metrics(&self) -> Reply<String> {
+        let rolled = self.roll_up();
+        let registry = Arc::clone(&self.registry);
+        let metrics = self.status_metrics.clone();
+        let scrape = Arc::clone(&self.scrape);
+        Box::pin(async move {
+            let rolled = rolled.await?;
+            let _one_at_a_time = scrape.lock().await;
+            metrics.refresh(&rolled.status, rolled.status.answered_at_unix_ms);
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry)
+                .expect("writing metrics into a String cannot fail");
+            Ok(text)
+        })
     }
 
     fn live(&self) -> bool {
@@ -82,21 +143,79 @@ impl AgentView for AgentSurface {
         unix_ms_now().saturating_sub(published) < LIVENESS_WINDOW.as_millis() as u64
     }
 
+    fn ready(&self) -> Result<(), String> {
+        if self.store().is_closed() {
+            return Err("the history database is closed".to_owned());
+        }
+        if self.view.borrow().connected {
+            self.joined.store(true, Ordering::Relaxed);
+        }
+        if self.has_seeds && !self.joined.load(Ordering::Relaxed) {
+            return Err("gossip has not joined any seed yet".to_owned());
+        }
+        Ok(())
+    }
+
     fn status(&self) -> Reply<StatusResponse> {
-        let store = self.publisher.store().clone();
-        let view = Arc::clone(&self.view.borrow());
-        let checks_here = self.checks_here;
+        let rolled = self.roll_up();
+        Box::pin(async move { Ok(rolled.await?.status) })
+    }
+
+    fn node(&self, name: String) -> Reply<NodeResponse> {
+        let rolled = self.roll_up();
         Box::pin(async move {
-            let latest = store
-                .latest_results()
-                .await
-                .map_err(|error| ApiError::Unavailable(format!("history: {error}")))?;
-            Ok(crate::status::roll_up(
-                &view,
-                &latest,
-                checks_here,
-                unix_ms_now(),
-            ))
+            let Rolled {
+                status,
+                latest,
+                view,
+            } = rolled.await?;
+            let is_me = view.me.name == name;
+            let member = if is_me {
+                Some(member(&view.me, MemberState::Alive, view.started_unix_ms))
+            } else {
+                view.members
+                    .iter()
+                    .find(|m| m.id.name == name)
+                    .map(|m| member(&m.id, m.state, m.since_unix_ms))
+            };
+            let checks: Vec<CheckDetail> = latest
+                .into_iter()
+                .filter(|r| r.node == name && !is_cluster_check(&r.check))
+                .map(|r| CheckDetail {
+                    check: r.check,
+                    status: r.status.as_str().to_owned(),
+                    message: r.message,
+                    at_unix_ms: r.at_unix_ms,
+                    // Only this node's own rows carry them: other nodes'
+                    // come from the log of status changes.
+                    duration_ms: is_me.then_some(r.duration_ms),
+                    details: is_me.then_some(r.details),
+                })
+                .collect();
+            let (node_status, reasons) = match status.nodes.into_iter().find(|n| n.name == name) {
+                Some(node) => (node.status, node.reasons),
+                None => match &member {
+                    Some(m) => (m.state.clone(), vec![format!("gossip: {}", m.state)]),
+                    None if !checks.is_empty() => (
+                        "unknown".to_owned(),
+                        vec!["not in this node's gossip view".to_owned()],
+                    ),
+                    None => {
+                        return Err(ApiError::NotFound(format!(
+                            "no node named {name:?} in gossip or the history"
+                        )));
+                    }
+                },
+            };
+            Ok(NodeResponse {
+                answered_by: status.answered_by,
+                answered_at_unix_ms: status.answered_at_unix_ms,
+                name,
+                status: node_status,
+                reasons,
+                member,
+                checks,
+            })
         })
     }
 
@@ -109,22 +228,38 @@ impl AgentView for AgentSurface {
                 Some(Ok(kind)) => Some(kind),
                 Some(Err(error)) => return Err(ApiError::BadRequest(format!("kind: {error}"))),
             };
+            let limit = query.limit;
             let filter = EventFilter {
                 node: query.node,
                 kind,
                 check: query.check,
                 since_unix_ms: query.since_unix_ms,
                 until_unix_ms: query.until_unix_ms,
-                limit: query.limit,
+                after: query.cursor.map(|c| EventPosition {
+                    at_unix_ms: c.at_unix_ms,
+                    origin: c.origin,
+                    seq: c.seq,
+                }),
+                limit,
             };
-            let events = store
-                .events(filter)
-                .await
-                .map_err(|error| ApiError::Unavailable(format!("history: {error}")))?;
+            let events = store.events(filter).await.map_err(unavailable)?;
+            // A full page may have a successor; a short one is the end.
+            let next_cursor = (events.len() == limit)
+                .then(|| events.last())
+                .flatten()
+                .map(|last| {
+                    starling_web::HistoryCursor {
+                        at_unix_ms: last.at_unix_ms,
+                        origin: last.origin.clone(),
+                        seq: last.seq,
+                    }
+                    .to_string()
+                });
             Ok(HistoryResponse {
                 answered_by,
                 answered_at_unix_ms: unix_ms_now(),
                 events: events.into_iter().map(history_event).collect(),
+                next_cursor,
             })
         })
     }

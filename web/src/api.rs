@@ -78,6 +78,48 @@ pub struct HistoryResponse {
     pub answered_at_unix_ms: u64,
     /// Newest first.
     pub events: Vec<HistoryEvent>,
+    /// Pass as `cursor` (same filters) for the next, older page; `null`
+    /// when this page was the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a history page ends: the last row's place in the newest-first
+/// order (time, then origin and seq, which break ties between rows of the
+/// same millisecond). The next page starts strictly after it, so paging
+/// neither skips nor repeats rows, even while new rows arrive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub at_unix_ms: u64,
+    pub origin: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The origin goes last: it is the only part that may contain ':'.
+        write!(f, "{}:{}:{}", self.at_unix_ms, self.seq, self.origin)
+    }
+}
+
+impl std::str::FromStr for HistoryCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut parts = text.splitn(3, ':');
+        let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok());
+        match (number(), number(), parts.next()) {
+            (Some(at_unix_ms), Some(seq), Some(origin)) if !origin.is_empty() => {
+                Ok(HistoryCursor {
+                    at_unix_ms,
+                    origin: origin.to_owned(),
+                    seq,
+                })
+            }
+            _ => Err(format!(
+                "{text:?} is not a cursor (pass back a response's next_cursor unchanged)"
+            )),
+        }
+    }
 }
 
 /// The filters of `GET /v1/history`, parsed and bounded.
@@ -90,6 +132,8 @@ pub struct HistoryQuery {
     pub since_unix_ms: Option<u64>,
     /// Exclusive, Unix milliseconds.
     pub until_unix_ms: Option<u64>,
+    /// Continue after this row (a previous page's `next_cursor`).
+    pub cursor: Option<HistoryCursor>,
     pub limit: usize,
 }
 
@@ -154,4 +198,53 @@ pub struct CheckSummary {
     pub status: String,
     pub message: String,
     pub at_unix_ms: u64,
+}
+
+/// `GET /v1/nodes`: every node's verdict, as in `/v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesResponse {
+    pub answered_by: String,
+    pub answered_at_unix_ms: u64,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GET /v1/nodes/{name}`: one node, every check in full.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeResponse {
+    pub answered_by: String,
+    pub answered_at_unix_ms: u64,
+    pub name: String,
+    /// As in `NodeStatus`.
+    pub status: String,
+    pub reasons: Vec<String>,
+    /// The node in the gossip view; `null` for a node known only from the
+    /// history (it left, or has not been seen since this agent started).
+    pub member: Option<Member>,
+    pub checks: Vec<CheckDetail>,
+}
+
+/// A check's latest result in full.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckDetail {
+    pub check: String,
+    pub status: String,
+    pub message: String,
+    /// When the result was produced, Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// How long the run took; `null` when the answering node knows the
+    /// result from the cluster's log, which carries status changes only.
+    pub duration_ms: Option<u64>,
+    /// The check's structured facts (latencies, members); `null` when the
+    /// answering node is not the one that ran it: only status changes are
+    /// replicated. Ask the node itself for them.
+    pub details: Option<serde_json::Value>,
+}
+
+/// `GET /healthz`: the cluster verdict for plain HTTP monitors, which read
+/// the status code (200 healthy, 503 not); the body says why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthzResponse {
+    pub healthy: bool,
+    pub answered_by: String,
+    pub reasons: Vec<String>,
 }

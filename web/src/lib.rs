@@ -1,13 +1,21 @@
-//! starling's HTTP surface: the JSON API and Prometheus metrics, served
-//! from any agent and read through the [`AgentView`] trait.
+//! starling's HTTP surface: the JSON API, the Kuberhealthy-compatible
+//! status page, Prometheus metrics and the dashboard, served from any agent
+//! and read through the [`AgentView`] trait.
 
 mod api;
+mod kuberhealthy;
 mod query;
+mod routes;
 mod server;
+mod view;
 
 pub use api::{
-    AnnotationAck, ApiError, CheckSummary, ErrorBody, HistoryEvent, HistoryQuery, HistoryResponse,
-    Member, MembersResponse, NodeStatus, StateCounts, StatusResponse,
+    AnnotationAck, ApiError, CheckDetail, CheckSummary, ErrorBody, HealthzResponse, HistoryCursor,
+    HistoryEvent, HistoryQuery, HistoryResponse, Member, MembersResponse, NodeResponse, NodeStatus,
+    NodesResponse, StateCounts, StatusResponse,
 };
+pub use kuberhealthy::{KuberhealthyState, WorkloadDetails};
 pub use query::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
-pub use server::{AgentView, Reply, router, serve};
+pub use routes::router;
+pub use server::serve;
+pub use view::{AgentView, Reply};

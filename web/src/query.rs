@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
-use crate::api::{ApiError, HistoryQuery};
+use crate::api::{ApiError, HistoryCursor, HistoryQuery};
 
 /// Rows per history page when the caller does not say.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -11,7 +11,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// one caller can take from an agent that is busy during an incident.
 pub const MAX_HISTORY_LIMIT: usize = 1000;
 
-const HISTORY_PARAMS: [&str; 6] = ["node", "kind", "check", "since", "until", "limit"];
+const HISTORY_PARAMS: [&str; 7] = ["node", "kind", "check", "since", "until", "cursor", "limit"];
 
 pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
     if let Some(unknown) = params
@@ -41,6 +41,11 @@ pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, 
         check: text("check"),
         since_unix_ms: time(params, "since")?,
         until_unix_ms: time(params, "until")?,
+        cursor: params
+            .get("cursor")
+            .map(|value| value.parse::<HistoryCursor>())
+            .transpose()
+            .map_err(|error| ApiError::BadRequest(format!("cursor: {error}")))?,
         limit,
     })
 }
@@ -87,6 +92,18 @@ mod tests {
         assert_eq!(query.since_unix_ms, Some(1_795_428_000_000));
         assert_eq!(query.until_unix_ms, Some(1_700_000_000_000));
         assert_eq!(query.limit, DEFAULT_HISTORY_LIMIT);
+        assert_eq!(query.cursor, None);
+    }
+
+    #[test]
+    fn a_cursor_round_trips_with_colons_in_the_origin() {
+        let cursor = HistoryCursor {
+            at_unix_ms: 17,
+            origin: "node:a#00ff".to_owned(),
+            seq: 4,
+        };
+        let query = history(&params(&[("cursor", &cursor.to_string())])).expect("valid");
+        assert_eq!(query.cursor, Some(cursor));
     }
 
     #[test]
@@ -97,6 +114,8 @@ mod tests {
             (vec![("limit", "0")], "limit:"),
             (vec![("limit", "100000")], "limit:"),
             (vec![("nodes", "n1")], "\"nodes\""),
+            (vec![("cursor", "12:x")], "cursor:"),
+            (vec![("cursor", "a:1:n#1")], "cursor:"),
         ] {
             let refusal = history(&params(&pairs)).expect_err("refused");
             assert!(refusal.to_string().contains(named), "{refusal}");

@@ -1,9 +1,14 @@
-//! The HTTP surface against a fixed view, over a real socket.
+//! The HTTP surface against a fixed view, over a real socket: what only a
+//! connection shows (liveness over the wire, the header-read timeout,
+//! graceful shutdown).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use starling_web::{AgentView, ErrorBody, Member, MembersResponse, StateCounts};
+use std::time::Duration;
+
+use starling_web::{AgentView, ErrorBody, Member, MembersResponse, Reply, StateCounts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct FixedView {
     live: AtomicBool,
@@ -32,12 +37,16 @@ impl AgentView for FixedView {
         }
     }
 
-    fn metrics(&self) -> String {
-        "# EOF\n".into()
+    fn metrics(&self) -> Reply<String> {
+        Box::pin(async { Ok("# EOF\n".into()) })
     }
 
     fn live(&self) -> bool {
         self.live.load(Ordering::SeqCst)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -102,6 +111,39 @@ async fn serves_members_metrics_and_liveness() {
     assert_eq!(missing.status(), 404);
     let body: ErrorBody = missing.json().await.expect("error JSON");
     assert!(!body.error.is_empty());
+
+    stop.send(()).expect("server still running");
+    server.await.expect("joins").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let view = Arc::new(FixedView {
+        live: AtomicBool::new(true),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback bind");
+    let addr = listener.local_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(starling_web::serve(listener, view, async {
+        let _ = stopped.await;
+    }));
+
+    let mut slow = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    slow.write_all(b"GET /v1/members HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("writes");
+    // The server closes the connection (after answering 408 or not at
+    // all) instead of waiting for the rest forever.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection was still open after 15 s of incomplete headers"
+    );
 
     stop.send(()).expect("server still running");
     server.await.expect("joins").expect("clean shutdown");

@@ -275,7 +275,7 @@ impl Agents {
     async fn converged(&self, n: usize) -> Result<(), BenchError> {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
-            if let Ok(members) = crate::client::members(&self.api(0).to_string()).await
+            if let Ok(members) = crate::client::members(&[self.api(0).to_string()]).await
                 && members.counts.alive == n
             {
                 return Ok(());
@@ -320,7 +320,7 @@ async fn replication_latency(agents: &Agents, args: &HistoryBenchArgs) -> Result
             node: None,
             message: format!("replication sample {i}"),
         };
-        let ack = crate::client::annotate(&agents.api(at).to_string(), &agents.keyring, &request)
+        let ack = crate::client::annotate(&[agents.api(at).to_string()], &agents.keyring, &request)
             .await
             .map_err(|e| fail(e.to_string()))?;
         samples.push((at, ack.origin, ack.seq));

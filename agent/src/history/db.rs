@@ -8,8 +8,11 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 pub use super::schema::{SCHEMA_VERSION, migrate};
-pub use results::{insert_result, latest_results, recent_results, upsert_latest};
-pub use sync::{apply_batch, insert_replicated, missing_for, version_vector};
+pub use results::{insert_result, last_passes, latest_results, recent_results, upsert_latest};
+pub use sync::{
+    apply_batch, apply_batch_noting, insert_replicated, insert_replicated_noting, missing_for,
+    version_vector,
+};
 
 mod results;
 mod sync;
@@ -241,6 +244,17 @@ pub fn query_events(conn: &Connection, filter: &EventFilter) -> rusqlite::Result
     if let Some(until) = filter.until_unix_ms {
         sql.push_str(" AND at_ms < ?");
         args.push(Value::Integer(saturating(until)));
+    }
+    if let Some(after) = &filter.after {
+        // Strictly after the cursor in the ORDER BY below.
+        sql.push_str(" AND (at_ms < ? OR (at_ms = ? AND (origin, seq) > (?, ?)))");
+        let at = Value::Integer(saturating(after.at_unix_ms));
+        args.extend([
+            at.clone(),
+            at,
+            Value::Text(after.origin.clone()),
+            Value::Integer(saturating(after.seq)),
+        ]);
     }
     sql.push_str(" ORDER BY at_ms DESC, origin, seq LIMIT ?");
     args.push(Value::Integer(saturating(filter.limit as u64)));

@@ -4,7 +4,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::retention::RetentionReport;
 
@@ -27,18 +28,43 @@ pub(crate) enum WriteFailure {
 
 /// Handles to every history metric; cheap to clone (shared atomics).
 /// `HistoryMetrics::default()` works unregistered, for tests.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HistoryMetrics {
     pub(crate) events: Gauge,
     pub(crate) size_bytes: Gauge,
     pub(crate) writes: Counter,
     pub(crate) write_errors: Family<ReasonLabel, Counter>,
     pub(crate) retention_deleted: Family<TableLabel, Counter>,
+    pub(crate) replication_lag: Histogram,
+}
+
+impl Default for HistoryMetrics {
+    fn default() -> Self {
+        HistoryMetrics {
+            events: Gauge::default(),
+            size_bytes: Gauge::default(),
+            writes: Counter::default(),
+            write_errors: Family::default(),
+            retention_deleted: Family::default(),
+            // From a push (tens of ms) to a pull after a partition heals
+            // (minutes).
+            replication_lag: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ]),
+        }
+    }
 }
 
 impl HistoryMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = HistoryMetrics::default();
+        registry.register_with_unit(
+            "replication_lag",
+            "From when an event happened on another node (its clock) to when it was stored \
+             here, for each row new to this node, pushed or pulled",
+            Unit::Seconds,
+            metrics.replication_lag.clone(),
+        );
         let history = registry.sub_registry_with_prefix("history");
         history.register(
             "events",

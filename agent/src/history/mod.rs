@@ -18,8 +18,8 @@ mod tests;
 pub use db::SetupError;
 pub use metrics::HistoryMetrics;
 pub use model::{
-    CheckResult, CheckStatus, Event, EventFilter, EventKind, MAX_MESSAGE_BYTES, NewEvent,
-    ParseEnumError, SyncBatch, VersionVector, origin_node, valid_node_name, valid_origin,
+    CheckResult, CheckStatus, Event, EventFilter, EventKind, EventPosition, MAX_MESSAGE_BYTES,
+    NewEvent, ParseEnumError, SyncBatch, VersionVector, origin_node, valid_node_name, valid_origin,
 };
 pub use retention::{Retention, RetentionReport};
 pub use schema::SCHEMA_VERSION;

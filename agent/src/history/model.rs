@@ -178,8 +178,18 @@ pub struct EventFilter {
     pub since_unix_ms: Option<u64>,
     /// Only events before this time (exclusive, so windows tile).
     pub until_unix_ms: Option<u64>,
+    /// Only events after this one in newest-first order: the next page.
+    pub after: Option<EventPosition>,
     /// At most this many, newest first; bounds the work of one request.
     pub limit: usize,
+}
+
+/// An event's place in the newest-first order of `EventFilter`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPosition {
+    pub at_unix_ms: u64,
+    pub origin: String,
+    pub seq: u64,
 }
 
 impl Default for EventFilter {
@@ -190,6 +200,7 @@ impl Default for EventFilter {
             check: None,
             since_unix_ms: None,
             until_unix_ms: None,
+            after: None,
             limit: 100,
         }
     }

@@ -201,7 +201,11 @@ impl Store {
     /// See `db::insert_replicated`; returns how many rows were new.
     pub async fn insert_replicated(&self, events: Vec<Event>) -> Result<usize, StoreError> {
         self.submit(move |tx, ctx| {
-            let added = db::insert_replicated(tx, &events, ctx.now_ms)?;
+            let now_ms = ctx.now_ms;
+            let lags = &mut ctx.replication_lags_ms;
+            let added = db::insert_replicated_noting(tx, &events, now_ms, &mut |event| {
+                lags.push(now_ms.saturating_sub(event.at_unix_ms));
+            })?;
             ctx.events_added += added as u64;
             Ok(added)
         })
@@ -211,7 +215,11 @@ impl Store {
     /// See `db::apply_batch`; returns how many rows were new.
     pub async fn apply_batch(&self, batch: SyncBatch) -> Result<usize, StoreError> {
         self.submit(move |tx, ctx| {
-            let added = db::apply_batch(tx, &batch, ctx.now_ms)?;
+            let now_ms = ctx.now_ms;
+            let lags = &mut ctx.replication_lags_ms;
+            let added = db::apply_batch_noting(tx, &batch, now_ms, &mut |event| {
+                lags.push(now_ms.saturating_sub(event.at_unix_ms));
+            })?;
             ctx.events_added += added as u64;
             Ok(added)
         })
@@ -297,6 +305,11 @@ impl Store {
         self.read(db::latest_results).await
     }
 
+    /// See `db::last_passes`.
+    pub async fn last_passes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(db::last_passes).await
+    }
+
     /// See `db::recent_results`.
     pub async fn recent_results(
         &self,
@@ -306,6 +319,12 @@ impl Store {
     ) -> Result<Vec<CheckResult>, StoreError> {
         self.read(move |conn| db::recent_results(conn, check.as_deref(), since_ms, limit))
             .await
+    }
+
+    /// The writer has stopped (it can only have panicked while handles
+    /// remain): every write would fail.
+    pub fn is_closed(&self) -> bool {
+        self.inner.writer.as_ref().is_none_or(|w| w.is_finished())
     }
 
     /// Let go of this handle; when it is the last, wait (off the async

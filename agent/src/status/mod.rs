@@ -2,11 +2,13 @@
 //! results become (history rows and transition events), and the node and
 //! cluster status rolled up from them.
 
+mod metrics;
 mod placement;
 mod results;
 mod rollup;
 mod setup;
 
+pub use metrics::StatusMetrics;
 pub use placement::GossipPlacement;
 pub(crate) use results::record_results;
 pub use rollup::roll_up;

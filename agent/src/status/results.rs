@@ -7,15 +7,25 @@ use std::collections::HashMap;
 use starling_checks::Status;
 use tokio::sync::mpsc;
 
+use super::StatusMetrics;
 use crate::history::{CheckResult, CheckStatus, EventKind, NewEvent};
 use crate::replicate::Publisher;
 
 pub(crate) async fn record_results(
     publisher: Publisher,
     mut results: mpsc::Receiver<starling_checks::CheckResult>,
+    metrics: StatusMetrics,
 ) {
     let store = publisher.store().clone();
     let me = store.node_name().to_owned();
+    match store.last_passes().await {
+        Ok(passes) => {
+            for (check, at) in passes {
+                metrics.seed_last_success(&check, Some(at));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read when checks last passed"),
+    }
     // The last status per check survives restarts through the latest
     // table: a check that was critical before a restart and passes after
     // it is a recovery, and is recorded as one.
@@ -31,6 +41,7 @@ pub(crate) async fn record_results(
         }
     };
     while let Some(result) = results.recv().await {
+        metrics.observe(&result);
         let status = status(result.status);
         let row = CheckResult {
             node: me.clone(),

@@ -44,6 +44,16 @@ pub fn recent_results(
     rows.collect()
 }
 
+/// When each of this node's checks last passed, among the raw results
+/// still retained.
+pub fn last_passes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT check_name, max(at_ms) FROM check_results WHERE status = 'ok' GROUP BY check_name",
+    )?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
+    rows.collect()
+}
+
 /// Keep `result` as its (node, check)'s latest unless a newer one is
 /// stored: results arrive by gossip in any order. Returns whether it won.
 pub fn upsert_latest(tx: &Transaction<'_>, result: &CheckResult) -> rusqlite::Result<bool> {

@@ -25,6 +25,17 @@ pub fn insert_replicated(
     events: &[Event],
     now_ms: u64,
 ) -> rusqlite::Result<usize> {
+    insert_replicated_noting(tx, events, now_ms, &mut |_| {})
+}
+
+/// `insert_replicated`, calling `on_new` with each row that was new (the
+/// store measures replication lag with it).
+pub fn insert_replicated_noting(
+    tx: &Transaction<'_>,
+    events: &[Event],
+    now_ms: u64,
+    on_new: &mut dyn FnMut(&Event),
+) -> rusqlite::Result<usize> {
     let own = own_origin(tx)?;
     let mut throughs: BTreeMap<&str, u64> = BTreeMap::new();
     let mut inserted = 0;
@@ -60,6 +71,7 @@ pub fn insert_replicated(
         };
         if added {
             inserted += 1;
+            on_new(event);
             if let Some(key) = &event.dedupe_key {
                 settle_duplicates(tx, key)?;
             }
@@ -106,7 +118,17 @@ pub fn apply_batch(
     batch: &SyncBatch,
     now_ms: u64,
 ) -> rusqlite::Result<usize> {
-    let inserted = insert_replicated(tx, &batch.events, now_ms)?;
+    apply_batch_noting(tx, batch, now_ms, &mut |_| {})
+}
+
+/// `apply_batch`, calling `on_new` with each row that was new.
+pub fn apply_batch_noting(
+    tx: &Transaction<'_>,
+    batch: &SyncBatch,
+    now_ms: u64,
+    on_new: &mut dyn FnMut(&Event),
+) -> rusqlite::Result<usize> {
+    let inserted = insert_replicated_noting(tx, &batch.events, now_ms, on_new)?;
     let own = own_origin(tx)?;
     for (origin, &through) in &batch.through {
         if own.as_deref() == Some(origin.as_str()) || !valid_origin(origin) {

@@ -27,6 +27,9 @@ pub(crate) struct WriteContext<'a> {
     pub now_ms: u64,
     /// Event rows the op added, for the gauge once the commit succeeded.
     pub events_added: u64,
+    /// For each row from another node that was new: how long after it
+    /// happened it was stored here (observed once the commit succeeded).
+    pub replication_lags_ms: Vec<u64>,
 }
 
 /// A queued write: run in a group transaction, and again alone if the
@@ -139,6 +142,7 @@ impl Writer {
             node_name: &self.node_name,
             now_ms: now_ms(),
             events_added: 0,
+            replication_lags_ms: Vec::new(),
         };
         let tx = self
             .conn
@@ -151,6 +155,9 @@ impl Writer {
         self.metrics
             .events
             .inc_by(i64::try_from(ctx.events_added).unwrap_or(i64::MAX));
+        for lag_ms in ctx.replication_lags_ms {
+            self.metrics.replication_lag.observe(lag_ms as f64 / 1000.0);
+        }
         Ok(())
     }
 

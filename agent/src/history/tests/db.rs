@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::history::db;
-use crate::history::model::{EventFilter, MAX_MESSAGE_BYTES, valid_origin};
+use crate::history::model::{EventFilter, EventPosition, MAX_MESSAGE_BYTES, valid_origin};
 
 #[test]
 fn local_events_are_numbered_from_one_without_gaps() {
@@ -76,6 +76,41 @@ fn the_origin_is_kept_for_the_same_name_and_replaced_for_another() {
         matches!(error, db::SetupError::InvalidNodeName(_)),
         "{error}"
     );
+}
+
+#[test]
+fn pages_tile_the_log_without_gaps_or_repeats_through_same_millisecond_ties() {
+    let (mut conn, origin) = memory("node-a");
+    let tx = tx(&mut conn);
+    // 3 rows per millisecond, so page boundaries fall inside ties.
+    for i in 0..20u64 {
+        db::record_local(&tx, &origin, "node-a", &new_event(1000 + i / 3, "x"), NOW)
+            .expect("records");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db::query_events(
+            &tx,
+            &EventFilter {
+                after: after.clone(),
+                limit: 4,
+                ..EventFilter::default()
+            },
+        )
+        .expect("queries");
+        let Some(last) = page.last() else { break };
+        after = Some(EventPosition {
+            at_unix_ms: last.at_unix_ms,
+            origin: last.origin.clone(),
+            seq: last.seq,
+        });
+        seen.extend(page.iter().map(|e| (e.at_unix_ms, e.seq)));
+    }
+    let mut expected: Vec<(u64, u64)> = (0..20u64).map(|i| (1000 + i / 3, i + 1)).collect();
+    // Newest first; within a millisecond, by origin then seq ascending.
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(seen, expected);
 }
 
 #[test]

@@ -1,0 +1,500 @@
+//! Every endpoint and every refusal, through the router without a socket
+//! (`oneshot`), against a fixed view. JSON shapes are pinned by snapshots:
+//! a change to what scripts read shows up in review.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use starling_web::{
+    AgentView, AnnotationAck, ApiError, CheckDetail, CheckSummary, HistoryEvent, HistoryQuery,
+    HistoryResponse, KuberhealthyState, Member, MembersResponse, NodeResponse, NodeStatus, Reply,
+    StateCounts, StatusResponse,
+};
+use tower::ServiceExt;
+
+const AT: u64 = 1_795_428_000_000;
+
+/// A cluster of three: `n1` healthy (answering), `n2` degraded by etcd,
+/// `n3` down; the scheduler probe (a cluster check) passing.
+struct FixedView {
+    healthy: bool,
+    ready: Result<(), String>,
+    /// The last history query the router handed over, parsed.
+    asked: Mutex<Option<HistoryQuery>>,
+}
+
+impl FixedView {
+    fn new() -> Self {
+        FixedView {
+            healthy: false,
+            ready: Ok(()),
+            asked: Mutex::new(None),
+        }
+    }
+}
+
+fn check(node: &str, check: &str, status: &str, message: &str) -> CheckSummary {
+    CheckSummary {
+        check: check.into(),
+        node: node.into(),
+        status: status.into(),
+        message: message.into(),
+        at_unix_ms: AT - 5_000,
+    }
+}
+
+fn member(name: &str, state: &str, incarnation: u64) -> Member {
+    Member {
+        name: name.into(),
+        addr: format!("10.0.0.{}:7946", &name[1..]),
+        incarnation,
+        role: "worker".into(),
+        api_addr: Some(format!("10.0.0.{}:7947", &name[1..])),
+        probe_addr: None,
+        state: state.into(),
+        since_unix_ms: AT - 60_000,
+    }
+}
+
+impl AgentView for FixedView {
+    fn members(&self) -> MembersResponse {
+        MembersResponse {
+            answered_by: "n1".into(),
+            answered_at_unix_ms: AT,
+            counts: StateCounts {
+                alive: 2,
+                down: 1,
+                ..StateCounts::default()
+            },
+            local_health: 0,
+            members: vec![
+                member("n1", "alive", 3),
+                member("n2", "alive", 1),
+                member("n3", "down", 2),
+            ],
+        }
+    }
+
+    fn metrics(&self) -> Reply<String> {
+        Box::pin(async { Ok("# TYPE starling_up gauge\nstarling_up 1\n# EOF\n".to_owned()) })
+    }
+
+    fn live(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.ready.clone()
+    }
+
+    fn status(&self) -> Reply<StatusResponse> {
+        let healthy = self.healthy;
+        Box::pin(async move {
+            let mut status = StatusResponse {
+                answered_by: "n1".into(),
+                answered_at_unix_ms: AT,
+                healthy: false,
+                reasons: vec![
+                    "n2: etcd: 1 of 3 members unhealthy".into(),
+                    "n3: gossip: down".into(),
+                ],
+                counts: StateCounts {
+                    alive: 2,
+                    down: 1,
+                    ..StateCounts::default()
+                },
+                majority: true,
+                cluster_checks: vec![check("n2", "scheduler", "ok", "scheduled in 120ms")],
+                nodes: vec![
+                    NodeStatus {
+                        name: "n1".into(),
+                        status: "healthy".into(),
+                        reasons: vec![],
+                        checks: vec![check("n1", "etcd", "ok", "3 members healthy")],
+                    },
+                    NodeStatus {
+                        name: "n2".into(),
+                        status: "degraded".into(),
+                        reasons: vec!["etcd: 1 of 3 members unhealthy".into()],
+                        checks: vec![check("n2", "etcd", "critical", "1 of 3 members unhealthy")],
+                    },
+                    NodeStatus {
+                        name: "n3".into(),
+                        status: "unreachable".into(),
+                        reasons: vec!["gossip: down".into()],
+                        checks: vec![],
+                    },
+                ],
+            };
+            if healthy {
+                status.healthy = true;
+                status.reasons.clear();
+            }
+            Ok(status)
+        })
+    }
+
+    fn node(&self, name: String) -> Reply<NodeResponse> {
+        Box::pin(async move {
+            if name != "n1" {
+                return Err(ApiError::NotFound(format!("no node named {name:?}")));
+            }
+            Ok(NodeResponse {
+                answered_by: "n1".into(),
+                answered_at_unix_ms: AT,
+                name,
+                status: "healthy".into(),
+                reasons: vec![],
+                member: Some(member("n1", "alive", 3)),
+                checks: vec![CheckDetail {
+                    check: "etcd".into(),
+                    status: "ok".into(),
+                    message: "3 members healthy".into(),
+                    at_unix_ms: AT - 5_000,
+                    duration_ms: Some(12),
+                    details: Some(serde_json::json!({"members": 3, "leader": "etcd-1"})),
+                }],
+            })
+        })
+    }
+
+    fn history(&self, query: HistoryQuery) -> Reply<HistoryResponse> {
+        *self.asked.lock().expect("not poisoned") = Some(query.clone());
+        Box::pin(async move {
+            let event = HistoryEvent {
+                origin: "n2#00000000000000ab".into(),
+                seq: 7,
+                observer: "n2".into(),
+                at_unix_ms: AT - 5_000,
+                kind: "check".into(),
+                node: "n2".into(),
+                check: Some("etcd".into()),
+                old_state: Some("ok".into()),
+                new_state: Some("critical".into()),
+                message: "1 of 3 members unhealthy".into(),
+            };
+            Ok(HistoryResponse {
+                answered_by: "n1".into(),
+                answered_at_unix_ms: AT,
+                next_cursor: (query.limit == 1)
+                    .then(|| format!("{}:7:{}", event.at_unix_ms, event.origin)),
+                events: vec![event],
+            })
+        })
+    }
+
+    fn annotate(&self, sealed: Bytes) -> Reply<AnnotationAck> {
+        Box::pin(async move {
+            if sealed.as_ref() == b"sealed" {
+                Ok(AnnotationAck {
+                    origin: "n1#00000000000000aa".into(),
+                    seq: 9,
+                })
+            } else {
+                Err(ApiError::Unauthorized(
+                    "does not open under the cluster key".into(),
+                ))
+            }
+        })
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not the expected JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn value(&self) -> serde_json::Value {
+        self.json()
+    }
+
+    /// The `{"error": …}` of a refusal.
+    fn error(&self) -> String {
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "errors are JSON: {}",
+            self.content_type
+        );
+        let body: starling_web::ErrorBody = self.json();
+        body.error
+    }
+}
+
+async fn ask_view(view: Arc<FixedView>, method: Method, uri: &str, body: &[u8]) -> Answer {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_vec()))
+        .expect("a valid request");
+    let response = starling_web::router(view)
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    Answer {
+        status,
+        content_type,
+        headers,
+        body,
+    }
+}
+
+async fn get(uri: &str) -> Answer {
+    ask_view(Arc::new(FixedView::new()), Method::GET, uri, b"").await
+}
+
+#[tokio::test]
+async fn status_nodes_and_members_keep_their_shapes() {
+    for (uri, name) in [
+        ("/v1/status", "status"),
+        ("/v1/nodes", "nodes"),
+        ("/v1/nodes/n1", "node"),
+        ("/v1/members", "members"),
+    ] {
+        let answer = get(uri).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}");
+        assert!(answer.content_type.starts_with("application/json"));
+        insta::assert_json_snapshot!(name, answer.value());
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_node_is_404_naming_it() {
+    let answer = get("/v1/nodes/n9").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(answer.error().contains("\"n9\""));
+}
+
+#[tokio::test]
+async fn history_hands_the_parsed_filters_over_and_pages() {
+    let view = Arc::new(FixedView::new());
+    let answer = ask_view(
+        Arc::clone(&view),
+        Method::GET,
+        "/v1/history?node=n2&kind=check&check=etcd&since=1000&until=2026-11-23T10:00:00Z&limit=1",
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    insta::assert_json_snapshot!("history", answer.value());
+    let asked = view.asked.lock().expect("not poisoned").clone();
+    let asked = asked.expect("the view was asked");
+    assert_eq!(asked.node.as_deref(), Some("n2"));
+    assert_eq!(asked.kind.as_deref(), Some("check"));
+    assert_eq!(asked.check.as_deref(), Some("etcd"));
+    assert_eq!(asked.since_unix_ms, Some(1000));
+    assert_eq!(asked.until_unix_ms, Some(AT));
+    assert_eq!(asked.limit, 1);
+
+    // The cursor a page returns is accepted as the next page's.
+    let cursor = answer.value()["next_cursor"]
+        .as_str()
+        .expect("a full page has a cursor")
+        .to_owned();
+    let next = ask_view(
+        Arc::clone(&view),
+        Method::GET,
+        &format!("/v1/history?limit=1&cursor={}", cursor.replace('#', "%23")),
+        b"",
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK);
+    let asked = view.asked.lock().expect("not poisoned").clone();
+    let cursor = asked.and_then(|q| q.cursor).expect("cursor handed over");
+    assert_eq!((cursor.at_unix_ms, cursor.seq), (AT - 5_000, 7));
+    assert_eq!(cursor.origin, "n2#00000000000000ab");
+}
+
+#[tokio::test]
+async fn a_bad_history_filter_is_400_naming_the_parameter() {
+    for (query, named) in [
+        ("since=yesterday", "since"),
+        ("until=soon", "until"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=nonsense", "cursor"),
+        ("colour=red", "colour"),
+    ] {
+        let answer = get(&format!("/v1/history?{query}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        let error = answer.error();
+        assert!(error.to_lowercase().contains(named), "{query}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn kuberhealthy_clients_read_json_with_their_field_names() {
+    let answer = get("/json").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    insta::assert_json_snapshot!("kuberhealthy", answer.value());
+    // What a Kuberhealthy client decodes: these exact keys and types.
+    let state = answer.value();
+    assert_eq!(state["OK"], false);
+    assert_eq!(state["CurrentMaster"], "n1");
+    assert!(state["JobDetails"].as_object().expect("a map").is_empty());
+    let errors = state["Errors"].as_array().expect("a list");
+    assert_eq!(errors.len(), 2);
+    let etcd = &state["CheckDetails"]["n2/etcd"];
+    assert_eq!(etcd["OK"], false);
+    assert_eq!(etcd["Errors"][0], "1 of 3 members unhealthy");
+    assert_eq!(etcd["Namespace"], "starling");
+    assert_eq!(etcd["Node"], "n2");
+    assert_eq!(etcd["AuthoritativePod"], "n1");
+    assert!(etcd["LastRun"].as_str().expect("RFC 3339").ends_with('Z'));
+    assert!(etcd["RunDuration"].is_string());
+    assert!(etcd["uuid"].is_string());
+    assert_eq!(state["CheckDetails"]["cluster/scheduler"]["OK"], true);
+    assert_eq!(state["CheckDetails"]["n3/gossip"]["OK"], false);
+    // And the typed decoder agrees.
+    let typed: KuberhealthyState = answer.json();
+    assert!(!typed.ok);
+}
+
+#[tokio::test]
+async fn healthz_answers_the_cluster_verdict_by_status_code() {
+    let answer = get("/healthz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.value()["healthy"], false);
+    assert_eq!(answer.value()["reasons"][1], "n3: gossip: down");
+
+    let healthy = Arc::new(FixedView {
+        healthy: true,
+        ..FixedView::new()
+    });
+    let answer = ask_view(healthy, Method::GET, "/healthz", b"").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.value()["healthy"], true);
+}
+
+#[tokio::test]
+async fn livez_and_readyz_speak_for_the_agent_not_the_cluster() {
+    // The cluster is unhealthy, yet this agent is live and ready.
+    assert_eq!(get("/livez").await.status, StatusCode::OK);
+    assert_eq!(get("/readyz").await.status, StatusCode::OK);
+    let not_ready = Arc::new(FixedView {
+        ready: Err("gossip has not joined any seed yet".into()),
+        ..FixedView::new()
+    });
+    let answer = ask_view(not_ready, Method::GET, "/readyz", b"").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.error(), "gossip has not joined any seed yet");
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_text() {
+    let answer = get("/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer
+            .content_type
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(answer.body.ends_with(b"# EOF\n"));
+}
+
+#[tokio::test]
+async fn the_dashboard_is_one_self_contained_page() {
+    let answer = get("/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.content_type.starts_with("text/html"));
+    let policy = answer.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    let page = String::from_utf8(answer.body.to_vec()).expect("UTF-8");
+    for outside in ["http://", "https://", "//cdn", "<link", "src=\""] {
+        assert!(
+            !page.contains(outside),
+            "the page must fetch nothing from outside: found {outside:?}"
+        );
+    }
+    for panel in [
+        "id=\"verdict\"",
+        "id=\"matrix\"",
+        "id=\"members\"",
+        "id=\"overlay\"",
+        "id=\"timeline\"",
+    ] {
+        assert!(page.contains(panel), "missing {panel}");
+    }
+}
+
+#[tokio::test]
+async fn overlay_without_a_probe_is_a_json_404() {
+    let answer = get("/v1/overlay").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(answer.error().contains("overlay probe"));
+}
+
+#[tokio::test]
+async fn annotations_are_created_or_refused_as_json() {
+    let view = Arc::new(FixedView::new());
+    let created = ask_view(Arc::clone(&view), Method::POST, "/v1/events", b"sealed").await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let ack: AnnotationAck = created.json();
+    assert_eq!(ack.seq, 9);
+
+    let forged = ask_view(Arc::clone(&view), Method::POST, "/v1/events", b"forged").await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert!(forged.error().contains("cluster key"));
+
+    let huge = vec![b'x'; 17 << 10];
+    let too_big = ask_view(view, Method::POST, "/v1/events", &huge).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    too_big.error();
+}
+
+#[tokio::test]
+async fn what_the_view_cannot_do_is_503_and_unknown_routes_are_404_json() {
+    // This view keeps no sync state: the trait's default answers.
+    let answer = ask_view(
+        Arc::new(FixedView::new()),
+        Method::POST,
+        "/v1/sync",
+        b"vector",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    answer.error();
+
+    let answer = get("/v2/status").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.error(), "no such endpoint");
+
+    let answer = ask_view(
+        Arc::new(FixedView::new()),
+        Method::DELETE,
+        "/v1/status",
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    answer.error();
+}
