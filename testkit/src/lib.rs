@@ -33,9 +33,15 @@
 //! latency, 500s, a server that never answers, and a scheduler that does not schedule. It
 //! needs nothing installed and never skips.
 //!
+//! # Metrics
+//!
+//! [`parse_exposition`] reads a `/metrics` text strictly (syntax and naming conventions), for
+//! tests of what an agent exports.
+//!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
 mod etcd;
+mod exposition;
 mod kube;
 mod netlab;
 mod wait;
@@ -44,5 +50,6 @@ mod wait;
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip};
+pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

@@ -479,6 +479,12 @@ mod tests {
             OpenError::SealedRejected,
         ];
         let reasons: Vec<&str> = all.iter().map(OpenError::reason).collect();
+        for reason in &reasons {
+            assert!(
+                super::super::metrics::DROP_REASONS.contains(reason),
+                "{reason} is exported from the start"
+            );
+        }
         assert_eq!(
             reasons,
             [

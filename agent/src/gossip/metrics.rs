@@ -29,6 +29,22 @@ pub(crate) struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Every reason a datagram is dropped for: the envelope's refusals, and
+/// the driver's own (`oversize`, `rejected` by SWIM). Their counters exist
+/// from the start, so a rate over them never starts from a missing series.
+pub(crate) const DROP_REASONS: [&str; 10] = [
+    "too_short",
+    "bad_magic",
+    "unsupported_version",
+    "wrong_purpose",
+    "unknown_key",
+    "unauthentic",
+    "plaintext_rejected",
+    "sealed_rejected",
+    "oversize",
+    "rejected",
+];
+
 /// Handles to every gossip metric; cheap to clone (shared atomics).
 #[derive(Clone, Debug, Default)]
 pub struct GossipMetrics {
@@ -48,6 +64,11 @@ pub struct GossipMetrics {
 impl GossipMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = GossipMetrics::default();
+        for reason in DROP_REASONS {
+            let _ = metrics
+                .datagrams_dropped
+                .get_or_create(&ReasonLabel { reason });
+        }
         let gossip = registry.sub_registry_with_prefix("gossip");
         gossip.register(
             "datagrams_received",

@@ -65,6 +65,10 @@ impl HistoryMetrics {
             Unit::Seconds,
             metrics.replication_lag.clone(),
         );
+        // Exported at 0 from the start, so alerts on them have a series.
+        for reason in ["disk_full", "other"] {
+            let _ = metrics.write_errors.get_or_create(&ReasonLabel { reason });
+        }
         let history = registry.sub_registry_with_prefix("history");
         history.register(
             "events",
