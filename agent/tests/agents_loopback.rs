@@ -21,7 +21,7 @@ async fn three_agents_join_through_one_seed_and_the_api_shows_them() {
     for a in [&seed, &b, &c] {
         sees_alive(a, 2).await;
     }
-    let members = starling_agent::client::members(&c.api_addr.to_string())
+    let members = starling_agent::client::members(&[c.api_addr.to_string()])
         .await
         .expect("API answers");
     assert_eq!(members.answered_by, "c");
@@ -226,4 +226,37 @@ async fn agents_mid_key_rotation_still_form_one_cluster() {
     for agent in [step1, step2] {
         agent.shutdown().await.expect("clean shutdown");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_once_joined_and_still_ready_when_every_peer_is_gone() {
+    let key = keyring();
+    let status = |agent: &daemon::RunningAgent| {
+        let url = format!("http://{}/readyz", agent.api_addr);
+        async move { get(url).await.expect("reachable").status().as_u16() }
+    };
+    // No seeds: a cluster of one is ready at once.
+    let (seed, _d0) = agent("seed", &key, None).await;
+    assert_eq!(status(&seed).await, 200);
+
+    // A seed that never answers: live, but not ready.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("a port nobody gossips on");
+    let (lonely, _d1) = agent("lonely", &key, Some(silent.local_addr().expect("bound"))).await;
+    let live = get(format!("http://{}/livez", lonely.api_addr))
+        .await
+        .expect("reachable");
+    assert_eq!(live.status(), 200);
+    assert_eq!(status(&lonely).await, 503);
+
+    // Joined: ready, and it stays ready after its only peer dies (it is
+    // the one left to answer for the cluster).
+    let (joiner, _d2) = agent("joiner", &key, Some(seed.gossip_addr)).await;
+    sees_alive(&joiner, 1).await;
+    assert_eq!(status(&joiner).await, 200);
+    seed.shutdown().await.expect("seed leaves");
+    sees_alive(&joiner, 0).await;
+    assert_eq!(status(&joiner).await, 200);
+
+    joiner.shutdown().await.expect("clean shutdown");
+    lonely.shutdown().await.expect("clean shutdown");
 }

@@ -18,7 +18,7 @@ async fn note(agent: &RunningAgent, key: &Keyring, message: &str) -> (String, u6
         node: None,
         message: message.to_owned(),
     };
-    let ack = client::annotate(&agent.api_addr.to_string(), key, &request)
+    let ack = client::annotate(&[agent.api_addr.to_string()], key, &request)
         .await
         .expect("the agent records the annotation");
     (ack.origin, ack.seq)

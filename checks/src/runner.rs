@@ -128,6 +128,10 @@ async fn check_loop(
         }
         if !placement.runs_here(checker.name(), checker.scope()) {
             ran_here = false;
+            // Ask again after a poll: a due time left in the past would
+            // wake this loop without pause (a worker burning CPU on a
+            // control-plane-only check).
+            next_due = Instant::now() + PLACEMENT_POLL;
             continue;
         }
         // A node that just became the owner runs at once: the previous

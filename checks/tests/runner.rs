@@ -261,3 +261,38 @@ async fn a_cluster_check_runs_only_while_owned_and_at_once_when_it_becomes_owned
     let _ = stop.send(());
     task.await.expect("runner stops");
 }
+
+/// Never the owner; counts how often it is asked.
+struct Elsewhere(AtomicUsize);
+
+impl Placement for Elsewhere {
+    fn runs_here(&self, _check: &str, _scope: Scope) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_placed_elsewhere_is_polled_once_per_placement_poll_not_spun() {
+    let placement = Arc::new(Elsewhere(AtomicUsize::new(0)));
+    let mut runner = Runner::new(2);
+    // A short interval: its first due time passes at once, and must not
+    // become a deadline in the past that the loop wakes for without end.
+    runner.add(
+        scripted("elsewhere", |_| Box::pin(async { Outcome::ok("ran") })),
+        fast(1),
+    );
+    let results = collect(
+        runner,
+        Arc::clone(&placement) as Arc<dyn Placement>,
+        Duration::from_millis(2500),
+    )
+    .await;
+    assert!(results.is_empty(), "placed elsewhere, it never runs");
+    let asked = placement.0.load(Ordering::SeqCst);
+    // Once at the first due time, then once per PLACEMENT_POLL (1 s).
+    assert!(
+        (1..=4).contains(&asked),
+        "asked {asked} times in 2.5 s: the loop spins"
+    );
+}

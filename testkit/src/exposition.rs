@@ -122,11 +122,14 @@ pub fn parse_exposition(text: &str) -> Result<Vec<MetricFamily>, String> {
     Ok(families)
 }
 
+type Labels = BTreeMap<String, String>;
+/// A histogram series' (le, cumulative count) pairs and its `_count`.
+type Buckets = (Vec<(f64, f64)>, Option<f64>);
+
 fn check_histogram(family: &MetricFamily) -> Result<(), String> {
     // Per label set (without `le`): buckets ascending and cumulative, and
     // the +Inf bucket equal to the count.
-    let mut series: BTreeMap<BTreeMap<String, String>, (Vec<(f64, f64)>, Option<f64>)> =
-        BTreeMap::new();
+    let mut series: BTreeMap<Labels, Buckets> = BTreeMap::new();
     for sample in &family.samples {
         let mut labels = sample.labels.clone();
         let le = labels.remove("le");

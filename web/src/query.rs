@@ -1,7 +1,7 @@
 //! Query-string parsing: every refusal names the parameter at fault.
 
 use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::{ApiError, HistoryCursor, HistoryQuery};
 
@@ -50,7 +50,8 @@ pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, 
     })
 }
 
-/// A point in time: RFC 3339 (`2026-11-23T10:00:00Z`) or Unix milliseconds.
+/// A point in time: Unix milliseconds, RFC 3339 (`2026-11-23T10:00:00Z`),
+/// or a duration ago (`24h`, `30m`, `7d`).
 fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     let Some(value) = params.get(name) else {
         return Ok(None);
@@ -58,13 +59,16 @@ fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Api
     if let Ok(unix_ms) = value.parse::<u64>() {
         return Ok(Some(unix_ms));
     }
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+    let at = humantime::parse_rfc3339_weak(value).ok().or_else(|| {
+        let ago = humantime::parse_duration(value).ok()?;
+        SystemTime::now().checked_sub(ago)
+    });
+    at.and_then(|at| at.duration_since(UNIX_EPOCH).ok())
         .map(|d| Some(d.as_millis() as u64))
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "{name}: {value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix milliseconds"
+                "{name}: {value:?} is not Unix milliseconds, RFC 3339 (2026-11-23T10:00:00Z) \
+                 or a duration ago (24h)"
             ))
         })
 }
@@ -93,6 +97,17 @@ mod tests {
         assert_eq!(query.until_unix_ms, Some(1_700_000_000_000));
         assert_eq!(query.limit, DEFAULT_HISTORY_LIMIT);
         assert_eq!(query.cursor, None);
+    }
+
+    #[test]
+    fn a_duration_means_that_long_ago() {
+        let query = history(&params(&[("since", "24h")])).expect("a duration");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let ago = now - query.since_unix_ms.expect("since set");
+        assert!(ago.abs_diff(86_400_000) < 5_000, "{ago}");
     }
 
     #[test]

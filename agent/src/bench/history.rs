@@ -50,7 +50,7 @@ pub struct HistoryBenchArgs {
     pub first_ip: Ipv4Addr,
 }
 
-const HOUR_MS: u64 = 3_600_000;
+pub(super) const HOUR_MS: u64 = 3_600_000;
 /// Bounds every wait for the cluster.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -73,7 +73,7 @@ fn fail(message: String) -> BenchError {
     BenchError::History(message)
 }
 
-fn open(path: &Path, name: &str) -> Result<Store, BenchError> {
+pub(super) fn open(path: &Path, name: &str) -> Result<Store, BenchError> {
     Store::open(
         path,
         name,
@@ -85,7 +85,13 @@ fn open(path: &Path, name: &str) -> Result<Store, BenchError> {
 
 /// `count` events of a synthetic origin per node, spread over `span_ms`
 /// ending at `end_ms`.
-fn synthetic(node: &str, origin: &str, count: usize, end_ms: u64, span_ms: u64) -> Vec<Event> {
+pub(super) fn synthetic(
+    node: &str,
+    origin: &str,
+    count: usize,
+    end_ms: u64,
+    span_ms: u64,
+) -> Vec<Event> {
     (0..count)
         .map(|i| Event {
             origin: origin.to_owned(),
@@ -157,16 +163,10 @@ async fn query_latency(dir: &Path, args: &HistoryBenchArgs) -> Result<(), BenchE
         args.query_nodes,
         per_node * args.query_nodes
     );
-    for n in 0..args.query_nodes {
-        let node = format!("node-{n:03}");
-        let origin = format!("{node}#{n:016x}");
-        for batch in synthetic(&node, &origin, per_node, now, 7 * 24 * HOUR_MS).chunks(5000) {
-            store
-                .insert_replicated(batch.to_vec())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        }
-    }
+    let names: Vec<String> = (0..args.query_nodes)
+        .map(|n| format!("node-{n:03}"))
+        .collect();
+    fill_week(&store, &names, per_node, now).await?;
     let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
     let mut latencies = Vec::new();
     let mut returned = 0;
@@ -205,16 +205,37 @@ async fn query_latency(dir: &Path, args: &HistoryBenchArgs) -> Result<(), BenchE
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
+/// 7 days up to `now` of the nodes named, `per_node` events each, as if
+/// replicated from them (each node's check transitions, so every node also
+/// has a latest result).
+pub(super) async fn fill_week(
+    store: &Store,
+    names: &[String],
+    per_node: usize,
+    now: u64,
+) -> Result<(), BenchError> {
+    for (n, node) in names.iter().enumerate() {
+        let origin = format!("{node}#{n:016x}");
+        for batch in synthetic(node, &origin, per_node, now, 7 * 24 * HOUR_MS).chunks(5000) {
+            store
+                .insert_replicated(batch.to_vec())
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// Real agent processes on loopback, for the cluster measurements.
-struct Agents {
+pub(super) struct Agents {
     exe: PathBuf,
     key_file: PathBuf,
     keyring: Keyring,
@@ -223,7 +244,7 @@ struct Agents {
 }
 
 impl Agents {
-    fn new(dir: &Path, first_ip: Ipv4Addr) -> Result<Self, BenchError> {
+    pub(super) fn new(dir: &Path, first_ip: Ipv4Addr) -> Result<Self, BenchError> {
         let key = Keyring::generate_key();
         let key_file = dir.join("gossip.key");
         std::fs::write(&key_file, format!("{key}\n")).map_err(|e| fail(format!("key: {e}")))?;
@@ -240,11 +261,11 @@ impl Agents {
         Ipv4Addr::from(u32::from(self.first_ip) + index as u32)
     }
 
-    fn api(&self, index: usize) -> SocketAddr {
+    pub(super) fn api(&self, index: usize) -> SocketAddr {
         SocketAddr::new(self.ip(index).into(), 7947)
     }
 
-    fn db(&self, scenario: &str, index: usize) -> PathBuf {
+    pub(super) fn db(&self, scenario: &str, index: usize) -> PathBuf {
         self.dir
             .join(scenario)
             .join(format!("n{index}"))
@@ -252,6 +273,16 @@ impl Agents {
     }
 
     fn spawn(&self, scenario: &str, index: usize) -> Result<Child, BenchError> {
+        self.spawn_with(scenario, index, &[])
+    }
+
+    /// `spawn`, with more flags for the agent.
+    pub(super) fn spawn_with(
+        &self,
+        scenario: &str,
+        index: usize,
+        extra: &[&str],
+    ) -> Result<Child, BenchError> {
         let seed = (index != 0).then(|| self.ip(0));
         let mut command = crate::lab::agent_command(
             &self.exe,
@@ -263,6 +294,7 @@ impl Agents {
         );
         command
             .args(["--log", "warn"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -272,7 +304,7 @@ impl Agents {
     }
 
     /// Waits until agent 0 sees `n` members alive.
-    async fn converged(&self, n: usize) -> Result<(), BenchError> {
+    pub(super) async fn converged(&self, n: usize) -> Result<(), BenchError> {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             if let Ok(members) = crate::client::members(&[self.api(0).to_string()]).await

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod history;
+mod http;
 mod measure;
 mod report;
 mod results;
@@ -51,6 +52,11 @@ pub enum BenchCommand {
     /// nodes, catch-up of a node that missed 100,000 events). Prints a
     /// Markdown report. Build with --release first.
     History(history::HistoryBenchArgs),
+    /// Load the HTTP API (`/v1/status`, `/v1/history`) of one of N real
+    /// agents on loopback, holding 7 days of the cluster's history, with
+    /// Debian's `wrk` from a second process: latency p50/p99 and
+    /// requests/s. Prints a Markdown report. Build with --release first.
+    Http(http::HttpBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -131,6 +137,8 @@ pub enum BenchError {
     },
     #[error("history benchmark: {0}")]
     History(String),
+    #[error("HTTP benchmark: {0}")]
+    Http(String),
     #[error("interrupted; every agent started was stopped")]
     Interrupted,
     #[error("the benchmark of {0} did not finish; the report says where it stopped")]
@@ -149,6 +157,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
         BenchCommand::History(args) => tokio::select! {
             result = history::run(args) => result,
+            () = crate::shutdown_signal() => Err(BenchError::Interrupted),
+        },
+        BenchCommand::Http(args) => tokio::select! {
+            result = http::run(args) => result,
             () = crate::shutdown_signal() => Err(BenchError::Interrupted),
         },
     }
