@@ -301,19 +301,27 @@ pub struct LoggingArgs {
     pub log_format: LogFormat,
 }
 
-/// Which agents to ask, and how to print the answer.
+/// Which agents to ask.
 #[derive(Clone, Debug, Args)]
-pub struct QueryArgs {
+pub struct AgentAddrs {
     /// Agents' API addresses (host:port), comma-separated or repeated:
     /// tried in turn until one answers, since any agent answers for the
     /// whole cluster.
     #[arg(
-        long,
+        long = "addr",
+        value_name = "HOST:PORT",
         env = "STARLING_ADDR",
         default_value = "127.0.0.1:7947",
         value_delimiter = ','
     )]
-    pub addr: Vec<String>,
+    pub list: Vec<String>,
+}
+
+/// Which agents to ask, and how to print the answer.
+#[derive(Clone, Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub addr: AgentAddrs,
 
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
@@ -367,15 +375,8 @@ pub struct HistoryArgs {
 
 #[derive(Clone, Debug, Args)]
 pub struct AnnotateArgs {
-    /// Agents' API addresses (host:port), comma-separated or repeated:
-    /// tried in turn until one records the note.
-    #[arg(
-        long,
-        env = "STARLING_ADDR",
-        default_value = "127.0.0.1:7947",
-        value_delimiter = ','
-    )]
-    pub addr: Vec<String>,
+    #[command(flatten)]
+    pub addr: AgentAddrs,
 
     /// The agents' keyring: writing to the history requires the cluster key.
     #[command(flatten)]

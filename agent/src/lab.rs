@@ -177,7 +177,10 @@ fn print_banner(exe: &Path, agents: &[LabAgent], dir: &Path) {
         );
     }
     let first = agents[0].api();
+    let second = agents.get(1).map_or(first, LabAgent::api);
     println!("try:");
+    println!("  open http://{first}/ in a browser (the dashboard)");
+    println!("  {} status --addr {first},{second}", exe.display());
     println!("  {} members --addr {first}", exe.display());
     println!("  curl -s http://{first}/metrics | grep '^starling_gossip'");
     println!("  {} history --addr {first}", exe.display());

@@ -128,9 +128,16 @@ impl AgentView for AgentSurface {
         let metrics = self.status_metrics.clone();
         let scrape = Arc::clone(&self.scrape);
         Box::pin(async move {
-            let rolled = rolled.await?;
+            let rolled = rolled.await;
             let _one_at_a_time = scrape.lock().await;
-            metrics.refresh(&rolled.status, rolled.status.answered_at_unix_ms);
+            match rolled {
+                Ok(rolled) => metrics.refresh(&rolled.status, rolled.status.answered_at_unix_ms),
+                // The rest still matters most then (history write errors,
+                // gossip): serve it, with the verdict gauges as last set.
+                Err(error) => {
+                    tracing::warn!(%error, "metrics: node and cluster status not refreshed")
+                }
+            }
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, &registry)
                 .expect("writing metrics into a String cannot fail");

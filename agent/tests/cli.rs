@@ -233,6 +233,22 @@ fn members_of_an_unreachable_agent_is_a_clear_error() {
 }
 
 #[test]
+fn when_no_listed_agent_answers_each_is_named_once() {
+    for command in ["status", "nodes", "members", "history"] {
+        let output = starling(&[command, "--addr", "127.0.0.1:1,127.0.0.1:2"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: no starling agent answered")
+                && last.contains("127.0.0.1:1")
+                && last.contains("127.0.0.1:2"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn lab_starts_a_cluster_and_stops_it_cleanly() {
     let mut lab = Command::new(STARLING)
         .args(["lab", "--nodes", "3", "--first-ip", "127.0.77.1"])

@@ -145,7 +145,7 @@ pub async fn history(args: &HistoryArgs) -> Result<HistoryResponse, ClientError>
         ("cursor", args.cursor.clone()),
     ];
     query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
-    get(&args.query.addr, "/v1/history", &query).await
+    get(&args.query.addr.list, "/v1/history", &query).await
 }
 
 pub async fn annotate(
@@ -165,19 +165,19 @@ pub async fn annotate(
 
 /// `starling members`.
 pub async fn print_members(args: &QueryArgs) -> Result<(), ClientError> {
-    print_as(args.output, &members(&args.addr).await?, members_table);
+    print_as(args.output, &members(&args.addr.list).await?, members_table);
     Ok(())
 }
 
 /// `starling status`: the verdict, the reasons, and a line per node.
 pub async fn print_status(args: &QueryArgs) -> Result<(), ClientError> {
-    print_as(args.output, &status(&args.addr).await?, status_table);
+    print_as(args.output, &status(&args.addr.list).await?, status_table);
     Ok(())
 }
 
 /// `starling nodes [NAME]`.
 pub async fn print_nodes(args: &NodesArgs) -> Result<(), ClientError> {
-    let addrs = &args.query.addr;
+    let addrs = &args.query.addr.list;
     match &args.name {
         None => {
             let nodes: NodesResponse = get(addrs, "/v1/nodes", &[]).await?;
@@ -211,7 +211,7 @@ pub async fn send_annotation(args: &AnnotateArgs) -> Result<(), ClientError> {
         node: args.node.clone(),
         message: args.message.clone(),
     };
-    let ack = annotate(&args.addr, &keyring, &request).await?;
+    let ack = annotate(&args.addr.list, &keyring, &request).await?;
     println!("recorded as {} #{}", ack.origin, ack.seq);
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use starling_web::{HistoryResponse, MembersResponse, NodeResponse, NodesResponse, StatusResponse};
+use starling_web::{
+    HistoryResponse, MembersResponse, NodeResponse, NodeStatus, NodesResponse, StatusResponse,
+};
 
 pub fn status_table(response: &StatusResponse) -> String {
     let verdict = if response.healthy {
@@ -22,12 +24,7 @@ pub fn status_table(response: &StatusResponse) -> String {
     }
     let mut rows = vec![["NODE", "STATUS", "CHECKS"].map(str::to_owned)];
     for node in &response.nodes {
-        let checks: Vec<String> = node
-            .checks
-            .iter()
-            .map(|c| format!("{}={}", c.check, c.status))
-            .collect();
-        rows.push([node.name.clone(), node.status.clone(), checks.join(" ")]);
+        rows.push([node.name.clone(), node.status.clone(), check_list(node)]);
     }
     out.push_str(&table(&rows));
     let c = &response.counts;
@@ -85,18 +82,23 @@ pub fn history_table(response: &HistoryResponse) -> String {
     out
 }
 
+/// `etcd=ok apiserver=critical`: a node's checks on one line.
+fn check_list(node: &NodeStatus) -> String {
+    let checks: Vec<String> = node
+        .checks
+        .iter()
+        .map(|c| format!("{}={}", c.check, c.status))
+        .collect();
+    checks.join(" ")
+}
+
 pub fn nodes_table(response: &NodesResponse) -> String {
     let mut rows = vec![["NODE", "STATUS", "CHECKS", "REASONS"].map(str::to_owned)];
     for node in &response.nodes {
-        let checks: Vec<String> = node
-            .checks
-            .iter()
-            .map(|c| format!("{}={}", c.check, c.status))
-            .collect();
         rows.push([
             node.name.clone(),
             node.status.clone(),
-            checks.join(" "),
+            check_list(node),
             node.reasons.join("; "),
         ]);
     }
