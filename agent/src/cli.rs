@@ -122,6 +122,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
 
+    #[command(flatten)]
+    pub node: NodeCheckArgs,
+
     /// Checks running at once, at most.
     #[arg(long, env = "STARLING_MAX_CONCURRENT_CHECKS", default_value_t = 4)]
     pub max_concurrent_checks: usize,
@@ -205,6 +208,59 @@ pub struct KubeArgs {
     #[arg(long, env = "STARLING_KUBE_FAILURES", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub kube_failures: u32,
+}
+
+/// Checks of the node itself: disks, the kubelet, exec plugins. The disk
+/// and kubelet checks are on by default in a pod (where a kubelet and a
+/// data dir to watch exist) and on elsewhere when their flags are given.
+#[derive(Clone, Debug, Args)]
+pub struct NodeCheckArgs {
+    /// Another path whose filesystem's free space and inodes are checked,
+    /// besides --data-dir's (e.g. /var/lib/kubelet, /var/lib/containerd).
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(long = "disk-path", env = "STARLING_DISK_PATHS", value_delimiter = ',')]
+    pub disk_paths: Vec<PathBuf>,
+
+    /// Less free space or inodes than this (percent) is a warning.
+    #[arg(long, env = "STARLING_DISK_WARNING_FREE", default_value_t = 15.0)]
+    pub disk_warning_free: f64,
+
+    /// Less free space or inodes than this (percent) is critical.
+    #[arg(long, env = "STARLING_DISK_CRITICAL_FREE", default_value_t = 5.0)]
+    pub disk_critical_free: f64,
+
+    /// The kubelet's health endpoint (plain HTTP, loopback only). Default
+    /// in a pod: http://127.0.0.1:10248/healthz; empty turns it off.
+    #[arg(long, env = "STARLING_KUBELET_HEALTHZ_URL")]
+    pub kubelet_healthz_url: Option<String>,
+
+    /// An exec plugin with node-problem-detector's contract, NAME=PATH: exit
+    /// 0 ok, 1 critical, 2 unknown; the first line of its output is the
+    /// message. Repeatable. (Arguments: wrap it in a script.)
+    #[arg(long = "plugin", env = "STARLING_PLUGINS", value_delimiter = ',')]
+    pub plugins: Vec<String>,
+
+    /// Like --plugin, but its exit status 1 is a warning, not critical.
+    #[arg(
+        long = "plugin-warning",
+        env = "STARLING_WARNING_PLUGINS",
+        value_delimiter = ','
+    )]
+    pub warning_plugins: Vec<String>,
+
+    /// A plugin run still going after this is killed (with the processes
+    /// it started) and reported critical.
+    #[arg(long, env = "STARLING_PLUGIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub plugin_timeout: Duration,
+
+    /// Between two runs of each node check.
+    #[arg(long, env = "STARLING_NODE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub node_check_interval: Duration,
+
+    /// Failed runs in a row before a node check turns critical.
+    #[arg(long, env = "STARLING_NODE_CHECK_FAILURES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub node_check_failures: u32,
 }
 
 /// The etcd check. Without an endpoint it is off.

@@ -55,6 +55,33 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
     std::fs::write(&bad_key, "not base64 at all\n").expect("write");
 
     fails_naming(&["--gossip-bind", "nope"], "--gossip-bind");
+    for (flags, named) in [
+        (vec!["--plugin", "no-path"], "--plugin"),
+        (vec!["--plugin", "bad name=/bin/true"], "--plugin"),
+        (
+            vec![
+                "--plugin-warning",
+                "x=/bin/true",
+                "--plugin",
+                "x=/bin/false",
+            ],
+            "--plugin",
+        ),
+        (vec!["--disk-warning-free", "150"], "--disk-warning-free"),
+        (
+            vec!["--disk-warning-free", "5", "--disk-critical-free", "10"],
+            "--disk-critical-free",
+        ),
+        (
+            vec!["--kubelet-healthz-url", "http://10.0.0.1:10248/healthz"],
+            "--kubelet-healthz-url",
+        ),
+        (vec!["--node-check-failures", "0"], "--node-check-failures"),
+    ] {
+        let mut args = vec!["--insecure-gossip", "--data-dir", data];
+        args.extend(flags);
+        fails_naming(&args, named);
+    }
     fails_naming(&["--api-bind", "300.1.1.1:1"], "--api-bind");
     fails_naming(&["--data-dir", data], "--gossip-key-file");
     fails_naming(

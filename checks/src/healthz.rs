@@ -1,6 +1,7 @@
-//! A control-plane component's own health endpoint on this node:
-//! kube-scheduler on `https://127.0.0.1:10259/healthz`,
-//! kube-controller-manager on `:10257`. Served with self-signed
+//! A component's own health endpoint on this node: kube-scheduler on
+//! `https://127.0.0.1:10259/healthz`, kube-controller-manager on `:10257`
+//! (control-plane nodes), the kubelet on `http://127.0.0.1:10248/healthz`
+//! (every node). The control plane's are served with self-signed
 //! certificates and readable without credentials (kubeadm allows
 //! `/healthz` anonymously), so the certificate is not verified — which is
 //! why only loopback URLs are accepted.
@@ -20,6 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HealthzCheck {
     name: String,
     url: String,
+    scope: Scope,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,15 @@ impl HealthzCheck {
         Ok(HealthzCheck {
             name: name.to_owned(),
             url: url.to_owned(),
+            scope: Scope::ControlPlane,
         })
+    }
+
+    /// For a component every node runs (the kubelet); the default is
+    /// control-plane nodes only.
+    pub fn on_every_node(mut self) -> Self {
+        self.scope = Scope::EveryNode;
+        self
     }
 }
 
@@ -45,9 +55,8 @@ impl Checker for HealthzCheck {
         &self.name
     }
 
-    /// The component runs on control-plane nodes only.
     fn scope(&self) -> Scope {
-        Scope::ControlPlane
+        self.scope
     }
 
     fn check(&self) -> BoxFuture<'_, Outcome> {

@@ -6,6 +6,7 @@ mod errors;
 mod etcd;
 mod healthz;
 mod kubernetes;
+mod node;
 mod result;
 mod runner;
 mod threshold;
@@ -16,6 +17,7 @@ pub use errors::innermost_cause;
 pub use etcd::{EtcdCheck, EtcdConfig};
 pub use healthz::{HealthzCheck, NotLoopback};
 pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig};
+pub use node::{DiskCheck, KUBELET_HEALTHZ_URL, PluginCheck, PluginSpec, Watermarks};
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
 pub use tls::{

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use starling_checks::{
-    ApiServerCheck, CONTROLLER_MANAGER_LEASE, EtcdCheck, HealthzCheck, LeaseCheck, Runner,
-    SCHEDULER_LEASE, Schedule, SchedulerCheck,
+    ApiServerCheck, CONTROLLER_MANAGER_LEASE, DiskCheck, EtcdCheck, HealthzCheck, LeaseCheck,
+    PluginCheck, Runner, SCHEDULER_LEASE, Schedule, SchedulerCheck,
 };
 
 use crate::gossip::Role;
@@ -33,6 +33,7 @@ pub enum ChecksError {
 pub(crate) fn node_checks_here(settings: &AgentSettings) -> bool {
     settings.etcd.is_some()
         || settings.kube.is_some()
+        || settings.node.any()
         || (settings.role == Role::ControlPlane && !settings.healthz.is_empty())
 }
 
@@ -48,6 +49,22 @@ pub(crate) async fn runner(settings: &AgentSettings) -> Result<Runner, ChecksErr
     }
     if let Some(kube) = &settings.kube {
         add_kube_checks(&mut runner, kube, kube_config(&kube.source).await?);
+    }
+    let node = &settings.node;
+    if !node.disk_paths.is_empty() {
+        runner.add(
+            DiskCheck::new(node.disk_paths.clone(), node.disk_marks),
+            node.schedule,
+        );
+    }
+    if let Some(url) = &node.kubelet_url {
+        let check = HealthzCheck::new("kubelet", url)
+            .expect("settings accept only loopback kubelet URLs")
+            .on_every_node();
+        runner.add(check, node.schedule);
+    }
+    for plugin in &node.plugins {
+        runner.add(PluginCheck::new(plugin.clone()), node.schedule);
     }
     Ok(runner)
 }

@@ -40,6 +40,7 @@ pub fn settings(
         etcd: None,
         kube: None,
         healthz: Vec::new(),
+        node: Default::default(),
         max_concurrent_checks: 4,
     }
 }

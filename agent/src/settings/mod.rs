@@ -1,6 +1,10 @@
 //! Validated agent settings: every mistake in the flags is caught here and
 //! reported as one line naming the flag.
 
+mod node;
+
+pub use node::NodeCheckSettings;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +36,8 @@ pub enum ConfigError {
         flag: &'static str,
         min: std::time::Duration,
     },
+    #[error("{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
     #[error("--history-max-mib must be at least 1")]
     NoHistorySpace,
     #[error("--etcd-endpoint {0:?}: expected an http:// or https:// URL")]
@@ -79,6 +85,8 @@ pub struct AgentSettings {
     /// Control-plane components' own health endpoints (run only with
     /// --role control-plane), with their schedule.
     pub healthz: Vec<(HealthzCheckSpec, Schedule)>,
+    /// Disks, the kubelet, exec plugins.
+    pub node: NodeCheckSettings,
     pub max_concurrent_checks: usize,
 }
 
@@ -131,6 +139,8 @@ impl AgentSettings {
         let etcd = etcd_check(&args.etcd)?;
         let kube = kube_checks(&args.kube)?;
         let healthz = healthz_checks(&args.kube)?;
+        let in_pod = args.kube.kubernetes_service_host.is_some();
+        let node = node::node_checks(&args.node, &args.data_dir, in_pod)?;
         Ok(AgentSettings {
             node_name,
             gossip_bind: args.gossip_bind,
@@ -149,6 +159,7 @@ impl AgentSettings {
             etcd,
             kube,
             healthz,
+            node,
             max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }

@@ -1,0 +1,105 @@
+//! The node checks in a real agent: an exec plugin's verdict and message
+//! reach `/v1/nodes/{name}` and the node's status, and the disk check
+//! watches the data dir.
+
+#[path = "support/agents.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use starling_agent::settings::NodeCheckSettings;
+use starling_checks::{PluginSpec, Schedule, Status, Watermarks};
+use starling_web::NodeResponse;
+use support::{ANY_PORT, PATIENCE, get, keyring, settings};
+
+async fn node(api: std::net::SocketAddr, name: &str) -> NodeResponse {
+    get(format!("http://{api}/v1/nodes/{name}"))
+        .await
+        .expect("API reachable")
+        .json()
+        .await
+        .expect("node JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin = dir.path().join("conntrack.sh");
+    let write = |exit: u8, message: &str| {
+        std::fs::write(
+            &plugin,
+            format!("#!/bin/sh\necho '{message}'\nexit {exit}\n"),
+        )
+        .expect("write plugin");
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    write(1, "conntrack table 97% full");
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut settings = settings("node-a", &keyring(), ANY_PORT, Vec::new(), &data);
+    settings.node = NodeCheckSettings {
+        disk_paths: vec![data.path().to_owned()],
+        // Watermarks every real disk passes.
+        disk_marks: Watermarks {
+            warning_free_percent: 0.0,
+            critical_free_percent: 0.0,
+        },
+        kubelet_url: None,
+        plugins: vec![PluginSpec {
+            name: "conntrack".to_owned(),
+            path: plugin.clone(),
+            args: Vec::new(),
+            timeout: Duration::from_secs(5),
+            problem: Status::Critical,
+        }],
+        schedule: Schedule {
+            interval: Duration::from_millis(300),
+            timeout: Duration::from_secs(6),
+            failures_before_critical: 1,
+        },
+    };
+    let agent = starling_agent::daemon::start(settings)
+        .await
+        .expect("agent starts");
+
+    let wait = |status: &'static str| {
+        let api = agent.api_addr;
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let answer = node(api, "node-a").await;
+                if answer.status == status && answer.checks.len() == 2 {
+                    return answer;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node-a never became {status}: {answer:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let degraded = wait("degraded").await;
+    assert_eq!(degraded.reasons, ["conntrack: conntrack table 97% full"]);
+    let conntrack = degraded
+        .checks
+        .iter()
+        .find(|c| c.check == "conntrack")
+        .expect("the plugin's result");
+    assert_eq!(conntrack.status, "critical");
+    let details = conntrack.details.as_ref().expect("this node's own details");
+    assert_eq!(details["exit_code"], 1);
+    let disk = degraded
+        .checks
+        .iter()
+        .find(|c| c.check == "disk")
+        .expect("the disk check's result");
+    assert_eq!(disk.status, "ok");
+    assert!(disk.message.contains(&data.path().display().to_string()));
+
+    write(0, "conntrack table 12% full");
+    let healthy = wait("healthy").await;
+    assert!(healthy.reasons.is_empty());
+
+    agent.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,12 @@
+//! Checks of the node itself: its disks, its kubelet, and the operator's
+//! own exec plugins.
+
+mod disk;
+mod plugin;
+
+pub use disk::{DiskCheck, Watermarks};
+pub use plugin::{PluginCheck, PluginSpec};
+
+/// The kubelet's plain-HTTP health endpoint (`--healthz-port`, default
+/// 10248, bound to loopback by default).
+pub const KUBELET_HEALTHZ_URL: &str = "http://127.0.0.1:10248/healthz";
