@@ -163,7 +163,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     ];
     let surface = Arc::new(AgentSurface::new(SurfaceParts {
         view: handle.view.clone(),
-        registry,
+        registry: Arc::new(registry),
         publisher,
         keyring,
         replication: replication_metrics,

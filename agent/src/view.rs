@@ -24,65 +24,52 @@ use crate::unix_ms_now;
 /// is stuck, and the kubelet should restart us.
 const LIVENESS_WINDOW: Duration = Duration::from_secs(10);
 
+/// What the agent's HTTP surface reads.
+#[derive(Debug)]
+pub(crate) struct SurfaceParts {
+    pub view: watch::Receiver<Arc<MembershipView>>,
+    /// Shared with the scrape futures, which outlive a borrow of `self`.
+    pub registry: Arc<Registry>,
+    pub publisher: Publisher,
+    /// Opens sync requests and annotations, seals sync answers.
+    pub keyring: Arc<Keyring>,
+    pub replication: ReplicationMetrics,
+    pub status_metrics: StatusMetrics,
+    /// This node runs checks: its status is unknown until they report.
+    pub checks_here: bool,
+    /// Seeds were given: readiness waits until gossip has joined them.
+    pub has_seeds: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct AgentSurface {
-    view: watch::Receiver<Arc<MembershipView>>,
-    registry: Arc<Registry>,
-    publisher: Publisher,
-    /// Opens sync requests and annotations, seals sync answers.
-    keyring: Arc<Keyring>,
-    replication: ReplicationMetrics,
-    status_metrics: StatusMetrics,
+    parts: SurfaceParts,
     /// One scrape at a time: a scrape rebuilds the per-node series before
     /// encoding them, and two interleaved would show each other's gaps.
     scrape: Arc<tokio::sync::Mutex<()>>,
-    /// This node runs checks: its status is unknown until they report.
-    checks_here: bool,
-    /// Seeds were given: readiness waits until gossip has joined them.
-    has_seeds: bool,
     /// Gossip has joined once. Latched: a survivor whose peers all died
     /// must stay in its Service's endpoints, since it answers for them.
     joined: AtomicBool,
 }
 
-/// What the agent's HTTP surface is built from.
-#[derive(Debug)]
-pub(crate) struct SurfaceParts {
-    pub view: watch::Receiver<Arc<MembershipView>>,
-    pub registry: Registry,
-    pub publisher: Publisher,
-    pub keyring: Arc<Keyring>,
-    pub replication: ReplicationMetrics,
-    pub status_metrics: StatusMetrics,
-    pub checks_here: bool,
-    pub has_seeds: bool,
-}
-
 impl AgentSurface {
     pub fn new(parts: SurfaceParts) -> Self {
         AgentSurface {
-            view: parts.view,
-            registry: Arc::new(parts.registry),
-            publisher: parts.publisher,
-            keyring: parts.keyring,
-            replication: parts.replication,
-            status_metrics: parts.status_metrics,
+            parts,
             scrape: Arc::default(),
-            checks_here: parts.checks_here,
-            has_seeds: parts.has_seeds,
             joined: AtomicBool::new(false),
         }
     }
 
     fn store(&self) -> Store {
-        self.publisher.store().clone()
+        self.parts.publisher.store().clone()
     }
 
     /// The status and the latest results it was rolled up from.
     fn roll_up(&self) -> impl Future<Output = Result<Rolled, ApiError>> + Send + 'static {
         let store = self.store();
-        let view = Arc::clone(&self.view.borrow());
-        let checks_here = self.checks_here;
+        let view = Arc::clone(&self.parts.view.borrow());
+        let checks_here = self.parts.checks_here;
         async move {
             let latest = store.latest_results().await.map_err(unavailable)?;
             let status = crate::status::roll_up(&view, &latest, checks_here, unix_ms_now());
@@ -107,7 +94,7 @@ fn unavailable(error: StoreError) -> ApiError {
 
 impl AgentView for AgentSurface {
     fn members(&self) -> MembersResponse {
-        let view = Arc::clone(&self.view.borrow());
+        let view = Arc::clone(&self.parts.view.borrow());
         let mut members = vec![member(&view.me, MemberState::Alive, view.started_unix_ms)];
         for other in &view.members {
             members.push(member(&other.id, other.state, other.since_unix_ms));
@@ -124,8 +111,8 @@ impl AgentView for AgentSurface {
 
     fn metrics(&self) -> Reply<String> {
         let rolled = self.roll_up();
-        let registry = Arc::clone(&self.registry);
-        let metrics = self.status_metrics.clone();
+        let registry = Arc::clone(&self.parts.registry);
+        let metrics = self.parts.status_metrics.clone();
         let scrape = Arc::clone(&self.scrape);
         Box::pin(async move {
             let rolled = rolled.await;
@@ -146,7 +133,7 @@ impl AgentView for AgentSurface {
     }
 
     fn live(&self) -> bool {
-        let published = self.view.borrow().published_unix_ms;
+        let published = self.parts.view.borrow().published_unix_ms;
         unix_ms_now().saturating_sub(published) < LIVENESS_WINDOW.as_millis() as u64
     }
 
@@ -154,10 +141,10 @@ impl AgentView for AgentSurface {
         if self.store().is_closed() {
             return Err("the history database is closed".to_owned());
         }
-        if self.view.borrow().connected {
+        if self.parts.view.borrow().connected {
             self.joined.store(true, Ordering::Relaxed);
         }
-        if self.has_seeds && !self.joined.load(Ordering::Relaxed) {
+        if self.parts.has_seeds && !self.joined.load(Ordering::Relaxed) {
             return Err("gossip has not joined any seed yet".to_owned());
         }
         Ok(())
@@ -227,8 +214,8 @@ impl AgentView for AgentSurface {
     }
 
     fn history(&self, query: HistoryQuery) -> Reply<HistoryResponse> {
-        let store = self.publisher.store().clone();
-        let answered_by = self.view.borrow().me.name.clone();
+        let store = self.store();
+        let answered_by = self.parts.view.borrow().me.name.clone();
         Box::pin(async move {
             let kind = match query.kind.as_deref().map(str::parse::<EventKind>) {
                 None => None,
@@ -272,15 +259,15 @@ impl AgentView for AgentSurface {
     }
 
     fn sync(&self, sealed: Bytes) -> Reply<Vec<u8>> {
-        let store = self.publisher.store().clone();
-        let keyring = Arc::clone(&self.keyring);
-        let metrics = self.replication.clone();
+        let store = self.store();
+        let keyring = Arc::clone(&self.parts.keyring);
+        let metrics = self.parts.replication.clone();
         Box::pin(async move { replicate::answer_sync(&store, &keyring, &metrics, sealed).await })
     }
 
     fn annotate(&self, sealed: Bytes) -> Reply<AnnotationAck> {
-        let publisher = self.publisher.clone();
-        let keyring = Arc::clone(&self.keyring);
+        let publisher = self.parts.publisher.clone();
+        let keyring = Arc::clone(&self.parts.keyring);
         Box::pin(async move { replicate::accept_annotation(&publisher, &keyring, sealed).await })
     }
 }

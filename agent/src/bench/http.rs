@@ -104,7 +104,7 @@ pub async fn run(args: HttpBenchArgs) -> Result<(), BenchError> {
             .unwrap_or("wrk")
             .trim(),
         args.duration,
-        machine(),
+        machine().await,
     );
     println!("| endpoint | connections | p50 | p99 | requests/s |\n|---|---:|---:|---:|---:|");
     let base = format!("http://{}", agents.api(0));
@@ -129,14 +129,17 @@ pub async fn run(args: HttpBenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let build = if cfg!(debug_assertions) {
-        "a DEBUG build (figures are not representative)"
-    } else {
+async fn machine() -> String {
+    let facts = super::measure::MachineFacts::collect(None).await;
+    let build = if facts.release_build {
         "a release build"
+    } else {
+        "a DEBUG build (figures are not representative)"
     };
-    format!("Machine: {cpus} CPUs, {build}; agents and wrk share the CPUs.")
+    format!(
+        "Machine: {} CPUs, Linux {}, {build}; agents and wrk share the CPUs.",
+        facts.cpus, facts.kernel
+    )
 }
 
 /// What wrk measured.

@@ -71,15 +71,17 @@ async fn ask<T: DeserializeOwned>(
     addrs: &[String],
     request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
 ) -> Result<T, ClientError> {
+    // One client for every attempt (its TLS and connection setup is not
+    // per address).
+    let client = starling_checks::http_client()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|error| ClientError::Unreachable {
+            addr: addrs.join(","),
+            cause: describe(&error),
+        })?;
     let mut failures = Vec::new();
     for addr in addrs {
-        let client = starling_checks::http_client()
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|error| ClientError::Unreachable {
-                addr: addr.clone(),
-                cause: describe(&error),
-            })?;
         match send(addr, request(&client, addr)).await {
             Ok(answer) => return Ok(answer),
             Err(error) if error.another_may_answer() && addrs.len() > 1 => {

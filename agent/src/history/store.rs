@@ -202,9 +202,8 @@ impl Store {
     pub async fn insert_replicated(&self, events: Vec<Event>) -> Result<usize, StoreError> {
         self.submit(move |tx, ctx| {
             let now_ms = ctx.now_ms;
-            let lags = &mut ctx.replication_lags_ms;
             let added = db::insert_replicated_noting(tx, &events, now_ms, &mut |event| {
-                lags.push(now_ms.saturating_sub(event.at_unix_ms));
+                ctx.note_replicated(event)
             })?;
             ctx.events_added += added as u64;
             Ok(added)
@@ -216,9 +215,8 @@ impl Store {
     pub async fn apply_batch(&self, batch: SyncBatch) -> Result<usize, StoreError> {
         self.submit(move |tx, ctx| {
             let now_ms = ctx.now_ms;
-            let lags = &mut ctx.replication_lags_ms;
             let added = db::apply_batch_noting(tx, &batch, now_ms, &mut |event| {
-                lags.push(now_ms.saturating_sub(event.at_unix_ms));
+                ctx.note_replicated(event)
             })?;
             ctx.events_added += added as u64;
             Ok(added)

@@ -32,6 +32,15 @@ pub(crate) struct WriteContext<'a> {
     pub replication_lags_ms: Vec<u64>,
 }
 
+impl WriteContext<'_> {
+    /// Notes a row from another node that was new here, for the
+    /// replication-lag histogram.
+    pub fn note_replicated(&mut self, event: &crate::history::Event) {
+        self.replication_lags_ms
+            .push(self.now_ms.saturating_sub(event.at_unix_ms));
+    }
+}
+
 /// A queued write: run in a group transaction, and again alone if the
 /// group failed, so each caller gets its own op's outcome.
 pub(super) trait Job: Send {
