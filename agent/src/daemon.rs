@@ -16,6 +16,7 @@ use crate::gossip::{
 };
 use crate::history::{HistoryMetrics, Store, StoreError};
 use crate::incarnation::{self, DataDirError};
+use crate::overlay::{OverlayIntake, OverlayMetrics};
 use crate::replicate::{Publisher, Replication, ReplicationMetrics};
 use crate::settings::AgentSettings;
 use crate::status::{self, GossipPlacement, StatusMetrics};
@@ -68,6 +69,8 @@ pub struct RunningAgent {
     stop: watch::Sender<bool>,
     gossip_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
+    /// Writes overlay verdicts: stopped before the history closes.
+    overlay_task: JoinHandle<()>,
 }
 
 /// Bind, join and serve. Returns once both sockets are bound, so callers
@@ -161,6 +164,19 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
             status_metrics.clone(),
         )),
     ];
+    let overlay = Arc::new(OverlayIntake::new(
+        settings.overlay.clone(),
+        Arc::clone(&keyring),
+        handle.clone(),
+        publisher.clone(),
+        OverlayMetrics::register(&mut registry),
+        status_metrics.clone(),
+    ));
+    let overlay_task = tokio::spawn(overlay_housekeeping(
+        Arc::clone(&overlay),
+        settings.overlay.report_interval,
+        stopped(stopping.clone()),
+    ));
     let surface = Arc::new(AgentSurface::new(SurfaceParts {
         view: handle.view.clone(),
         registry: Arc::new(registry),
@@ -170,6 +186,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         status_metrics,
         checks_here,
         has_seeds,
+        overlay,
     }));
     let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
     tracing::info!(
@@ -193,7 +210,26 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         stop,
         gossip_task,
         http_task,
+        overlay_task,
     })
+}
+
+/// Retire what a previous run left, then expire the local probe's figures
+/// whenever it goes silent.
+async fn overlay_housekeeping(
+    overlay: Arc<OverlayIntake>,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    overlay.retire_leftovers(crate::unix_ms_now()).await;
+    let mut ticker = tokio::time::interval(every);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => overlay.expire_if_stale(crate::unix_ms_now()).await,
+        }
+    }
 }
 
 /// Run until `shutdown` completes, then leave gracefully.
@@ -220,6 +256,7 @@ impl RunningAgent {
         let _ = self.stop.send(true);
         self.gossip_task.await?;
         let served = self.http_task.await?.map_err(AgentError::Http);
+        self.overlay_task.await?;
         // Last: the writer finishes what is queued, off the async threads.
         self.history.close().await;
         served

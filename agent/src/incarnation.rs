@@ -7,6 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const FILE: &str = "incarnation";
 
+/// The least a restart raises the incarnation by. A running process
+/// raises its own in steps of one without writing them down (a renewal
+/// after a false Down, a new probe address), so a restart must land above
+/// all of those, and members tell the two apart by the size of the step.
+pub const RESTART_STEP: u64 = 1 << 16;
+
 #[derive(Debug, thiserror::Error)]
 #[error("--data-dir {}: {action}: {source}", path.display())]
 pub struct DataDirError {
@@ -34,7 +40,7 @@ pub fn next(data_dir: &Path) -> Result<u64, DataDirError> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let next = now_ms.max(previous + 1);
+    let next = now_ms.max(previous + RESTART_STEP);
     let temporary = data_dir.join(format!("{FILE}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
@@ -57,10 +63,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let first = next(dir.path()).expect("writable");
         let second = next(dir.path()).expect("writable");
-        assert!(second > first);
+        assert!(second >= first + RESTART_STEP);
         // A clock far behind the stored value cannot make it go back.
         std::fs::write(dir.path().join(FILE), format!("{}\n", u64::MAX / 2)).expect("write");
-        assert_eq!(next(dir.path()).expect("writable"), u64::MAX / 2 + 1);
+        assert_eq!(
+            next(dir.path()).expect("writable"),
+            u64::MAX / 2 + RESTART_STEP
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod gossip;
 pub mod history;
 pub mod lab;
 pub mod logging;
+pub mod overlay;
 pub mod replicate;
 pub mod settings;
 pub mod status;

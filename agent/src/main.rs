@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::Parser;
 use starling_agent::cli::{Cli, Command};
 use starling_agent::gossip::Keyring;
-use starling_agent::{AgentSettings, bench, client, daemon, lab, logging, shutdown_signal};
+use starling_agent::{
+    AgentSettings, bench, client, daemon, lab, logging, overlay, shutdown_signal,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,6 +53,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
         Command::History(args) => runtime.block_on(client::print_history(&args))?,
         Command::Annotate(args) => runtime.block_on(client::send_annotation(&args))?,
+        Command::Probe(args) => {
+            logging::init(&args.logging).map_err(anyhow::Error::msg)?;
+            runtime.block_on(overlay::run_command(&args, shutdown_signal()))?;
+        }
         Command::Lab(args) => runtime.block_on(lab::run(&args, shutdown_signal()))?,
         Command::Keygen => println!("{}", Keyring::generate_key()),
         Command::Bench(args) => runtime.block_on(bench::run(args))?,

@@ -17,7 +17,7 @@ pub fn rank<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec
     scored.into_iter().map(|(_, candidate)| candidate).collect()
 }
 
-fn score(key: &str, candidate: &str) -> u64 {
+pub fn score(key: &str, candidate: &str) -> u64 {
     // Length-prefixed so ("ab", "c") and ("a", "bc") differ.
     let mut input = Vec::with_capacity(key.len() + candidate.len() + 8);
     input.extend_from_slice(&(key.len() as u64).to_be_bytes());

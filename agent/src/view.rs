@@ -10,12 +10,13 @@ use prometheus_client::registry::Registry;
 use starling_checks::is_cluster_check;
 use starling_web::{
     AgentView, AnnotationAck, ApiError, CheckDetail, HistoryEvent, HistoryQuery, HistoryResponse,
-    Member, MembersResponse, NodeResponse, Reply, StatusResponse,
+    Member, MembersResponse, NodeResponse, OverlayResponse, Reply, StatusResponse,
 };
 use tokio::sync::watch;
 
 use crate::gossip::{Keyring, MemberState, MembershipView, NodeId};
 use crate::history::{Event, EventFilter, EventKind, EventPosition, Store, StoreError};
+use crate::overlay::{self, OverlayIntake};
 use crate::replicate::{self, Publisher, ReplicationMetrics};
 use crate::status::StatusMetrics;
 use crate::unix_ms_now;
@@ -39,6 +40,8 @@ pub(crate) struct SurfaceParts {
     pub checks_here: bool,
     /// Seeds were given: readiness waits until gossip has joined them.
     pub has_seeds: bool,
+    /// Takes the local probe's reports; holds its latest figures.
+    pub overlay: Arc<OverlayIntake>,
 }
 
 #[derive(Debug)]
@@ -269,6 +272,35 @@ impl AgentView for AgentSurface {
         let publisher = self.parts.publisher.clone();
         let keyring = Arc::clone(&self.parts.keyring);
         Box::pin(async move { replicate::accept_annotation(&publisher, &keyring, sealed).await })
+    }
+
+    fn overlay(&self) -> Reply<OverlayResponse> {
+        let store = self.store();
+        let view = Arc::clone(&self.parts.view.borrow());
+        let intake = Arc::clone(&self.parts.overlay);
+        Box::pin(async move {
+            let latest = store.latest_results().await.map_err(unavailable)?;
+            let figures = intake.figures().await;
+            overlay::response(
+                &view,
+                &latest,
+                figures.as_ref(),
+                intake.window_secs(),
+                unix_ms_now(),
+            )
+            .ok_or_else(|| {
+                ApiError::NotFound(
+                    "no overlay data: no overlay probe (starling probe) has reported in this \
+                     cluster"
+                        .to_owned(),
+                )
+            })
+        })
+    }
+
+    fn overlay_report(&self, sealed: Bytes) -> Reply<Vec<u8>> {
+        let intake = Arc::clone(&self.parts.overlay);
+        Box::pin(async move { intake.accept(sealed, unix_ms_now()).await })
     }
 }
 

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use starling_agent::gossip::{MemberState, Transition};
-use support::sim::{Sim, SimConfig};
+use support::sim::{Sim, SimConfig, addr_of};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -75,6 +75,36 @@ fn killed_node_is_declared_down_by_all_others() {
         .filter(|(_, _, name)| *name != format!("n{victim}"))
         .collect();
     assert!(wrongly_down.is_empty(), "false Down: {wrongly_down:?}");
+}
+
+/// Publishing a probe address is a new identity; members must take it as
+/// a metadata change of a live node, not a restart or a death.
+#[test]
+fn a_published_probe_address_reaches_everyone_without_a_down_or_rejoin() {
+    let nodes = 20;
+    let mut sim = Sim::new(SimConfig::new(nodes, 9));
+    sim.cold_start(secs(1));
+    sim.run_until(secs(30), STEP, Sim::converged)
+        .expect("converges before the change");
+    let probe: std::net::SocketAddr = "10.244.3.7:7949".parse().expect("literal");
+    sim.set_probe_addr(3, probe);
+    let everyone_knows = sim.run_until(secs(30), Duration::from_millis(50), |sim| {
+        (0..nodes).filter(|&o| o != 3).all(|o| {
+            sim.node(o)
+                .and_then(|n| n.member(&addr_of(3)))
+                .is_some_and(|r| {
+                    r.id.meta.probe_addr == Some(probe) && r.state == MemberState::Alive
+                })
+        })
+    });
+    everyone_knows.expect("every member learns the probe address");
+    sim.run_for(secs(20));
+    assert!(sim.converged(), "the cluster stays converged");
+    assert!(sim.downs().is_empty(), "false Down: {:?}", sim.downs());
+    assert!(
+        sim.observers_of(3, Transition::Rejoined).is_empty(),
+        "a metadata change is not a rejoin"
+    );
 }
 
 /// Ten virtual minutes of steady state with 10% of datagrams lost: many

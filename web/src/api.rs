@@ -1,6 +1,8 @@
 //! The JSON shapes of the API. The CLI deserializes the same types, so the
 //! two cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One gossip member as the answering node sees it.
@@ -247,4 +249,38 @@ pub struct HealthzResponse {
     pub healthy: bool,
     pub answered_by: String,
     pub reasons: Vec<String>,
+}
+
+/// `GET /v1/overlay`: the pod network's reachability matrix as the
+/// answering node knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverlayResponse {
+    pub answered_by: String,
+    pub answered_at_unix_ms: u64,
+    /// The window loss is judged over.
+    pub window_secs: u64,
+    /// Nodes gossip sees alive; paths to or from others are left out.
+    pub nodes: Vec<String>,
+    pub paths: Vec<OverlayPath>,
+    /// The judgement in words: "overlay path a↔b broken", "b's pod
+    /// network is broken".
+    pub verdicts: Vec<String>,
+    /// Per node, how many probes have a judged path to it: its coverage.
+    pub probed_by: BTreeMap<String, usize>,
+}
+
+/// One directed path `from` → `to`. Figures are known only for paths
+/// from the answering node (its probe reports to it); other nodes' paths
+/// replicate as status changes, with the figures in the message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverlayPath {
+    pub from: String,
+    pub to: String,
+    /// `ok`, `warning`, `critical` or `unknown`.
+    pub status: String,
+    pub message: String,
+    pub at_unix_ms: u64,
+    pub loss_ratio: Option<f64>,
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p95_ms: Option<f64>,
 }

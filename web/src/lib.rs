@@ -12,7 +12,7 @@ mod view;
 pub use api::{
     AnnotationAck, ApiError, CheckDetail, CheckSummary, ErrorBody, HealthzResponse, HistoryCursor,
     HistoryEvent, HistoryQuery, HistoryResponse, Member, MembersResponse, NodeResponse, NodeStatus,
-    NodesResponse, StateCounts, StatusResponse,
+    NodesResponse, OverlayPath, OverlayResponse, StateCounts, StatusResponse,
 };
 pub use kuberhealthy::{KuberhealthyState, WorkloadDetails};
 pub use query::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};

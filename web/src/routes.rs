@@ -26,6 +26,8 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SYNC_BODY_LIMIT: usize = 1 << 20;
 /// An annotation is one short message.
 const ANNOTATION_BODY_LIMIT: usize = 16 << 10;
+/// A probe report: about 200 bytes per peer; 256 KiB is 1,000 peers.
+const REPORT_BODY_LIMIT: usize = 256 << 10;
 /// Everything else takes no body at all.
 const DEFAULT_BODY_LIMIT: usize = 4 << 10;
 
@@ -48,6 +50,10 @@ pub fn router(view: Arc<dyn AgentView>) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/history", get(history))
         .route("/v1/overlay", get(overlay))
+        .route(
+            "/v1/overlay/report",
+            post(overlay_report).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+        )
         .route(
             "/v1/sync",
             post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
@@ -125,19 +131,28 @@ async fn history(
     }
 }
 
-async fn overlay() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "no overlay data: no overlay probe (starling probe) reports to this agent",
-    )
+async fn overlay(State(view): ViewState) -> Response {
+    json(view.overlay().await)
 }
 
 async fn sync(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
+    sealed_exchange(body, |body| view.sync(body)).await
+}
+
+async fn overlay_report(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
+    sealed_exchange(body, |body| view.overlay_report(body)).await
+}
+
+/// A sealed body in, a sealed body out: the agent opens and seals.
+async fn sealed_exchange(
+    body: Result<Bytes, BytesRejection>,
+    answer: impl FnOnce(Bytes) -> crate::view::Reply<Vec<u8>>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), &rejection.body_text()),
     };
-    match view.sync(body).await {
+    match answer(body).await {
         Ok(sealed) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], sealed).into_response()
         }

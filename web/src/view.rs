@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::api::{
     AnnotationAck, ApiError, HistoryQuery, HistoryResponse, MembersResponse, NodeResponse,
-    StatusResponse,
+    OverlayResponse, StatusResponse,
 };
 
 /// An answer the agent computes off the request task (SQLite reads run on
@@ -49,6 +49,19 @@ pub trait AgentView: Send + Sync + 'static {
     /// Record an operator's annotation (sealed with the cluster key).
     fn annotate(&self, _sealed: Bytes) -> Reply<AnnotationAck> {
         unavailable("this agent keeps no history")
+    }
+    /// The overlay reachability matrix; `NotFound` while no probe in the
+    /// cluster has reported.
+    fn overlay(&self) -> Reply<OverlayResponse> {
+        Box::pin(async {
+            Err(ApiError::NotFound(
+                "no overlay data: no overlay probe (starling probe) has reported".to_owned(),
+            ))
+        })
+    }
+    /// The local probe's sealed report in, its sealed assignment out.
+    fn overlay_report(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
+        unavailable("this agent takes no overlay reports")
     }
 }
 

@@ -89,6 +89,8 @@ pub(crate) enum Command {
     },
     /// The answer to a push-pull we started.
     Merge(Vec<Member<NodeId>>),
+    /// Publish this node's overlay probe address in its identity.
+    SetProbeAddr(SocketAddr),
     /// Spread a history row to every member.
     Replicate {
         origin: String,
@@ -116,6 +118,16 @@ impl GossipHandle {
     /// payloads given to [`GossipHandle::replicate`].
     pub fn subscribe_replicated(&self) -> broadcast::Receiver<Arc<[u8]>> {
         self.replicated.subscribe()
+    }
+
+    /// Publish where this node's overlay probe answers (a no-op when it
+    /// is already published).
+    pub async fn set_probe_addr(&self, addr: SocketAddr) {
+        if self.view.borrow().me.meta.probe_addr == Some(addr) {
+            return;
+        }
+        // A closed loop means the agent is stopping.
+        let _ = self.commands.send(Command::SetProbeAddr(addr)).await;
     }
 
     /// Spread a history row to every member by gossip. Best effort: it is
@@ -350,6 +362,14 @@ impl Gossip {
                 let _ = reply.send(self.node.membership_state());
             }
             Command::Merge(theirs) => self.node.apply_membership_state(theirs, now),
+            Command::SetProbeAddr(addr) => {
+                if self.node.identity().meta.probe_addr != Some(addr) {
+                    tracing::info!(probe = %addr, "publishing the overlay probe's address");
+                    self.node.set_probe_addr(Some(addr), now);
+                    // `me` changed: republish without waiting.
+                    self.publish(&self.clock, now);
+                }
+            }
             Command::Replicate {
                 origin,
                 seq,

@@ -48,6 +48,12 @@ pub enum Purpose {
     SyncReply,
     /// An operator's annotation (`POST /v1/events`).
     Annotation,
+    /// An overlay probe's echo datagram.
+    Echo,
+    /// A probe's report to its agent (`POST /v1/overlay/report`).
+    ProbeReport,
+    /// The agent's answer to a report: whom to probe.
+    ProbeAssignment,
 }
 
 impl Purpose {
@@ -58,6 +64,9 @@ impl Purpose {
             Purpose::SyncRequest => 3,
             Purpose::SyncReply => 4,
             Purpose::Annotation => 5,
+            Purpose::Echo => 6,
+            Purpose::ProbeReport => 7,
+            Purpose::ProbeAssignment => 8,
         }
     }
 }

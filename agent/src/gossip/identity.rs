@@ -101,6 +101,17 @@ impl NodeId {
     }
 }
 
+impl NodeId {
+    /// `self` is the same running process as `older`, which changed its
+    /// metadata or renewed itself since; a restart steps the incarnation by
+    /// at least [`crate::incarnation::RESTART_STEP`].
+    pub fn same_process_as(&self, older: &NodeId) -> bool {
+        self.name == older.name
+            && self.incarnation > older.incarnation
+            && self.incarnation - older.incarnation < crate::incarnation::RESTART_STEP
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}#{}", self.name, self.addr, self.incarnation)

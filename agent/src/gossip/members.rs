@@ -133,14 +133,17 @@ impl MemberTable {
 
     /// foca's `Rename`: a newer incarnation replaced an older one at the
     /// same address. When the old one was still active this is a restart
-    /// faster than failure detection; otherwise the `MemberUp` that follows
-    /// reports the rejoin.
+    /// faster than failure detection, unless the same process only changed
+    /// its metadata; otherwise the `MemberUp` that follows reports the
+    /// rejoin.
     pub fn renamed(&mut self, new: &NodeId, now: Duration) {
         let Some(record) = self.by_addr.get_mut(&new.addr) else {
             return;
         };
+        let same_process = new.same_process_as(&record.id);
         record.id = new.clone();
-        if record.state.is_active() {
+        // A live process publishing new metadata is no event at all.
+        if record.state.is_active() && !same_process {
             self.set(new, MemberState::Alive, now, Some(Transition::Rejoined));
         }
     }
@@ -303,10 +306,21 @@ mod tests {
     fn restart_faster_than_detection_is_a_rejoin() {
         let mut table = MemberTable::default();
         table.up(&id(4, 1), secs(0));
-        table.renamed(&id(4, 9), secs(1));
+        table.renamed(&id(4, 1 + crate::incarnation::RESTART_STEP), secs(1));
         assert_eq!(
             transitions(&mut table),
             vec![Transition::Joined, Transition::Rejoined]
         );
+    }
+
+    #[test]
+    fn new_metadata_from_the_same_process_is_no_event() {
+        let mut table = MemberTable::default();
+        table.up(&id(4, 1), secs(0));
+        let mut next = id(4, 2);
+        next.meta.probe_addr = Some("10.244.0.9:7949".parse().expect("literal"));
+        table.renamed(&next, secs(1));
+        assert_eq!(transitions(&mut table), vec![Transition::Joined]);
+        assert_eq!(table.get(&next.addr).map(|r| &r.id), Some(&next));
     }
 }

@@ -292,6 +292,26 @@ impl GossipNode {
         Ok(())
     }
 
+    /// Publish where this node's overlay probe answers.
+    ///
+    /// foca has no metadata channel, so this is a new identity one
+    /// incarnation up: members apply it as a rename of the same address
+    /// (`MemberTable::renamed` tells it from a restart) and nobody sees the
+    /// node go down. A no-op when the address is already published.
+    pub fn set_probe_addr(&mut self, probe_addr: Option<SocketAddr>, now: Duration) {
+        let current = self.identity();
+        if current.meta.probe_addr == probe_addr {
+            return;
+        }
+        let mut next = current.clone();
+        next.incarnation += 1;
+        next.meta.probe_addr = probe_addr;
+        if let Err(error) = self.foca.change_identity(next, &mut self.effects) {
+            tracing::warn!(%error, "could not publish the probe address");
+        }
+        self.settle(now);
+    }
+
     /// Declare ourselves down (`announce_leave` first); the caller flushes
     /// the sends.
     pub fn leave(&mut self, now: Duration) {

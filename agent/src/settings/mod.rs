@@ -2,8 +2,10 @@
 //! reported as one line naming the flag.
 
 mod node;
+mod overlay;
 
 pub use node::NodeCheckSettings;
+pub use overlay::OverlaySettings;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -87,6 +89,8 @@ pub struct AgentSettings {
     pub healthz: Vec<(HealthzCheckSpec, Schedule)>,
     /// Disks, the kubelet, exec plugins.
     pub node: NodeCheckSettings,
+    /// How the overlay probe's figures and clock offsets are judged.
+    pub overlay: OverlaySettings,
     pub max_concurrent_checks: usize,
 }
 
@@ -160,6 +164,7 @@ impl AgentSettings {
             kube,
             healthz,
             node,
+            overlay: overlay::overlay(&args.overlay)?,
             max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }

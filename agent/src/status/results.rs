@@ -42,13 +42,13 @@ pub(crate) async fn record_results(
     };
     while let Some(result) = results.recv().await {
         metrics.observe(&result);
-        let status = status(result.status);
+        let status = history_status(result.status);
         let row = CheckResult {
             node: me.clone(),
             check: result.check.clone(),
             status,
             message: result.message.clone(),
-            details: result.details,
+            details: result.details.clone(),
             duration_ms: result.duration_ms,
             at_unix_ms: result.at_unix_ms,
         };
@@ -56,30 +56,41 @@ pub(crate) async fn record_results(
             tracing::error!(%error, check = %result.check, "check result not stored");
         }
         let previous = last.insert(result.check.clone(), status);
-        // The first result is recorded too: it is how every other node
-        // learns this check exists here, and what it says.
-        if previous == Some(status) {
-            continue;
-        }
-        let event = NewEvent {
-            at_unix_ms: result.at_unix_ms,
-            kind: EventKind::Check,
-            node: me.clone(),
-            check: Some(result.check.clone()),
-            old_state: previous.map(|s| s.as_str().to_owned()),
-            new_state: Some(status.as_str().to_owned()),
-            message: result.message.clone(),
-            dedupe_key: None,
-        };
-        if let Err(error) = publisher.record(event).await {
-            tracing::error!(%error, check = %result.check, "check transition not recorded");
-        }
+        record_transition(&publisher, &me, &result, previous, status).await;
+    }
+}
+
+/// Put a change of a check's status into the cluster's event log, where it
+/// replicates. The first result is recorded too: it is how every other
+/// node learns the check exists here, and what it says.
+pub(crate) async fn record_transition(
+    publisher: &Publisher,
+    me: &str,
+    result: &starling_checks::CheckResult,
+    previous: Option<CheckStatus>,
+    status: CheckStatus,
+) {
+    if previous == Some(status) {
+        return;
+    }
+    let event = NewEvent {
+        at_unix_ms: result.at_unix_ms,
+        kind: EventKind::Check,
+        node: me.to_owned(),
+        check: Some(result.check.clone()),
+        old_state: previous.map(|s| s.as_str().to_owned()),
+        new_state: Some(status.as_str().to_owned()),
+        message: result.message.clone(),
+        dedupe_key: None,
+    };
+    if let Err(error) = publisher.record(event).await {
+        tracing::error!(%error, check = %result.check, "check transition not recorded");
     }
 }
 
 /// The history keeps its own copy of the vocabulary (it implements the
 /// SQLite conversions, which the orphan rule forbids on another crate's type).
-fn status(status: Status) -> CheckStatus {
+pub(crate) fn history_status(status: Status) -> CheckStatus {
     match status {
         Status::Ok => CheckStatus::Ok,
         Status::Warning => CheckStatus::Warning,

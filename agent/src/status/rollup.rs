@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use starling_web::{CheckSummary, NodeStatus, StateCounts, StatusResponse};
 
 use crate::gossip::{MemberState, MembershipView};
+use crate::overlay::{self, path_target};
 use starling_checks::is_cluster_check;
 
 use crate::history::{CheckResult, CheckStatus};
@@ -22,6 +23,10 @@ pub fn roll_up(
     // Per cluster-scope check, the newest result: the owner may have changed.
     let mut cluster: BTreeMap<&str, &CheckResult> = BTreeMap::new();
     for result in latest {
+        // Paths are judged across nodes below, never against one node.
+        if path_target(&result.check).is_some() {
+            continue;
+        }
         if is_cluster_check(&result.check) {
             let newest = cluster.entry(result.check.as_str()).or_insert(result);
             if result.at_unix_ms > newest.at_unix_ms {
@@ -51,6 +56,15 @@ pub fn roll_up(
         ));
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let overlay = overlay::verdicts(view, latest);
+    for node in &mut nodes {
+        if let Some(reason) = overlay.broken_pod_networks.get(&node.name)
+            && node.status != "unreachable"
+        {
+            node.status = "degraded".to_owned();
+            node.reasons.push(reason.clone());
+        }
+    }
     let cluster_checks: Vec<CheckSummary> = cluster.values().map(|r| summary(r)).collect();
     let reasons: Vec<String> = cluster
         .values()
@@ -62,6 +76,7 @@ pub fn roll_up(
                 .filter(|n| n.status != "healthy")
                 .flat_map(|n| n.reasons.iter().map(move |r| format!("{}: {r}", n.name))),
         )
+        .chain(overlay.broken_paths)
         .collect();
     let known = counts.alive + counts.suspect + counts.down;
     StatusResponse {
@@ -242,6 +257,34 @@ mod tests {
         assert_eq!(states, ["healthy", "unreachable", "unreachable"]);
         assert!(!status.majority);
         assert!(!status.healthy);
+    }
+
+    #[test]
+    fn overlay_paths_are_cluster_reasons_and_a_broken_pod_network_degrades_its_node() {
+        let alive = [("b", MemberState::Alive), ("c", MemberState::Alive)];
+        let path =
+            |from: &str, to: &str| result(from, &format!("overlay/{to}"), CheckStatus::Critical);
+        let status = roll_up(&view(&alive), &[path("a", "b"), path("b", "a")], false, 5);
+        assert_eq!(status.reasons, ["overlay path a↔b broken"]);
+        assert!(
+            status
+                .nodes
+                .iter()
+                .all(|n| n.status == "healthy" && n.checks.is_empty())
+        );
+        let status = roll_up(&view(&alive), &[path("a", "b"), path("c", "b")], false, 5);
+        let b = status
+            .nodes
+            .iter()
+            .find(|n| n.name == "b")
+            .expect("b listed");
+        assert_eq!(b.status, "degraded");
+        assert!(
+            b.reasons[0].starts_with("b's pod network is broken"),
+            "{:?}",
+            b.reasons
+        );
+        assert_eq!(status.reasons.len(), 1, "{:?}", status.reasons);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn settings(
         kube: None,
         healthz: Vec::new(),
         node: Default::default(),
+        overlay: Default::default(),
         max_concurrent_checks: 4,
     }
 }

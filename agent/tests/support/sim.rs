@@ -251,6 +251,15 @@ impl Sim {
         done(self).then_some(self.now)
     }
 
+    /// Have `node` publish a new overlay probe address.
+    pub fn set_probe_addr(&mut self, node: usize, probe_addr: SocketAddr) {
+        let now = self.now;
+        let gossip = self.nodes[node].node.as_mut().expect("running");
+        gossip.set_probe_addr(Some(probe_addr), now);
+        self.nodes[node].id = gossip.identity().clone();
+        self.flush(node);
+    }
+
     pub fn is_running(&self, node: usize) -> bool {
         self.nodes[node].status == Status::Running
     }

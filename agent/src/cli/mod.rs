@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::gossip::{Keyring, KeyringError, Role};
 
+mod overlay;
+pub use overlay::{OverlayArgs, ProbeArgs};
+
 /// starling: a peer-to-peer health monitor for Kubernetes clusters.
 #[derive(Debug, Parser)]
 #[command(name = "starling", version, about, long_about = None)]
@@ -35,6 +38,10 @@ pub enum Command {
     /// Record an operator's note (maintenance, a deploy) in the cluster's
     /// event log, through any agent.
     Annotate(AnnotateArgs),
+    /// Run the overlay network probe (a DaemonSet on the pod network):
+    /// answer echo on the pod IP, ping peers' probes, report loss, round
+    /// trips and clock offsets to the local agent.
+    Probe(Box<ProbeArgs>),
     /// Run a local cluster of real agents on loopback addresses.
     Lab(LabArgs),
     /// Print a new random gossip key (one line of base64) for
@@ -124,6 +131,9 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub node: NodeCheckArgs,
+
+    #[command(flatten)]
+    pub overlay: OverlayArgs,
 
     /// Checks running at once, at most.
     #[arg(long, env = "STARLING_MAX_CONCURRENT_CHECKS", default_value_t = 4)]
