@@ -51,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => runtime.block_on(client::print_status(&args))?,
         Command::Nodes(args) => runtime.block_on(client::print_nodes(&args))?,
         Command::Members(args) => runtime.block_on(client::print_members(&args))?,
+        Command::Overlay(args) => runtime.block_on(client::print_overlay(&args))?,
         Command::History(args) => runtime.block_on(client::print_history(&args))?,
         Command::Annotate(args) => runtime.block_on(client::send_annotation(&args))?,
         Command::Probe(args) => {

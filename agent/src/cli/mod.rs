@@ -32,6 +32,9 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Show the gossip membership as one agent sees it.
     Members(QueryArgs),
+    /// Show the pod network's reachability matrix and its verdicts (from
+    /// the overlay probes) as one agent knows them.
+    Overlay(QueryArgs),
     /// Show the cluster's event log as one agent holds it (any agent
     /// answers for the whole cluster).
     History(HistoryArgs),

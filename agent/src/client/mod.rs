@@ -8,13 +8,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use starling_web::{
     AnnotationAck, ErrorBody, HistoryResponse, MembersResponse, NodeResponse, NodesResponse,
-    StatusResponse,
+    OverlayResponse, StatusResponse,
 };
 
 use crate::cli::{AnnotateArgs, HistoryArgs, NodesArgs, Output, QueryArgs};
 use crate::gossip::{Keyring, KeyringError, Purpose};
 use crate::replicate::AnnotationRequest;
-pub use tables::{history_table, members_table, node_table, nodes_table, status_table};
+pub use tables::{
+    history_table, members_table, node_table, nodes_table, overlay_table, status_table,
+};
 
 /// Bounds how long the CLI waits for one agent before trying the next.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,6 +176,13 @@ pub async fn print_members(args: &QueryArgs) -> Result<(), ClientError> {
 /// `starling status`: the verdict, the reasons, and a line per node.
 pub async fn print_status(args: &QueryArgs) -> Result<(), ClientError> {
     print_as(args.output, &status(&args.addr.list).await?, status_table);
+    Ok(())
+}
+
+/// `starling overlay`: the pod network's reachability matrix.
+pub async fn print_overlay(args: &QueryArgs) -> Result<(), ClientError> {
+    let overlay: OverlayResponse = get(&args.addr.list, "/v1/overlay", &[]).await?;
+    print_as(args.output, &overlay, overlay_table);
     Ok(())
 }
 

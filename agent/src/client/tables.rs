@@ -3,7 +3,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use starling_web::{
-    HistoryResponse, MembersResponse, NodeResponse, NodeStatus, NodesResponse, StatusResponse,
+    HistoryResponse, MembersResponse, NodeResponse, NodeStatus, NodesResponse, OverlayResponse,
+    StatusResponse,
 };
 
 pub fn status_table(response: &StatusResponse) -> String {
@@ -173,6 +174,43 @@ pub fn members_table(response: &MembersResponse) -> String {
     out.push_str(&format!(
         "answered by {}: {} alive, {} suspect, {} down, {} left\n",
         response.answered_by, c.alive, c.suspect, c.down, c.left
+    ));
+    out
+}
+
+pub fn overlay_table(response: &OverlayResponse) -> String {
+    let mut out = String::new();
+    for verdict in &response.verdicts {
+        out.push_str(&format!("! {verdict}\n"));
+    }
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}ms"));
+    let mut rows = vec![[
+        "FROM".to_owned(),
+        "TO".to_owned(),
+        "STATUS".to_owned(),
+        "LOSS".to_owned(),
+        "RTT P50".to_owned(),
+        "RTT P95".to_owned(),
+        "MESSAGE".to_owned(),
+    ]];
+    for path in &response.paths {
+        rows.push([
+            path.from.clone(),
+            path.to.clone(),
+            path.status.clone(),
+            path.loss_ratio
+                .map_or("-".to_owned(), |l| format!("{:.0}%", l * 100.0)),
+            ms(path.rtt_p50_ms),
+            ms(path.rtt_p95_ms),
+            path.message.clone(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out.push_str(&format!(
+        "answered by {} ({} nodes alive, window {}s); figures only for its own paths\n",
+        response.answered_by,
+        response.nodes.len(),
+        response.window_secs
     ));
     out
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use starling_testkit::{LabProcess, NetLab, lab_or_skip, wait_until};
-use starling_web::{HistoryEvent, HistoryResponse, MembersResponse, StatusResponse};
+use starling_web::{
+    HistoryEvent, HistoryResponse, MembersResponse, OverlayResponse, StatusResponse,
+};
 
 pub const STARLING: &str = env!("CARGO_BIN_EXE_starling");
 pub const POLL: Duration = Duration::from_millis(300);
@@ -118,6 +120,11 @@ impl Cluster {
     /// `starling status --output json`, run inside the observer's host.
     pub fn status(&self, observer: usize) -> Option<StatusResponse> {
         serde_json::from_slice(&self.cli(observer, &["status", "--output", "json"])?).ok()
+    }
+
+    /// `starling overlay --output json`, run inside the observer's host.
+    pub fn overlay(&self, observer: usize) -> Option<OverlayResponse> {
+        serde_json::from_slice(&self.cli(observer, &["overlay", "--output", "json"])?).ok()
     }
 
     pub fn dir(&self) -> &Path {

@@ -66,7 +66,7 @@ impl NetLab {
         Ok(())
     }
 
-    fn check_sides(&self, a: &[usize], b: &[usize]) {
+    pub(crate) fn check_sides(&self, a: &[usize], b: &[usize]) {
         for &h in a.iter().chain(b) {
             assert!(
                 h < self.hosts(),

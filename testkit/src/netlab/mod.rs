@@ -15,6 +15,7 @@ mod firewall;
 mod loss;
 mod naming;
 mod netem;
+mod overlay;
 mod process;
 mod skip;
 mod teardown;
