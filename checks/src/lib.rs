@@ -17,7 +17,10 @@ pub use errors::innermost_cause;
 pub use etcd::{EtcdCheck, EtcdConfig};
 pub use healthz::{HealthzCheck, NotLoopback};
 pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig};
-pub use node::{DiskCheck, KUBELET_HEALTHZ_URL, PluginCheck, PluginSpec, Watermarks};
+pub use node::{
+    Answer, DiskCheck, DnsCheck, DnsSpec, KUBELET_HEALTHZ_URL, KUBERNETES_SERVICE_NAME,
+    PluginCheck, PluginSpec, Watermarks, encode_dns_query, resolv_conf_server, resolve,
+};
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
 pub use tls::{

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use starling_checks::{
-    Checker, DiskCheck, HealthzCheck, Outcome, PluginCheck, PluginSpec, Scope, Status, Watermarks,
+    Checker, DiskCheck, DnsCheck, DnsSpec, HealthzCheck, Outcome, PluginCheck, PluginSpec, Scope,
+    Status, Watermarks,
 };
+use starling_testkit::{DnsReply, DnsServer};
 
 async fn run(check: &dyn Checker) -> Outcome {
     tokio::time::timeout(Duration::from_secs(20), check.check())
@@ -283,4 +285,77 @@ async fn crashing_missing_and_unrunnable_plugins_are_unknown_naming_the_path() {
     .await;
     assert_eq!(outcome.status, Status::Unknown);
     assert!(outcome.message.contains("plain.txt"), "{}", outcome.message);
+}
+
+// ---- dns --------------------------------------------------------------------
+
+fn dns(server: std::net::SocketAddr, names: &[&str]) -> DnsCheck {
+    DnsCheck::new(DnsSpec {
+        server,
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        query_timeout: Duration::from_millis(500),
+    })
+}
+
+#[tokio::test]
+async fn dns_tells_resolved_from_nxdomain_from_servfail_from_silence() {
+    let server = DnsServer::start(&[
+        (
+            "kubernetes.default.svc.cluster.local",
+            DnsReply::Address([10, 96, 0, 1].into()),
+        ),
+        ("broken.example", DnsReply::ServFail),
+        ("slow.example", DnsReply::Silent),
+    ])
+    .expect("a DNS server on loopback");
+    let ok = run(&dns(
+        server.addr(),
+        &["kubernetes.default.svc.cluster.local."],
+    ))
+    .await;
+    assert_eq!(ok.status, Status::Ok, "{ok:?}");
+    assert!(ok.message.contains("1 name(s) resolved"), "{}", ok.message);
+    assert!(ok.details["names"][0]["latency_ms"].as_f64().is_some());
+
+    let cases = [
+        ("missing.example", "NXDOMAIN"),
+        ("broken.example", "SERVFAIL"),
+        ("slow.example", "no answer within 500.0 ms"),
+    ];
+    for (name, says) in cases {
+        let started = Instant::now();
+        let outcome = run(&dns(
+            server.addr(),
+            &["kubernetes.default.svc.cluster.local", name],
+        ))
+        .await;
+        assert_eq!(outcome.status, Status::Critical, "{name}: {outcome:?}");
+        assert!(
+            outcome.message.contains(says),
+            "{name}: {}",
+            outcome.message
+        );
+        assert!(
+            outcome.message.starts_with(name),
+            "only the failing name: {}",
+            outcome.message
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
+#[tokio::test]
+async fn dns_with_no_server_listening_says_so() {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind");
+    let outcome = run(&dns(port, &["kubernetes.default.svc.cluster.local"])).await;
+    assert_eq!(outcome.status, Status::Critical, "{outcome:?}");
+    assert!(
+        outcome.message.contains("no DNS server listens there")
+            || outcome.message.contains("no answer"),
+        "{}",
+        outcome.message
+    );
 }

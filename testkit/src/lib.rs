@@ -40,6 +40,7 @@
 //!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
+mod dns;
 mod etcd;
 mod exposition;
 mod kube;
@@ -49,6 +50,7 @@ mod wait;
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
+pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};

@@ -266,6 +266,25 @@ pub struct NodeCheckArgs {
     #[arg(long, env = "STARLING_PLUGIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub plugin_timeout: Duration,
 
+    /// A name that must resolve (to an A record) through cluster DNS.
+    /// Repeatable; the environment variable takes a comma-separated list.
+    /// In a pod the default is kubernetes.default.svc.cluster.local.
+    #[arg(long = "dns-name", env = "STARLING_DNS_NAMES", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+
+    /// The DNS server to ask, IP or IP:port; by default the first
+    /// nameserver of /etc/resolv.conf (the node's resolver).
+    #[arg(long, env = "STARLING_DNS_SERVER")]
+    pub dns_server: Option<String>,
+
+    /// Each DNS query not answered within this is critical ("no answer").
+    #[arg(long, env = "STARLING_DNS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub dns_timeout: Duration,
+
+    /// Turn the DNS check off, also in a pod.
+    #[arg(long, env = "STARLING_NO_DNS_CHECK")]
+    pub no_dns_check: bool,
+
     /// Between two runs of each node check.
     #[arg(long, env = "STARLING_NODE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub node_check_interval: Duration,

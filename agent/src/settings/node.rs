@@ -3,7 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use starling_checks::{KUBELET_HEALTHZ_URL, PluginSpec, Schedule, Status, Watermarks};
+use std::net::{IpAddr, SocketAddr};
+
+use starling_checks::{
+    DnsSpec, KUBELET_HEALTHZ_URL, KUBERNETES_SERVICE_NAME, PluginSpec, Schedule, Status,
+    Watermarks, resolv_conf_server,
+};
 
 use super::ConfigError;
 use crate::cli::NodeCheckArgs;
@@ -16,6 +21,8 @@ pub struct NodeCheckSettings {
     /// The kubelet's health endpoint; `None` turns the check off.
     pub kubelet_url: Option<String>,
     pub plugins: Vec<PluginSpec>,
+    /// Cluster DNS; `None` turns the check off.
+    pub dns: Option<DnsSpec>,
     pub schedule: Schedule,
 }
 
@@ -27,6 +34,7 @@ impl Default for NodeCheckSettings {
             disk_marks: Watermarks::default(),
             kubelet_url: None,
             plugins: Vec::new(),
+            dns: None,
             schedule: Schedule {
                 interval: std::time::Duration::from_secs(30),
                 timeout: std::time::Duration::from_secs(30),
@@ -40,7 +48,10 @@ impl NodeCheckSettings {
     /// Whether any node check runs: then this node's status is unknown
     /// until they report.
     pub fn any(&self) -> bool {
-        !self.disk_paths.is_empty() || self.kubelet_url.is_some() || !self.plugins.is_empty()
+        !self.disk_paths.is_empty()
+            || self.kubelet_url.is_some()
+            || !self.plugins.is_empty()
+            || self.dns.is_some()
     }
 }
 
@@ -127,6 +138,7 @@ pub(super) fn node_checks(
         disk_marks: marks,
         kubelet_url,
         plugins,
+        dns: dns_check(args, in_pod, Path::new(RESOLV_CONF))?,
         schedule: Schedule {
             interval,
             // A plugin has its own timeout; the runner's is a backstop.
@@ -136,10 +148,117 @@ pub(super) fn node_checks(
     })
 }
 
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+fn dns_check(
+    args: &NodeCheckArgs,
+    in_pod: bool,
+    resolv_conf: &Path,
+) -> Result<Option<DnsSpec>, ConfigError> {
+    let invalid = |flag, reason: String| ConfigError::Invalid { flag, reason };
+    let names: Vec<String> = if !args.dns_names.is_empty() {
+        args.dns_names.clone()
+    } else if in_pod {
+        vec![KUBERNETES_SERVICE_NAME.to_owned()]
+    } else {
+        Vec::new()
+    };
+    if args.no_dns_check || names.is_empty() {
+        return Ok(None);
+    }
+    for name in &names {
+        starling_checks::encode_dns_query(0, name)
+            .map_err(|reason| invalid("--dns-name", reason))?;
+    }
+    let server = match &args.dns_server {
+        Some(text) => text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| invalid("--dns-server", format!("{text:?} is not an IP or IP:port")))?,
+        None => {
+            let text = std::fs::read_to_string(resolv_conf).map_err(|error| {
+                invalid(
+                    "--dns-server",
+                    format!(
+                        "none given, and {} is unreadable: {error}",
+                        resolv_conf.display()
+                    ),
+                )
+            })?;
+            resolv_conf_server(&text).ok_or_else(|| {
+                invalid(
+                    "--dns-server",
+                    format!(
+                        "none given, and {} names no nameserver",
+                        resolv_conf.display()
+                    ),
+                )
+            })?
+        }
+    };
+    Ok(Some(DnsSpec {
+        server,
+        names,
+        query_timeout: args.dns_timeout,
+    }))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> NodeCheckArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            node: NodeCheckArgs,
+        }
+        let argv = std::iter::once("starling").chain(extra.iter().copied());
+        Only::try_parse_from(argv).expect("flags parse").node
+    }
+
+    #[test]
+    fn dns_is_on_in_a_pod_through_the_nodes_resolver_and_off_outside_unless_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "search svc.cluster.local\nnameserver 10.96.0.10\n").expect("write");
+        let spec = dns_check(&args(&[]), true, &resolv).expect("valid").expect("on in a pod");
+        assert_eq!(spec.server, "10.96.0.10:53".parse().expect("literal"));
+        assert_eq!(spec.names, [KUBERNETES_SERVICE_NAME]);
+        assert_eq!(dns_check(&args(&[]), false, &resolv).expect("valid"), None);
+        assert_eq!(dns_check(&args(&["--no-dns-check"]), true, &resolv).expect("valid"), None);
+        let given = args(&["--dns-name", "a.example,b.example", "--dns-server", "127.0.0.1:5353"]);
+        let spec = dns_check(&given, false, &resolv).expect("valid").expect("asked for");
+        assert_eq!(spec.names, ["a.example", "b.example"]);
+        assert_eq!(spec.server, "127.0.0.1:5353".parse().expect("literal"));
+    }
+
+    #[test]
+    fn dns_mistakes_name_the_flag() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("resolv.conf");
+        std::fs::write(&empty, "options ndots:5\n").expect("write");
+        let cases = [
+            (args(&[]), "--dns-server: none given, and", "names no nameserver"),
+            (args(&["--dns-server", "dns.local"]), "--dns-server", "is not an IP"),
+            (args(&["--dns-name", "a..b", "--dns-server", "1.1.1.1"]), "--dns-name", "label"),
+        ];
+        for (args, flag, reason) in cases {
+            let error = dns_check(&args, true, &empty).expect_err("refused").to_string();
+            assert!(error.starts_with(flag) && error.contains(reason), "{error}");
+        }
+        let missing = dir.path().join("nope");
+        let error = dns_check(&args(&[]), true, &missing).expect_err("refused").to_string();
+        assert!(error.contains("unreadable"), "{error}");
+    }
 }

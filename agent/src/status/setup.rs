@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use starling_checks::{
-    ApiServerCheck, CONTROLLER_MANAGER_LEASE, DiskCheck, EtcdCheck, HealthzCheck, LeaseCheck,
-    PluginCheck, Runner, SCHEDULER_LEASE, Schedule, SchedulerCheck,
+    ApiServerCheck, CONTROLLER_MANAGER_LEASE, DiskCheck, DnsCheck, EtcdCheck, HealthzCheck,
+    LeaseCheck, PluginCheck, Runner, SCHEDULER_LEASE, Schedule, SchedulerCheck,
 };
 
 use crate::gossip::Role;
@@ -62,6 +62,9 @@ pub(crate) async fn runner(settings: &AgentSettings) -> Result<Runner, ChecksErr
             .expect("settings accept only loopback kubelet URLs")
             .on_every_node();
         runner.add(check, node.schedule);
+    }
+    if let Some(dns) = &node.dns {
+        runner.add(DnsCheck::new(dns.clone()), node.schedule);
     }
     for plugin in &node.plugins {
         runner.add(PluginCheck::new(plugin.clone()), node.schedule);

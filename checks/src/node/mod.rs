@@ -1,10 +1,15 @@
-//! Checks of the node itself: its disks, its kubelet, and the operator's
-//! own exec plugins.
+//! Checks of the node itself: its disks, its kubelet, cluster DNS as the
+//! node resolves it, and the operator's own exec plugins.
 
 mod disk;
+mod dns;
 mod plugin;
 
 pub use disk::{DiskCheck, Watermarks};
+pub use dns::{
+    Answer, DnsCheck, DnsSpec, KUBERNETES_SERVICE_NAME, encode_dns_query, resolv_conf_server,
+    resolve,
+};
 pub use plugin::{PluginCheck, PluginSpec};
 
 /// The kubelet's plain-HTTP health endpoint (`--healthz-port`, default
