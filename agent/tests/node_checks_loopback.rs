@@ -1,6 +1,6 @@
 //! The node checks in a real agent: an exec plugin's verdict and message
-//! reach `/v1/nodes/{name}` and the node's status, and the disk check
-//! watches the data dir.
+//! reach `/v1/nodes/{name}` and the node's status, the disk check watches
+//! the data dir, and the DNS check resolves through a local server.
 
 #[path = "support/agents.rs"]
 mod support;
@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use starling_agent::settings::NodeCheckSettings;
-use starling_checks::{PluginSpec, Schedule, Status, Watermarks};
+use starling_checks::{DnsSpec, PluginSpec, Schedule, Status, Watermarks};
+use starling_testkit::{DnsReply, DnsServer};
 use starling_web::NodeResponse;
 use support::{ANY_PORT, PATIENCE, get, keyring, settings};
 
@@ -35,6 +36,11 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
         std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     };
     write(1, "conntrack table 97% full");
+    let dns = DnsServer::start(&[(
+        "kubernetes.default.svc.cluster.local",
+        DnsReply::Address([10, 96, 0, 1].into()),
+    )])
+    .expect("a DNS server on loopback");
     let data = tempfile::tempdir().expect("temp dir");
     let mut settings = settings("node-a", &keyring(), ANY_PORT, Vec::new(), &data);
     settings.node = NodeCheckSettings {
@@ -52,6 +58,11 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
             timeout: Duration::from_secs(5),
             problem: Status::Critical,
         }],
+        dns: Some(DnsSpec {
+            server: dns.addr(),
+            names: vec!["kubernetes.default.svc.cluster.local".to_owned()],
+            query_timeout: Duration::from_secs(1),
+        }),
         schedule: Schedule {
             interval: Duration::from_millis(300),
             timeout: Duration::from_secs(6),
@@ -68,7 +79,7 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
             let deadline = tokio::time::Instant::now() + PATIENCE;
             loop {
                 let answer = node(api, "node-a").await;
-                if answer.status == status && answer.checks.len() == 2 {
+                if answer.status == status && answer.checks.len() == 3 {
                     return answer;
                 }
                 assert!(
@@ -96,6 +107,12 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
         .expect("the disk check's result");
     assert_eq!(disk.status, "ok");
     assert!(disk.message.contains(&data.path().display().to_string()));
+    let dns_check = degraded
+        .checks
+        .iter()
+        .find(|c| c.check == "dns")
+        .expect("the DNS check's result");
+    assert_eq!(dns_check.status, "ok", "{dns_check:?}");
 
     write(0, "conntrack table 12% full");
     let healthy = wait("healthy").await;

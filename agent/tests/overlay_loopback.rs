@@ -155,6 +155,33 @@ async fn probes_fill_the_matrix_find_a_skewed_clock_and_blame_a_silent_pod_netwo
         }
     }
     assert_eq!(metric(&a, "starling_overlay_probed_by ").await, 3.0);
+    let text = get(format!("http://{}/metrics", a.api_addr))
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text");
+    let families = starling_testkit::parse_exposition(&text).expect("a strict exposition");
+    for (name, series) in [
+        ("starling_overlay_loss_ratio", 3),
+        ("starling_overlay_rtt_p50_seconds", 3),
+        ("starling_overlay_rtt_p95_seconds", 3),
+        ("starling_overlay_path_status", 12),
+        ("starling_overlay_probed_by", 1),
+        ("starling_overlay_probe_bytes", 2),
+        ("starling_overlay_reports", 2),
+        ("starling_clock_offset_seconds", 1),
+    ] {
+        let family = families
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        assert_eq!(
+            family.samples.len(),
+            series,
+            "{name}: one series per peer (3) or as listed"
+        );
+    }
     assert!(metric(&a, "starling_overlay_probe_bytes_total{direction=\"sent\"}").await > 0.0);
 
     // The skewed node finds itself 1.5 s ahead; the others are in step.

@@ -104,7 +104,7 @@ pub async fn run(args: HttpBenchArgs) -> Result<(), BenchError> {
             .unwrap_or("wrk")
             .trim(),
         args.duration,
-        machine().await,
+        machine("agents and wrk").await,
     );
     println!("| endpoint | connections | p50 | p99 | requests/s |\n|---|---:|---:|---:|---:|");
     let base = format!("http://{}", agents.api(0));
@@ -129,7 +129,8 @@ pub async fn run(args: HttpBenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn machine() -> String {
+/// The machine line of a report; `sharing` says who shares the CPUs.
+pub(super) async fn machine(sharing: &str) -> String {
     let facts = super::measure::MachineFacts::collect(None).await;
     let build = if facts.release_build {
         "a release build"
@@ -137,7 +138,7 @@ async fn machine() -> String {
         "a DEBUG build (figures are not representative)"
     };
     format!(
-        "Machine: {} CPUs, Linux {}, {build}; agents and wrk share the CPUs.",
+        "Machine: {} CPUs, Linux {}, {build}; {sharing} share the CPUs.",
         facts.cpus, facts.kernel
     )
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod history;
 mod http;
 mod measure;
+mod overlay;
 mod report;
 mod results;
 mod scenario;
@@ -57,6 +58,12 @@ pub enum BenchCommand {
     /// Debian's `wrk` from a second process: latency p50/p99 and
     /// requests/s. Prints a Markdown report. Build with --release first.
     Http(http::HttpBenchArgs),
+    /// The overlay probe at N peers, everyone probing everyone: CPU and
+    /// bytes per second per node, and (as root, in a network namespace the
+    /// benchmark creates) the time from cutting one overlay path until
+    /// every agent reports it. Prints a Markdown report. Build with
+    /// --release first.
+    Overlay(overlay::OverlayBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -139,6 +146,8 @@ pub enum BenchError {
     History(String),
     #[error("HTTP benchmark: {0}")]
     Http(String),
+    #[error("overlay benchmark: {0}")]
+    Overlay(String),
     #[error("interrupted; every agent started was stopped")]
     Interrupted,
     #[error("the benchmark of {0} did not finish; the report says where it stopped")]
@@ -161,6 +170,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         },
         BenchCommand::Http(args) => tokio::select! {
             result = http::run(args) => result,
+            () = crate::shutdown_signal() => Err(BenchError::Interrupted),
+        },
+        BenchCommand::Overlay(args) => tokio::select! {
+            result = overlay::run(args) => result,
             () = crate::shutdown_signal() => Err(BenchError::Interrupted),
         },
     }

@@ -231,14 +231,27 @@ mod tests {
     fn dns_is_on_in_a_pod_through_the_nodes_resolver_and_off_outside_unless_asked() {
         let dir = tempfile::tempdir().expect("temp dir");
         let resolv = dir.path().join("resolv.conf");
-        std::fs::write(&resolv, "search svc.cluster.local\nnameserver 10.96.0.10\n").expect("write");
-        let spec = dns_check(&args(&[]), true, &resolv).expect("valid").expect("on in a pod");
+        std::fs::write(&resolv, "search svc.cluster.local\nnameserver 10.96.0.10\n")
+            .expect("write");
+        let spec = dns_check(&args(&[]), true, &resolv)
+            .expect("valid")
+            .expect("on in a pod");
         assert_eq!(spec.server, "10.96.0.10:53".parse().expect("literal"));
         assert_eq!(spec.names, [KUBERNETES_SERVICE_NAME]);
         assert_eq!(dns_check(&args(&[]), false, &resolv).expect("valid"), None);
-        assert_eq!(dns_check(&args(&["--no-dns-check"]), true, &resolv).expect("valid"), None);
-        let given = args(&["--dns-name", "a.example,b.example", "--dns-server", "127.0.0.1:5353"]);
-        let spec = dns_check(&given, false, &resolv).expect("valid").expect("asked for");
+        assert_eq!(
+            dns_check(&args(&["--no-dns-check"]), true, &resolv).expect("valid"),
+            None
+        );
+        let given = args(&[
+            "--dns-name",
+            "a.example,b.example",
+            "--dns-server",
+            "127.0.0.1:5353",
+        ]);
+        let spec = dns_check(&given, false, &resolv)
+            .expect("valid")
+            .expect("asked for");
         assert_eq!(spec.names, ["a.example", "b.example"]);
         assert_eq!(spec.server, "127.0.0.1:5353".parse().expect("literal"));
     }
@@ -249,16 +262,32 @@ mod tests {
         let empty = dir.path().join("resolv.conf");
         std::fs::write(&empty, "options ndots:5\n").expect("write");
         let cases = [
-            (args(&[]), "--dns-server: none given, and", "names no nameserver"),
-            (args(&["--dns-server", "dns.local"]), "--dns-server", "is not an IP"),
-            (args(&["--dns-name", "a..b", "--dns-server", "1.1.1.1"]), "--dns-name", "label"),
+            (
+                args(&[]),
+                "--dns-server: none given, and",
+                "names no nameserver",
+            ),
+            (
+                args(&["--dns-server", "dns.local"]),
+                "--dns-server",
+                "is not an IP",
+            ),
+            (
+                args(&["--dns-name", "a..b", "--dns-server", "1.1.1.1"]),
+                "--dns-name",
+                "label",
+            ),
         ];
         for (args, flag, reason) in cases {
-            let error = dns_check(&args, true, &empty).expect_err("refused").to_string();
+            let error = dns_check(&args, true, &empty)
+                .expect_err("refused")
+                .to_string();
             assert!(error.starts_with(flag) && error.contains(reason), "{error}");
         }
         let missing = dir.path().join("nope");
-        let error = dns_check(&args(&[]), true, &missing).expect_err("refused").to_string();
+        let error = dns_check(&args(&[]), true, &missing)
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains("unreadable"), "{error}");
     }
 }
