@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use starling_agent::daemon::{self, RunningAgent};
+use starling_agent::daemon::RunningAgent;
 use starling_agent::gossip::{Keyring, Purpose};
 use starling_agent::overlay::{OffsetClock, ProbeConfig, ProbeReport, SystemClock, WallClock, run};
 use starling_agent::replicate::seal_json;
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 #[path = "support/agents.rs"]
 mod agents;
-use agents::{ANY_PORT, PATIENCE, get, keyring, metric, sees_alive, settings};
+use agents::{PATIENCE, agent_with, get, keyring, metric, sees_alive};
 
 /// Fast enough for a test, with the judgement's proportions kept: ten
 /// pings per window at least, several reports per window.
@@ -35,12 +35,10 @@ async fn overlay_agent(
     key: &Keyring,
     join: Option<SocketAddr>,
 ) -> (RunningAgent, tempfile::TempDir) {
-    let data = tempfile::tempdir().expect("temp dir");
-    let join = join.into_iter().map(|a| a.to_string()).collect();
-    let mut settings = settings(name, key, ANY_PORT, join, &data);
-    settings.overlay = fast_overlay();
-    let agent = daemon::start(settings).await.expect("agent starts");
-    (agent, data)
+    agent_with(name, key, join, |settings| {
+        settings.overlay = fast_overlay()
+    })
+    .await
 }
 
 /// A probe task for `agent`; dropping the sender stops it.

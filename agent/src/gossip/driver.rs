@@ -70,6 +70,34 @@ pub struct MembershipView {
     pub started_unix_ms: u64,
 }
 
+#[cfg(test)]
+impl MembershipView {
+    /// `me` and other members in the given states, on made-up loopback
+    /// addresses: for the pure functions that read a view.
+    pub(crate) fn for_tests(me: &str, others: &[(&str, MemberState)]) -> Self {
+        let id = |name: &str, port: u16| NodeId {
+            name: name.to_owned(),
+            ..NodeId::seed(SocketAddr::from(([127, 0, 0, 1], port)))
+        };
+        MembershipView {
+            me: id(me, 1),
+            members: others
+                .iter()
+                .enumerate()
+                .map(|(i, (name, state))| MemberView {
+                    id: id(name, 2 + i as u16),
+                    state: *state,
+                    since_unix_ms: 0,
+                })
+                .collect(),
+            local_health: 0,
+            connected: true,
+            published_unix_ms: 0,
+            started_unix_ms: 0,
+        }
+    }
+}
+
 /// A membership transition, stamped with wall-clock time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberEvent {

@@ -161,31 +161,7 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::{MemberView, NodeId};
     use crate::overlay::judge::path_check;
-
-    fn view(me: &str, others: &[(&str, MemberState)]) -> MembershipView {
-        let id = |name: &str, port: u16| NodeId {
-            name: name.to_owned(),
-            ..NodeId::seed(format!("127.0.0.1:{port}").parse().expect("literal"))
-        };
-        MembershipView {
-            me: id(me, 1),
-            members: others
-                .iter()
-                .enumerate()
-                .map(|(i, (name, state))| MemberView {
-                    id: id(name, 2 + i as u16),
-                    state: *state,
-                    since_unix_ms: 0,
-                })
-                .collect(),
-            local_health: 0,
-            connected: true,
-            published_unix_ms: 0,
-            started_unix_ms: 0,
-        }
-    }
 
     fn path(from: &str, to: &str, status: CheckStatus) -> CheckResult {
         CheckResult {
@@ -219,7 +195,7 @@ mod tests {
     const FOUR: [&str; 4] = ["a", "b", "c", "d"];
 
     fn four(state_of_b: MemberState) -> MembershipView {
-        view("a", &[("b", state_of_b), ("c", ALIVE), ("d", ALIVE)])
+        MembershipView::for_tests("a", &[("b", state_of_b), ("c", ALIVE), ("d", ALIVE)])
     }
 
     #[test]

@@ -148,12 +148,7 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TIMING: WindowTiming = WindowTiming {
-        window: Duration::from_secs(10),
-        timeout: Duration::from_secs(1),
-        max_offset_rtt: Duration::from_millis(100),
-    };
+    use crate::overlay::window::TEST_TIMING as TIMING;
 
     fn target(node: &str, port: u16) -> ProbeTarget {
         ProbeTarget {

@@ -117,15 +117,19 @@ fn nearest_rank<T: Copy>(sorted: &[T], percentile: usize) -> Option<T> {
     Some(sorted[rank - 1])
 }
 
+/// A 10 s window, 1 s timeout, 100 ms bound for offsets: the tests' timing.
+#[cfg(test)]
+pub(crate) const TEST_TIMING: WindowTiming = WindowTiming {
+    window: Duration::from_secs(10),
+    timeout: Duration::from_secs(1),
+    max_offset_rtt: Duration::from_millis(100),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TIMING: WindowTiming = WindowTiming {
-        window: Duration::from_secs(10),
-        timeout: Duration::from_secs(1),
-        max_offset_rtt: Duration::from_millis(100),
-    };
+    const TIMING: WindowTiming = TEST_TIMING;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -153,29 +153,8 @@ fn summary(result: &CheckResult) -> CheckSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::{MemberView, NodeId};
-
     fn view(others: &[(&str, MemberState)]) -> MembershipView {
-        let id = |name: &str, port: u16| NodeId {
-            name: name.to_owned(),
-            ..NodeId::seed(format!("127.0.0.1:{port}").parse().expect("literal"))
-        };
-        MembershipView {
-            me: id("a", 1),
-            members: others
-                .iter()
-                .enumerate()
-                .map(|(i, (name, state))| MemberView {
-                    id: id(name, 2 + i as u16),
-                    state: *state,
-                    since_unix_ms: 0,
-                })
-                .collect(),
-            local_health: 0,
-            connected: true,
-            published_unix_ms: 0,
-            started_unix_ms: 0,
-        }
+        MembershipView::for_tests("a", others)
     }
 
     fn result(node: &str, check: &str, status: CheckStatus) -> CheckResult {

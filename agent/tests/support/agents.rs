@@ -54,9 +54,21 @@ pub async fn agent(
     keyring: &Keyring,
     join: Option<SocketAddr>,
 ) -> (RunningAgent, tempfile::TempDir) {
+    agent_with(name, keyring, join, |_| {}).await
+}
+
+/// `agent`, with `tune` applied to its settings first.
+pub async fn agent_with(
+    name: &str,
+    keyring: &Keyring,
+    join: Option<SocketAddr>,
+    tune: impl FnOnce(&mut AgentSettings),
+) -> (RunningAgent, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
     let join = join.into_iter().map(|a| a.to_string()).collect();
-    let agent = daemon::start(settings(name, keyring, ANY_PORT, join, &data))
+    let mut settings = settings(name, keyring, ANY_PORT, join, &data);
+    tune(&mut settings);
+    let agent = daemon::start(settings)
         .await
         .expect("agent starts on loopback");
     (agent, data)
