@@ -281,17 +281,9 @@ async fn probe_bytes(agents: &Agents, n: usize) -> Result<Vec<f64>, BenchError> 
 }
 
 async fn overlay_paths_ok(api: SocketAddr, expected: usize) -> bool {
-    let Ok(response) = client()
-        .get(format!("http://{api}/v1/overlay"))
-        .send()
+    crate::client::overlay(&[api.to_string()])
         .await
-    else {
-        return false;
-    };
-    let Ok(overlay) = response.json::<starling_web::OverlayResponse>().await else {
-        return false;
-    };
-    overlay.paths.len() == expected && overlay.paths.iter().all(|p| p.status == "ok")
+        .is_ok_and(|o| o.paths.len() == expected && o.paths.iter().all(|p| p.status == "ok"))
 }
 
 async fn time_to_report(

@@ -138,6 +138,10 @@ pub async fn status(addrs: &[String]) -> Result<StatusResponse, ClientError> {
     get(addrs, "/v1/status", &[]).await
 }
 
+pub async fn overlay(addrs: &[String]) -> Result<OverlayResponse, ClientError> {
+    get(addrs, "/v1/overlay", &[]).await
+}
+
 pub async fn history(args: &HistoryArgs) -> Result<HistoryResponse, ClientError> {
     let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
     let optional = [
@@ -181,8 +185,7 @@ pub async fn print_status(args: &QueryArgs) -> Result<(), ClientError> {
 
 /// `starling overlay`: the pod network's reachability matrix.
 pub async fn print_overlay(args: &QueryArgs) -> Result<(), ClientError> {
-    let overlay: OverlayResponse = get(&args.addr.list, "/v1/overlay", &[]).await?;
-    print_as(args.output, &overlay, overlay_table);
+    print_as(args.output, &overlay(&args.addr.list).await?, overlay_table);
     Ok(())
 }
 

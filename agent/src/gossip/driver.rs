@@ -391,9 +391,8 @@ impl Gossip {
             }
             Command::Merge(theirs) => self.node.apply_membership_state(theirs, now),
             Command::SetProbeAddr(addr) => {
-                if self.node.identity().meta.probe_addr != Some(addr) {
-                    tracing::info!(probe = %addr, "publishing the overlay probe's address");
-                    self.node.set_probe_addr(Some(addr), now);
+                if self.node.set_probe_addr(Some(addr), now) {
+                    tracing::info!(probe = %addr, "published the overlay probe's address");
                     // `me` changed: republish without waiting.
                     self.publish(&self.clock, now);
                 }

@@ -297,19 +297,25 @@ impl GossipNode {
     /// foca has no metadata channel, so this is a new identity one
     /// incarnation up: members apply it as a rename of the same address
     /// (`MemberTable::renamed` tells it from a restart) and nobody sees the
-    /// node go down. A no-op when the address is already published.
-    pub fn set_probe_addr(&mut self, probe_addr: Option<SocketAddr>, now: Duration) {
+    /// node go down. Returns whether the identity changed: `false` when the
+    /// address is already published (or foca refused the change).
+    pub fn set_probe_addr(&mut self, probe_addr: Option<SocketAddr>, now: Duration) -> bool {
         let current = self.identity();
         if current.meta.probe_addr == probe_addr {
-            return;
+            return false;
         }
         let mut next = current.clone();
         next.incarnation += 1;
         next.meta.probe_addr = probe_addr;
-        if let Err(error) = self.foca.change_identity(next, &mut self.effects) {
-            tracing::warn!(%error, "could not publish the probe address");
-        }
+        let changed = match self.foca.change_identity(next, &mut self.effects) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "could not publish the probe address");
+                false
+            }
+        };
         self.settle(now);
+        changed
     }
 
     /// Declare ourselves down (`announce_leave` first); the caller flushes

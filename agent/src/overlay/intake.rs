@@ -16,10 +16,10 @@ use super::metrics::OverlayMetrics;
 use super::select;
 use super::wire::{PeerReport, ProbeAssignment, ProbeReport, ProbeTarget};
 use crate::gossip::{GossipHandle, Keyring, MemberState, Purpose};
-use crate::history::CheckResult;
-use crate::replicate::{Publisher, open_json, seal_json};
+use crate::history::CheckStatus;
+use crate::replicate::{Publisher, open_json, refusal, seal_json};
 use crate::settings::OverlaySettings;
-use crate::status::{StatusMetrics, history_status, record_transition};
+use crate::status::{StatusMetrics, history_row, history_status, record_transition};
 
 /// Reports missed in a row before the probe's figures are no longer
 /// believed (a probe pod crash-looping, or evicted).
@@ -44,7 +44,7 @@ struct IntakeState {
     last_report_ms: Option<u64>,
     /// The last status recorded per check of ours (paths and the clock),
     /// so only changes go to the cluster's log.
-    recorded: HashMap<String, Status>,
+    recorded: HashMap<String, CheckStatus>,
     last_totals: Option<(u64, u64)>,
     /// The last assignment computed, keyed by its candidates: recomputing
     /// above the all-pairs size costs N² hashes, so only on change.
@@ -97,12 +97,7 @@ impl OverlayIntake {
 
     async fn take(&self, body: Bytes, now_ms: u64) -> Result<Vec<u8>, ApiError> {
         let report: ProbeReport = open_json(&self.keyring, Purpose::ProbeReport, body.to_vec())
-            .map_err(|e| match e {
-                crate::replicate::WireError::Seal(e) => ApiError::Unauthorized(format!(
-                    "overlay report: must be sealed with the cluster key ({e})"
-                )),
-                other => ApiError::BadRequest(format!("overlay report: {other}")),
-            })?;
+            .map_err(refusal("overlay report"))?;
         if report.node != self.me() {
             return Err(ApiError::BadRequest(format!(
                 "overlay report from the probe of node {:?}, but this agent is node {:?}: \
@@ -202,10 +197,8 @@ impl OverlayIntake {
         let mut state = self.state.lock().await;
         for row in latest.into_iter().filter(|r| r.node == self.me()) {
             if path_target(&row.check).is_some() || row.check == CLOCK_CHECK {
-                state
-                    .recorded
-                    .insert(row.check.clone(), to_checks_status(row.status));
-                if row.status != crate::history::CheckStatus::Unknown {
+                state.recorded.insert(row.check.clone(), row.status);
+                if row.status != CheckStatus::Unknown {
                     let verdict = Verdict {
                         status: Status::Unknown,
                         message: "the agent restarted; waiting for the local probe".to_owned(),
@@ -316,7 +309,7 @@ impl OverlayIntake {
         if let Err(error) = self
             .publisher
             .store()
-            .record_result(self.history_row(&result))
+            .record_result(history_row(self.me(), &result))
             .await
         {
             tracing::error!(%error, "clock verdict not stored");
@@ -335,14 +328,14 @@ impl OverlayIntake {
         details: serde_json::Value,
         now_ms: u64,
     ) {
-        let result = self.checks_result(check, verdict, details, now_ms);
-        if state.recorded.get(check) == Some(&verdict.status) {
+        if state.recorded.get(check) == Some(&history_status(verdict.status)) {
             return;
         }
+        let result = self.checks_result(check, verdict, details, now_ms);
         if let Err(error) = self
             .publisher
             .store()
-            .upsert_latest(self.history_row(&result))
+            .upsert_latest(history_row(self.me(), &result))
             .await
         {
             tracing::error!(%error, check, "overlay verdict not stored");
@@ -351,16 +344,9 @@ impl OverlayIntake {
     }
 
     async fn transition(&self, state: &mut IntakeState, result: &starling_checks::CheckResult) {
-        let status = result.status;
+        let status = history_status(result.status);
         let previous = state.recorded.insert(result.check.clone(), status);
-        record_transition(
-            &self.publisher,
-            self.me(),
-            result,
-            previous.map(history_status),
-            history_status(status),
-        )
-        .await;
+        record_transition(&self.publisher, self.me(), result, previous, status).await;
     }
 
     fn checks_result(
@@ -379,27 +365,5 @@ impl OverlayIntake {
             at_unix_ms: now_ms,
             consecutive_failures: u32::from(verdict.status == Status::Critical),
         }
-    }
-
-    fn history_row(&self, result: &starling_checks::CheckResult) -> CheckResult {
-        CheckResult {
-            node: self.me().to_owned(),
-            check: result.check.clone(),
-            status: history_status(result.status),
-            message: result.message.clone(),
-            details: result.details.clone(),
-            duration_ms: result.duration_ms,
-            at_unix_ms: result.at_unix_ms,
-        }
-    }
-}
-
-fn to_checks_status(status: crate::history::CheckStatus) -> Status {
-    use crate::history::CheckStatus;
-    match status {
-        CheckStatus::Ok => Status::Ok,
-        CheckStatus::Warning => Status::Warning,
-        CheckStatus::Critical => Status::Critical,
-        CheckStatus::Unknown => Status::Unknown,
     }
 }

@@ -136,10 +136,12 @@ pub async fn run_command(
     Ok(())
 }
 
-fn timing(interval: Duration, window: Duration) -> WindowTiming {
+/// The agent holds `window` to at least 10 intervals, so a quarter of it
+/// always leaves an echo more than two intervals to come back.
+fn timing(window: Duration) -> WindowTiming {
     WindowTiming {
         window,
-        timeout: ECHO_TIMEOUT.min(window / 4).max(interval.min(ECHO_TIMEOUT)),
+        timeout: ECHO_TIMEOUT.min(window / 4),
         max_offset_rtt: MAX_OFFSET_RTT,
     }
 }
@@ -155,7 +157,7 @@ pub async fn run(
     let mut prober = Prober::new(
         config.node.clone(),
         config.advertise,
-        timing(DEFAULT_INTERVAL, DEFAULT_WINDOW),
+        timing(DEFAULT_WINDOW),
     );
     let (reports, report_inbox) = mpsc::channel::<ProbeReport>(1);
     let (assignments, mut assignment) = watch::channel::<Option<ProbeAssignment>>(None);
@@ -195,7 +197,7 @@ pub async fn run(
                 let window = Duration::from_millis(next.window_ms.max(1000));
                 prober.set_targets(&next.targets);
                 if prober.timing().window != window || pings.period() != interval {
-                    prober.set_timing(timing(interval, window));
+                    prober.set_timing(timing(window));
                     pings = ticker(interval);
                 }
                 let report_every = Duration::from_millis(next.report_interval_ms.max(100));

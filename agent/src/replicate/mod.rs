@@ -25,7 +25,7 @@ pub use publisher::Publisher;
 pub use pull::{DEFAULT_PULL_INTERVAL, PullError, Pulled, client, pull_from};
 pub use recorder::DEFAULT_RECORD_GRACE;
 pub use serve::{MAX_ANNOTATION_BYTES, SYNC_BATCH_ROWS};
-pub(crate) use serve::{accept_annotation, answer_sync};
+pub(crate) use serve::{accept_annotation, answer_sync, refusal};
 pub(crate) use wire::open_json;
 pub use wire::{AnnotationRequest, WireError, seal_json};
 

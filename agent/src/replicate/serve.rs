@@ -105,7 +105,8 @@ pub(crate) async fn accept_annotation(
     })
 }
 
-fn refusal(what: &'static str) -> impl Fn(WireError) -> ApiError {
+/// A sealed body that did not open or parse, as the answer to its sender.
+pub(crate) fn refusal(what: &'static str) -> impl Fn(WireError) -> ApiError {
     move |error| match error {
         WireError::Seal(error) => ApiError::Unauthorized(format!(
             "{what}: the request must be sealed with the cluster key ({error})"

@@ -10,7 +10,7 @@ mod setup;
 
 pub use metrics::StatusMetrics;
 pub use placement::GossipPlacement;
-pub(crate) use results::{history_status, record_results, record_transition};
+pub(crate) use results::{history_row, history_status, record_results, record_transition};
 pub use rollup::roll_up;
 pub(crate) use rollup::state_counts;
 pub use setup::ChecksError;

@@ -43,20 +43,24 @@ pub(crate) async fn record_results(
     while let Some(result) = results.recv().await {
         metrics.observe(&result);
         let status = history_status(result.status);
-        let row = CheckResult {
-            node: me.clone(),
-            check: result.check.clone(),
-            status,
-            message: result.message.clone(),
-            details: result.details.clone(),
-            duration_ms: result.duration_ms,
-            at_unix_ms: result.at_unix_ms,
-        };
-        if let Err(error) = store.record_result(row).await {
+        if let Err(error) = store.record_result(history_row(&me, &result)).await {
             tracing::error!(%error, check = %result.check, "check result not stored");
         }
         let previous = last.insert(result.check.clone(), status);
         record_transition(&publisher, &me, &result, previous, status).await;
+    }
+}
+
+/// A check run on this node (`me`) as the history keeps it.
+pub(crate) fn history_row(me: &str, result: &starling_checks::CheckResult) -> CheckResult {
+    CheckResult {
+        node: me.to_owned(),
+        check: result.check.clone(),
+        status: history_status(result.status),
+        message: result.message.clone(),
+        details: result.details.clone(),
+        duration_ms: result.duration_ms,
+        at_unix_ms: result.at_unix_ms,
     }
 }
 

@@ -255,7 +255,10 @@ impl Sim {
     pub fn set_probe_addr(&mut self, node: usize, probe_addr: SocketAddr) {
         let now = self.now;
         let gossip = self.nodes[node].node.as_mut().expect("running");
-        gossip.set_probe_addr(Some(probe_addr), now);
+        assert!(
+            gossip.set_probe_addr(Some(probe_addr), now),
+            "a new address"
+        );
         self.nodes[node].id = gossip.identity().clone();
         self.flush(node);
     }

@@ -85,6 +85,10 @@ impl Checker for DnsCheck {
                         Status::Critical,
                         format!("the server failed to answer ({})", rcode_name(*code)),
                     ),
+                    Answer::PortUnreachable => (
+                        Status::Critical,
+                        "port unreachable: no DNS server listens there".to_owned(),
+                    ),
                     Answer::Timeout => (
                         Status::Critical,
                         format!("no answer within {}", humantime_ms(self.spec.query_timeout)),
@@ -131,6 +135,8 @@ pub enum Answer {
     NxDomain,
     /// Any other non-zero RCODE (SERVFAIL, REFUSED, ...).
     Failed(u8),
+    /// The server's host answered ICMP port unreachable.
+    PortUnreachable,
     Timeout,
     /// We could not ask (bad name, no socket): not the server's fault.
     Error(String),
@@ -171,7 +177,7 @@ pub async fn resolve(server: SocketAddr, name: &str, timeout: Duration) -> Answe
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Answer::Failed(0xff)
+            Answer::PortUnreachable
         }
         Ok(Err(error)) => Answer::Error(format!("query to {server} failed: {error}")),
         Err(_) => Answer::Timeout,
@@ -184,7 +190,6 @@ fn rcode_name(code: u8) -> String {
         2 => "SERVFAIL".to_owned(),
         4 => "NOTIMP".to_owned(),
         5 => "REFUSED".to_owned(),
-        0xff => "port unreachable: no DNS server listens there".to_owned(),
         other => format!("RCODE {other}"),
     }
 }
