@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alert::{AlertMetrics, Alerting, SinkError};
 use crate::gossip::{
     Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
 };
@@ -37,6 +38,8 @@ pub enum AgentError {
     History(#[from] StoreError),
     #[error(transparent)]
     Checks(#[from] status::ChecksError),
+    #[error(transparent)]
+    Alerts(#[from] SinkError),
     #[error("{flag} {addr}: cannot bind: {source}")]
     Bind {
         flag: &'static str,
@@ -71,6 +74,8 @@ pub struct RunningAgent {
     http_task: JoinHandle<std::io::Result<()>>,
     /// Writes overlay verdicts: stopped before the history closes.
     overlay_task: JoinHandle<()>,
+    /// Records alert marks: stopped before replication and gossip.
+    alerting: Alerting,
 }
 
 /// Bind, join and serve. Returns once both sockets are bound, so callers
@@ -177,6 +182,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         settings.overlay.report_interval,
         stopped(stopping.clone()),
     ));
+    let alerting = Alerting::start(
+        &settings.alert,
+        handle.clone(),
+        publisher.clone(),
+        AlertMetrics::register(&mut registry),
+    )?;
     let surface = Arc::new(AgentSurface::new(SurfaceParts {
         view: handle.view.clone(),
         registry: Arc::new(registry),
@@ -211,6 +222,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         gossip_task,
         http_task,
         overlay_task,
+        alerting,
     })
 }
 
@@ -251,6 +263,7 @@ impl RunningAgent {
         for task in self.checks_tasks {
             task.await?;
         }
+        self.alerting.stop().await?;
         self.replication.stop().await?;
         // No receiver left means both tasks already ended.
         let _ = self.stop.send(true);

@@ -3,6 +3,7 @@
 //!
 //! Modules are private where they can be; this list is the surface.
 
+pub mod alert;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::gossip::{Keyring, KeyringError, Role};
 
+mod alert;
 mod overlay;
+pub use alert::AlertArgs;
 pub use overlay::{OverlayArgs, ProbeArgs};
 
 /// starling: a peer-to-peer health monitor for Kubernetes clusters.
@@ -137,6 +139,9 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub overlay: OverlayArgs,
+
+    #[command(flatten)]
+    pub alert: AlertArgs,
 
     /// Checks running at once, at most.
     #[arg(long, env = "STARLING_MAX_CONCURRENT_CHECKS", default_value_t = 4)]

@@ -53,6 +53,9 @@ pub struct MemberView {
     pub id: NodeId,
     pub state: MemberState,
     pub since_unix_ms: u64,
+    /// Other members whose own probes of this one failed lately (the
+    /// Lifeguard suspicion witnesses): how many agree it is in trouble.
+    pub witnesses: u32,
 }
 
 /// A snapshot of membership, republished by the loop.
@@ -88,6 +91,7 @@ impl MembershipView {
                     id: id(name, 2 + i as u16),
                     state: *state,
                     since_unix_ms: 0,
+                    witnesses: 0,
                 })
                 .collect(),
             local_health: 0,
@@ -472,6 +476,7 @@ impl Gossip {
                 id: record.id.clone(),
                 state: record.state,
                 since_unix_ms: clock.unix_ms(record.since),
+                witnesses: self.node.suspicion_witnesses(&record.id),
             })
             .collect();
         let mut counts = [

@@ -165,6 +165,11 @@ impl GossipNode {
         self.table.get(addr)
     }
 
+    /// See `MemberView::witnesses`.
+    pub fn suspicion_witnesses(&self, id: &NodeId) -> u32 {
+        self.suspicions.witness_count(id) as u32
+    }
+
     pub fn local_health(&self) -> u32 {
         self.health.score()
     }

@@ -152,7 +152,7 @@ impl Suspicions {
             .retain(|_, pending| now.saturating_sub(pending.started) <= max_age * 2);
     }
 
-    fn witness_count(&self, subject: &NodeId) -> usize {
+    pub fn witness_count(&self, subject: &NodeId) -> usize {
         self.witnesses.get(subject).map_or(0, |w| w.by.len())
     }
 }

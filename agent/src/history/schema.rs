@@ -54,6 +54,20 @@ const MIGRATIONS: &[&str] = &[
          at_ms INTEGER NOT NULL,
          PRIMARY KEY (node, check_name)
      );",
+    // v3: alert transitions waiting for a sink, oldest first per key.
+    "CREATE TABLE alert_outbox (
+         id INTEGER PRIMARY KEY,
+         sink TEXT NOT NULL,
+         alert_key TEXT NOT NULL,
+         resolved INTEGER NOT NULL,
+         transition INTEGER NOT NULL,
+         notice TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         last_error TEXT NULL
+     );
+     CREATE INDEX alert_outbox_head ON alert_outbox (sink, alert_key, id);",
 ];
 
 /// The user_version a fully migrated file has.

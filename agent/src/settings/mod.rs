@@ -1,9 +1,11 @@
 //! Validated agent settings: every mistake in the flags is caught here and
 //! reported as one line naming the flag.
 
+mod alert;
 mod node;
 mod overlay;
 
+pub use alert::{Secret, SinkSpec};
 pub use node::NodeCheckSettings;
 pub use overlay::OverlaySettings;
 
@@ -91,6 +93,8 @@ pub struct AgentSettings {
     pub node: NodeCheckSettings,
     /// How the overlay probe's figures and clock offsets are judged.
     pub overlay: OverlaySettings,
+    /// Where alerts go and when a condition is one.
+    pub alert: crate::alert::AlertSettings,
     pub max_concurrent_checks: usize,
 }
 
@@ -165,6 +169,7 @@ impl AgentSettings {
             healthz,
             node,
             overlay: overlay::overlay(&args.overlay)?,
+            alert: alert::alert(&args.alert)?,
             max_concurrent_checks: args.max_concurrent_checks.max(1),
         })
     }

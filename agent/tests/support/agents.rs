@@ -42,6 +42,7 @@ pub fn settings(
         healthz: Vec::new(),
         node: Default::default(),
         overlay: Default::default(),
+        alert: Default::default(),
         max_concurrent_checks: 4,
     }
 }
