@@ -38,8 +38,16 @@
 //! [`parse_exposition`] reads a `/metrics` text strictly (syntax and naming conventions), for
 //! tests of what an agent exports.
 //!
+//! # Alerts
+//!
+//! [`AlertReceiver`] records every request an agent sends to Alertmanager or a webhook and
+//! answers a status the test chooses (503 to play a receiver that is down);
+//! `stl-alert-receiver` is the same as a process for the namespace lab, logging requests to a
+//! file the test reads with [`read_received_log`].
+//!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
+mod alerts;
 mod dns;
 mod etcd;
 mod exposition;
@@ -50,6 +58,7 @@ mod wait;
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
+pub use alerts::{AlertReceiver, Received, read_received_log};
 pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
