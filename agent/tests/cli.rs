@@ -53,6 +53,25 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
     let under_file = blocker.join("data");
     let bad_key = dir.path().join("bad.key");
     std::fs::write(&bad_key, "not base64 at all\n").expect("write");
+    let alert_config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8 temp path").to_owned()
+    };
+    let typo = alert_config(
+        "typo.json",
+        r#"{"sinks": [{"type": "webhook", "url": "http://x", "severity": ["critical"]}]}"#,
+    );
+    let https = alert_config(
+        "https.json",
+        r#"{"sinks": [{"type": "webhook", "url": "https://hooks.example"}]}"#,
+    );
+    let twice = alert_config(
+        "twice.json",
+        r#"{"sinks": [{"type": "webhook", "name": "a", "url": "http://x"},
+                      {"type": "alertmanager", "name": "a", "url": "http://y"}]}"#,
+    );
+    let empty_token = alert_config("empty.token", "\n");
 
     fails_naming(&["--gossip-bind", "nope"], "--gossip-bind");
     for (flags, named) in [
@@ -77,6 +96,32 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
             "--kubelet-healthz-url",
         ),
         (vec!["--node-check-failures", "0"], "--node-check-failures"),
+        (
+            vec!["--alertmanager", "alertmanager:9093"],
+            "--alertmanager",
+        ),
+        (vec!["--alert-webhook", "ftp://x"], "--alert-webhook"),
+        (vec!["--alert-min-severity", "page"], "--alert-min-severity"),
+        (
+            vec!["--alert-config", "/nonexistent.json"],
+            "--alert-config",
+        ),
+        (vec!["--alert-config", typo.as_str()], "--alert-config"),
+        (vec!["--alert-config", https.as_str()], "--alert-config"),
+        (vec!["--alert-config", twice.as_str()], "--alert-config"),
+        (
+            vec![
+                "--alert-webhook",
+                "http://x",
+                "--alert-webhook-token-file",
+                empty_token.as_str(),
+            ],
+            "--alert-webhook-token-file",
+        ),
+        (
+            vec!["--alert-partition-percent", "0"],
+            "--alert-partition-percent",
+        ),
     ] {
         let mut args = vec!["--insecure-gossip", "--data-dir", data];
         args.extend(flags);
@@ -233,6 +278,12 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "--etcd-failures",
         "--role",
         "STARLING_GOSSIP_KEY_FILE",
+        "--alertmanager",
+        "STARLING_ALERTMANAGERS",
+        "--alert-webhook ",
+        "--alert-config",
+        "--alert-flap-window",
+        "--alert-resend-interval",
     ] {
         assert!(help.contains(expected), "--help lacks {expected}:\n{help}");
     }
