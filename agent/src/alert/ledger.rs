@@ -280,15 +280,14 @@ impl Ledgers {
         Ok(marks.len())
     }
 
-    /// Drop what the flap window no longer needs, and resolved keys whose
-    /// last transition is older than it (they start from scratch again).
+    /// Drop the firing starts the flap window no longer needs. Ledgers
+    /// themselves stay (one small entry per key ever alerted on): a key's
+    /// generation must never start again at 1, or a new notice would reuse
+    /// an old one's idempotency key.
     pub fn prune(&mut self, before_unix_ms: u64) {
-        self.by_key.retain(|_, ledger| {
+        for ledger in self.by_key.values_mut() {
             ledger.prune(before_unix_ms);
-            ledger.state == Some(AlertState::Firing)
-                || !ledger.fired.is_empty()
-                || ledger.starts_at_unix_ms >= before_unix_ms
-        });
+        }
     }
 }
 
