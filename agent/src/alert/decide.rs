@@ -133,10 +133,7 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
     let stale_claim = match &ledger.claimed_by {
         _ if ledger.generation == 0 || ledger.delivered => false,
         None => true,
-        Some((_, at)) => {
-            !claimant_alive
-                || now_unix_ms.saturating_sub(*at) >= timing.takeover_after.as_millis() as u64
-        }
+        Some(_) => !claimant_alive || ledger.claim_expired(now_unix_ms, timing.takeover_after),
     };
     if !stale_claim {
         return Decision::Nothing;

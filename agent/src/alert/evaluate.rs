@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::gossip::{GossipHandle, MemberState, MembershipView};
+use crate::gossip::{GossipHandle, MembershipView};
 use crate::history::Store;
 use crate::rendezvous;
 use crate::replicate::Publisher;
@@ -119,18 +119,10 @@ impl Evaluator {
                 Decision::Nothing | Decision::WaitUntil(_) => {}
                 Decision::Send(wanted) => {
                     let notice = self.notice(observation, wanted, now);
-                    self.queue(&notice, now).await?;
-                    ledgers.apply(
-                        &ledger::parse_mark(
-                            ledger::mark_event(Step::Queued, &notice, None, now)
-                                .dedupe_key
-                                .as_deref()
-                                .expect("marks carry a dedupe key"),
-                            &view.me.name,
-                            now,
-                        )
-                        .expect("a mark parses back"),
-                    );
+                    let mark = self.queue(&notice, now).await?;
+                    // Now, not at the next catch-up: the refresh below must
+                    // see this transition.
+                    ledgers.apply(&mark);
                     local.refreshed.insert(key.clone(), now);
                 }
             }
@@ -144,8 +136,8 @@ impl Evaluator {
             }
         }
         self.metrics.firing(firing);
-        // Deliveries shrink the outbox between enqueues.
-        self.note_outbox(0).await;
+        // Once per tick: enqueues grow the outbox, deliveries shrink it.
+        self.metrics.outbox_rows(self.outbox.len().await?);
         let horizon = now.saturating_sub(self.timing.flap_window.as_millis() as u64);
         ledgers.prune(horizon);
         local.noticed.retain(|key, _| seen.contains_key(key));
@@ -179,29 +171,11 @@ impl Evaluator {
         let claimant = ledger
             .and_then(|l| l.claimed_by.as_ref())
             .map(|(name, _)| name.as_str());
-        let claimant_alive = claimant.is_none_or(|name| {
-            name == me
-                || view
-                    .members
-                    .iter()
-                    .any(|m| m.id.name == name && m.state == MemberState::Alive)
-        });
-        let stale_claim = ledger.is_some_and(|l| {
-            !l.delivered
-                && l.claimed_by.as_ref().is_some_and(|(_, at)| {
-                    now.saturating_sub(*at) >= self.timing.takeover_after.as_millis() as u64
-                })
-        });
-        let eligible = std::iter::once(me)
-            .chain(
-                view.members
-                    .iter()
-                    .filter(|m| m.state == MemberState::Alive)
-                    .map(|m| m.id.name.as_str()),
-            )
-            .filter(|name| Some(*name) != observation.subject.as_deref())
-            .filter(|name| !(stale_claim && Some(*name) == claimant));
-        let rank = rendezvous::rank(key, eligible)
+        let claimant_alive = claimant.is_none_or(|name| view.alive_names().any(|n| n == name));
+        // A live claimant that cannot deliver is passed over for the takeover.
+        let passed_over = claimant
+            .filter(|_| ledger.is_some_and(|l| l.claim_expired(now, self.timing.takeover_after)));
+        let rank = ranked(view, key, observation.subject.as_deref(), passed_over)
             .iter()
             .position(|name| *name == me)?;
         let signature = (ledger.map_or(0, |l| l.generation), verdict);
@@ -233,7 +207,7 @@ impl Evaluator {
             state: wanted.state,
             flapping: wanted.flapping,
             message: observation.message.clone(),
-            observer: self.gossip.view.borrow().me.name.clone(),
+            observer: self.publisher.store().node_name().to_owned(),
             agreeing: observation.agreeing,
             generation: wanted.generation,
             starts_at_unix_ms: wanted.starts_at_unix_ms,
@@ -244,7 +218,11 @@ impl Evaluator {
 
     /// Into the outbox first (it survives a crash), then the queued mark
     /// that tells the others this node has it.
-    async fn queue(&self, notice: &Notice, now: u64) -> Result<(), crate::history::StoreError> {
+    async fn queue(
+        &self,
+        notice: &Notice,
+        now: u64,
+    ) -> Result<ledger::Mark, crate::history::StoreError> {
         let sinks: Vec<&(Arc<Sink>, Arc<Notify>)> = self
             .sinks
             .iter()
@@ -252,17 +230,18 @@ impl Evaluator {
             .collect();
         let names = sinks.iter().map(|(sink, _)| sink.name.clone()).collect();
         let dropped = self.outbox.enqueue(notice, names, true, now).await?;
-        self.publisher
+        let recorded = self
+            .publisher
             .record(ledger::mark_event(Step::Queued, notice, None, now))
             .await?;
         self.metrics.queued(notice.kind, notice.state.as_str());
-        self.note_outbox(dropped).await;
+        self.note_dropped(dropped);
         tracing::info!(id = %notice.id(), state = notice.state.as_str(), flapping = notice.flapping,
             message = %notice.message, "alert queued");
         for (_, wake) in sinks {
             wake.notify_one();
         }
-        Ok(())
+        Ok(ledger::mark_of(&recorded).expect("a queued mark reads back as one"))
     }
 
     /// Alertmanager forgets a firing alert not sent again within its
@@ -288,19 +267,9 @@ impl Evaluator {
             {
                 continue;
             }
-            let alive = view
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive)
-                .map(|m| m.id.name.as_str());
-            let owner = rendezvous::rank(
-                key,
-                std::iter::once(me)
-                    .chain(alive)
-                    .filter(|name| Some(*name) != observation.subject.as_deref()),
-            )
-            .first()
-            .copied();
+            let owner = ranked(view, key, observation.subject.as_deref(), None)
+                .first()
+                .copied();
             local.refreshed.insert(key.to_owned(), now);
             if owner != Some(me) {
                 continue;
@@ -327,21 +296,34 @@ impl Evaluator {
             }
             if !names.is_empty() {
                 let dropped = self.outbox.enqueue(&notice, names, false, now).await?;
-                self.note_outbox(dropped).await;
+                self.note_dropped(dropped);
             }
         }
         Ok(())
     }
 
-    async fn note_outbox(&self, dropped: u64) {
+    fn note_dropped(&self, dropped: u64) {
         if dropped > 0 {
             tracing::warn!(
                 dropped,
                 "alert outbox full: dropped the oldest notices (resolved first)"
             );
-        }
-        if let Ok(rows) = self.outbox.len().await {
-            self.metrics.outbox(rows, dropped);
+            self.metrics.outbox_dropped(dropped);
         }
     }
+}
+
+/// The alive members, this node included, ranked for `key`: the subject
+/// never sends about itself, and `passed_over` is a claimant being taken
+/// over from.
+fn ranked<'v>(
+    view: &'v MembershipView,
+    key: &str,
+    subject: Option<&str>,
+    passed_over: Option<&str>,
+) -> Vec<&'v str> {
+    let eligible = view
+        .alive_names()
+        .filter(|name| Some(*name) != subject && Some(*name) != passed_over);
+    rendezvous::rank(key, eligible)
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::params;
 
-use crate::history::{EventKind, NewEvent, Store, StoreError};
+use crate::history::{Event, EventKind, NewEvent, Store, StoreError};
 
 use super::model::{AlertState, Notice};
 
@@ -53,35 +53,25 @@ pub fn mark_event(step: Step, notice: &Notice, sink: Option<&str>, at_unix_ms: u
         (Step::Delivered, Some(sink)) => format!("delivered to {sink}"),
         _ => "queued".to_owned(),
     };
-    NewEvent {
-        at_unix_ms,
-        kind: EventKind::Alert,
-        node: notice
-            .subject
-            .clone()
-            .unwrap_or_else(|| notice.observer.clone()),
-        check: Some(notice.key.clone()),
-        old_state: None,
-        new_state: Some(notice.state.as_str().to_owned()),
-        message: format!(
-            "{} {}{} #{} {what}: {}",
-            notice.kind.alertname(),
-            notice.state.as_str(),
-            if notice.flapping { " (flapping)" } else { "" },
-            notice.generation,
-            notice.message
-        ),
-        dedupe_key: Some(format!(
-            "{MARK_PREFIX}{}:{}:{}:{}:{}:{}:{}",
-            step.as_str(),
-            notice.generation,
-            notice.state.as_str(),
-            u8::from(notice.flapping),
-            notice.starts_at_unix_ms,
-            sink.unwrap_or("-"),
-            notice.key
-        )),
-    }
+    let message = format!(
+        "{} {}{} #{} {what}: {}",
+        notice.kind.alertname(),
+        notice.state.as_str(),
+        if notice.flapping { " (flapping)" } else { "" },
+        notice.generation,
+        notice.message
+    );
+    let dedupe_key = format!(
+        "{MARK_PREFIX}{}:{}:{}:{}:{}:{}:{}",
+        step.as_str(),
+        notice.generation,
+        notice.state.as_str(),
+        u8::from(notice.flapping),
+        notice.starts_at_unix_ms,
+        sink.unwrap_or("-"),
+        notice.key
+    );
+    alert_event(notice, message, Some(dedupe_key), at_unix_ms)
 }
 
 /// A note that a sink refused or could not be reached; not a mark, and
@@ -91,6 +81,23 @@ pub fn failure_event(
     sink: &str,
     attempt: u32,
     error: &str,
+    at_unix_ms: u64,
+) -> NewEvent {
+    let message = format!(
+        "{} {} #{}: delivery to {sink} failed (attempt {attempt}): {error}",
+        notice.kind.alertname(),
+        notice.state.as_str(),
+        notice.generation
+    );
+    alert_event(notice, message, None, at_unix_ms)
+}
+
+/// An alert event about `notice`: filed under its subject (or, for a
+/// cluster-wide alert, the node that sent it) and its key as the check.
+fn alert_event(
+    notice: &Notice,
+    message: String,
+    dedupe_key: Option<String>,
     at_unix_ms: u64,
 ) -> NewEvent {
     NewEvent {
@@ -103,14 +110,18 @@ pub fn failure_event(
         check: Some(notice.key.clone()),
         old_state: None,
         new_state: Some(notice.state.as_str().to_owned()),
-        message: format!(
-            "{} {} #{}: delivery to {sink} failed (attempt {attempt}): {error}",
-            notice.kind.alertname(),
-            notice.state.as_str(),
-            notice.generation
-        ),
-        dedupe_key: None,
+        message,
+        dedupe_key,
     }
+}
+
+/// The mark a recorded event is, if it is one.
+pub fn mark_of(event: &Event) -> Option<Mark> {
+    parse_mark(
+        event.dedupe_key.as_deref()?,
+        &event.observer,
+        event.at_unix_ms,
+    )
 }
 
 /// Reads a mark back; `None` for other alert events (failure notes).
@@ -165,6 +176,16 @@ impl Ledger {
     /// What the receivers last heard: resolved when nothing was sent.
     pub fn sent(&self) -> AlertState {
         self.state.unwrap_or(AlertState::Resolved)
+    }
+
+    /// The newest transition was queued at least `after` ago and no sink
+    /// has taken it yet: its node may only be unable to reach the sinks.
+    pub fn claim_expired(&self, now_unix_ms: u64, after: std::time::Duration) -> bool {
+        !self.delivered
+            && self
+                .claimed_by
+                .as_ref()
+                .is_some_and(|(_, at)| now_unix_ms.saturating_sub(*at) >= after.as_millis() as u64)
     }
 
     /// Firing transitions that started at or after `since`.

@@ -93,8 +93,11 @@ impl AlertMetrics {
             .inc();
     }
 
-    pub(crate) fn outbox(&self, rows: u64, dropped: u64) {
+    pub(crate) fn outbox_rows(&self, rows: u64) {
         self.outbox_rows.set(rows as i64);
+    }
+
+    pub(crate) fn outbox_dropped(&self, dropped: u64) {
         self.outbox_dropped.inc_by(dropped);
     }
 

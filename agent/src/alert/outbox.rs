@@ -12,11 +12,21 @@ use super::model::{AlertState, Notice};
 /// Rows handed to a sink worker per round.
 const BATCH: usize = 16;
 
+/// The rows of sink `?1` that are the oldest of their key: the only ones
+/// ever attempted, so a key's transitions stay in order.
+macro_rules! heads_of_sink {
+    () => {
+        "FROM alert_outbox o
+         WHERE o.sink = ?1
+           AND o.id = (SELECT min(i.id) FROM alert_outbox i
+                       WHERE i.sink = o.sink AND i.alert_key = o.alert_key)"
+    };
+}
+
 /// A notice for one sink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     pub id: i64,
-    pub sink: String,
     pub notice: Notice,
     /// A transition (its delivery is marked in the history) rather than
     /// an Alertmanager refresh.
@@ -116,16 +126,14 @@ impl Outbox {
 
     /// The oldest row of each of `sink`'s keys that is due by `now_ms`.
     pub async fn due(&self, sink: String, now_ms: u64) -> Result<Vec<Row>, OutboxError> {
-        let raw = self
+        let rows = self
             .store
             .read(move |conn| {
-                let mut statement = conn.prepare_cached(
-                    "SELECT o.id, o.notice, o.transition, o.attempts FROM alert_outbox o
-                     WHERE o.sink = ?1 AND o.next_attempt_ms <= ?2
-                       AND o.id = (SELECT min(i.id) FROM alert_outbox i
-                                   WHERE i.sink = o.sink AND i.alert_key = o.alert_key)
-                     ORDER BY o.id LIMIT ?3",
-                )?;
+                let mut statement = conn.prepare_cached(concat!(
+                    "SELECT o.id, o.notice, o.transition, o.attempts ",
+                    heads_of_sink!(),
+                    " AND o.next_attempt_ms <= ?2 ORDER BY o.id LIMIT ?3"
+                ))?;
                 let rows =
                     statement.query_map(params![sink, now_ms as i64, BATCH as i64], |row| {
                         Ok((
@@ -135,17 +143,15 @@ impl Outbox {
                             row.get::<_, u32>(3)?,
                         ))
                     })?;
-                rows.collect::<Result<Vec<_>, _>>().map(|rows| (sink, rows))
+                rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        let (sink, rows) = raw;
         rows.into_iter()
             .map(|(id, json, transition, attempts)| {
                 let notice = serde_json::from_str(&json)
                     .map_err(|source| OutboxError::Corrupt { id, source })?;
                 Ok(Row {
                     id,
-                    sink: sink.clone(),
                     notice,
                     transition,
                     attempts,
@@ -160,10 +166,7 @@ impl Outbox {
         self.store
             .read(move |conn| {
                 conn.query_row(
-                    "SELECT min(o.next_attempt_ms) FROM alert_outbox o
-                     WHERE o.sink = ?1
-                       AND o.id = (SELECT min(i.id) FROM alert_outbox i
-                                   WHERE i.sink = o.sink AND i.alert_key = o.alert_key)",
+                    concat!("SELECT min(o.next_attempt_ms) ", heads_of_sink!()),
                     params![sink],
                     |row| row.get::<_, Option<i64>>(0),
                 )

@@ -73,6 +73,19 @@ pub struct MembershipView {
     pub started_unix_ms: u64,
 }
 
+impl MembershipView {
+    /// This node and the members alive in its view: the candidates for
+    /// anything ranked by rendezvous over "who is up".
+    pub fn alive_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.me.name.as_str()).chain(
+            self.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| m.id.name.as_str()),
+        )
+    }
+}
+
 #[cfg(test)]
 impl MembershipView {
     /// `me` and other members in the given states, on made-up loopback

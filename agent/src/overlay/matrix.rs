@@ -8,7 +8,7 @@ use starling_web::{OverlayPath, OverlayResponse};
 
 use super::judge::path_target;
 use super::wire::PeerReport;
-use crate::gossip::{MemberState, MembershipView};
+use crate::gossip::MembershipView;
 use crate::history::{CheckResult, CheckStatus};
 
 /// At least this many probes must fail to reach a node (and at least half
@@ -40,12 +40,7 @@ impl OverlayVerdicts {
 /// node (suspect, down, left, or never known) are not judged: a dead
 /// node's pod network says nothing about the overlay.
 fn alive(view: &MembershipView) -> BTreeSet<&str> {
-    view.members
-        .iter()
-        .filter(|m| m.state == MemberState::Alive)
-        .map(|m| m.id.name.as_str())
-        .chain([view.me.name.as_str()])
-        .collect()
+    view.alive_names().collect()
 }
 
 /// Path results between alive nodes, newest per (from, to).
@@ -161,6 +156,7 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gossip::MemberState;
     use crate::overlay::judge::path_check;
 
     fn path(from: &str, to: &str, status: CheckStatus) -> CheckResult {

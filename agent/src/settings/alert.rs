@@ -75,33 +75,28 @@ pub(super) fn alert(args: &AlertArgs) -> Result<AlertSettings, ConfigError> {
         args.alert_webhook_hmac_key_file.as_deref(),
     )?;
     let mut entries: Vec<(&'static str, SinkEntry)> = Vec::new();
-    for url in &args.alertmanagers {
-        entries.push((
+    for (flag, kind, urls) in [
+        (
             "--alertmanager",
-            SinkEntry {
-                name: None,
-                kind: SinkKind::Alertmanager,
-                url: url.clone(),
-                severities: Some(flag_severities.clone()),
-                bearer_token_file: None,
-                hmac_key_file: None,
-                ca_file: None,
-            },
-        ));
-    }
-    for url in &args.webhooks {
-        entries.push((
-            "--alert-webhook",
-            SinkEntry {
-                name: None,
-                kind: SinkKind::Webhook,
-                url: url.clone(),
-                severities: Some(flag_severities.clone()),
-                bearer_token_file: None,
-                hmac_key_file: None,
-                ca_file: None,
-            },
-        ));
+            SinkKind::Alertmanager,
+            &args.alertmanagers,
+        ),
+        ("--alert-webhook", SinkKind::Webhook, &args.webhooks),
+    ] {
+        for url in urls {
+            entries.push((
+                flag,
+                SinkEntry {
+                    name: None,
+                    kind,
+                    url: url.clone(),
+                    severities: Some(flag_severities.clone()),
+                    bearer_token_file: None,
+                    hmac_key_file: None,
+                    ca_file: None,
+                },
+            ));
+        }
     }
     if let Some(path) = &args.alert_config {
         let text = std::fs::read_to_string(path)
