@@ -186,6 +186,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         &settings.alert,
         handle.clone(),
         publisher.clone(),
+        replication.caught_up(),
         AlertMetrics::register(&mut registry),
     )?;
     let surface = Arc::new(AgentSurface::new(SurfaceParts {

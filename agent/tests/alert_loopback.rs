@@ -242,7 +242,13 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     let hook = hooks(&receiver);
     assert_eq!(hook.len(), 1, "{hook:#?}");
     let body = &hook[0].body;
-    assert_eq!(body["id"], format!("{KEY}#1"));
+    let started = humantime::parse_rfc3339(&starts_at)
+        .expect("parsed above")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let id = format!("{KEY}#1:firing:{started}");
+    assert_eq!(body["id"], id.as_str());
     assert_eq!(body["key"], KEY);
     assert_eq!(body["alert"], "node-degraded");
     assert_eq!(body["status"], "firing");
@@ -251,7 +257,7 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     assert_eq!(body["observer"], observer.as_str());
     assert_eq!(body["starts_at"], starts_at.as_str());
     assert!(body["ends_at"].is_null());
-    assert_eq!(hook[0].headers["idempotency-key"], format!("{KEY}#1"));
+    assert_eq!(hook[0].headers["idempotency-key"], id);
     assert_eq!(hook[0].headers["authorization"], format!("Bearer {TOKEN}"));
     assert_eq!(
         hook[0].headers["x-starling-signature"],
@@ -276,7 +282,10 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     let body = &hooks(&receiver)[1].body;
     assert_eq!(
         (body["id"].as_str(), body["status"].as_str()),
-        (Some("node-degraded/a#2"), Some("resolved"))
+        (
+            Some(format!("{KEY}#2:resolved:{started}").as_str()),
+            Some("resolved")
+        )
     );
     assert!(body["ends_at"].is_string());
 

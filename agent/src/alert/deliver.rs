@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::replicate::Publisher;
 
@@ -58,13 +58,24 @@ pub struct Deliverer {
 }
 
 /// Deliver `sink`'s rows until `shutdown`; `wake` says new rows arrived.
+/// Nothing is sent before `released`: the evaluator first drops the rows
+/// a previous run left that another node has taken over meanwhile.
 pub async fn run(
     deliverer: Deliverer,
     sink: Arc<Sink>,
     wake: Arc<Notify>,
+    mut released: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return,
+        result = released.wait_for(|released| *released) => {
+            if result.is_err() {
+                return;
+            }
+        }
+    }
     loop {
         let now = crate::unix_ms_now();
         match deliverer.outbox.due(sink.name.clone(), now).await {

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::gossip::{GossipHandle, MembershipView};
 use crate::history::Store;
@@ -39,7 +39,17 @@ pub struct Evaluator {
     pub metrics: AlertMetrics,
     /// The Alertmanager `generatorURL`: this node's history of alerts.
     pub generator_url: Option<String>,
+    /// Replication pulled from a peer once: the ledger now knows what was
+    /// sent while this node was away, so its decisions are not stale.
+    pub caught_up: watch::Receiver<bool>,
+    /// Lets the sink workers start, once stale rows were dropped.
+    pub release: watch::Sender<bool>,
+    pub started_at_unix_ms: u64,
 }
+
+/// Without a successful pull (no peer answers), alerting starts anyway
+/// this long after the agent: a lone node must still alert.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Per-key memory of this node, not shared with anyone.
 #[derive(Debug, Default)]
@@ -78,6 +88,13 @@ impl Evaluator {
         ledgers.catch_up(store).await?;
         let view = Arc::clone(&self.gossip.view.borrow());
         let now = crate::unix_ms_now();
+        let patience = CATCH_UP_PATIENCE.as_millis() as u64;
+        if !*self.caught_up.borrow() && now < self.started_at_unix_ms + patience {
+            return Ok(());
+        }
+        self.drop_taken_over(&view.me.name, ledgers).await?;
+        self.release
+            .send_if_modified(|released| !std::mem::replace(released, true));
         let latest = store.latest_results().await?;
         let status = roll_up(&view, &latest, false, now);
         let mut seen: HashMap<String, (Observation, Verdict)> =
@@ -297,6 +314,37 @@ impl Evaluator {
             if !names.is_empty() {
                 let dropped = self.outbox.enqueue(&notice, names, false, now).await?;
                 self.note_dropped(dropped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of keys another node claimed since they were queued here (a
+    /// takeover while this node was away or could not reach the sinks):
+    /// sending them now would repeat that node's notices, or undo newer ones.
+    async fn drop_taken_over(
+        &self,
+        me: &str,
+        ledgers: &Ledgers,
+    ) -> Result<(), crate::history::StoreError> {
+        for key in self.outbox.keys().await? {
+            let Some(ledger) = ledgers.get(&key).filter(|l| l.claimed_by_other(me)) else {
+                continue;
+            };
+            let sinks = self
+                .outbox
+                .drop_superseded(key.clone(), ledger.generation)
+                .await?;
+            for sink in &sinks {
+                self.metrics.delivery(sink, "superseded");
+            }
+            if !sinks.is_empty() {
+                tracing::info!(
+                    key,
+                    generation = ledger.generation,
+                    rows = sinks.len(),
+                    "alert notices dropped: another node has taken the key over"
+                );
             }
         }
         Ok(())

@@ -197,10 +197,17 @@ impl Ledger {
     }
 
     pub fn apply(&mut self, mark: &Mark) {
-        if mark.state == AlertState::Firing {
-            self.fired.insert(mark.generation, mark.starts_at_unix_ms);
-        }
-        if mark.generation > self.generation {
+        // A newer generation replaces the record; so does a later claim of
+        // the same generation with another state (two nodes raced while
+        // their views disagreed). "Later" is by (time, node name), which
+        // every node compares alike, so all ledgers settle on one winner
+        // whatever order the marks arrive in.
+        let replaces = mark.generation > self.generation
+            || (mark.generation == self.generation
+                && mark.step == Step::Queued
+                && Some(mark.state) != self.state
+                && self.is_later_claim(mark));
+        if replaces {
             *self = Ledger {
                 generation: mark.generation,
                 state: Some(mark.state),
@@ -210,24 +217,39 @@ impl Ledger {
                 delivered: false,
                 fired: std::mem::take(&mut self.fired),
             };
+            // A firing claim that lost its generation's race did not fire.
+            self.fired.remove(&mark.generation);
         }
-        // Two nodes that raced for one generation with different states
-        // (views disagreed for a moment): the first seen stands.
-        if mark.generation != self.generation || Some(mark.state) != self.state {
+        let current = mark.generation == self.generation && Some(mark.state) == self.state;
+        // Older generations count too: replicated marks may arrive out of order.
+        if mark.state == AlertState::Firing && (current || mark.generation < self.generation) {
+            self.fired.insert(mark.generation, mark.starts_at_unix_ms);
+        }
+        if !current {
             return;
         }
         match mark.step {
             Step::Queued => {
-                if self
-                    .claimed_by
-                    .as_ref()
-                    .is_none_or(|(_, at)| mark.at_unix_ms >= *at)
-                {
+                if self.is_later_claim(mark) {
                     self.claimed_by = Some((mark.observer.clone(), mark.at_unix_ms));
                 }
             }
             Step::Delivered => self.delivered = true,
         }
+    }
+
+    /// `mark` was queued after the standing claim: a takeover, or the
+    /// winner of a race. Ties in time go to the greater node name.
+    fn is_later_claim(&self, mark: &Mark) -> bool {
+        self.claimed_by.as_ref().is_none_or(|(name, at)| {
+            (mark.at_unix_ms, mark.observer.as_str()) >= (*at, name.as_str())
+        })
+    }
+
+    /// Whether another node than `me` holds the newest claim: this node's
+    /// undelivered notices of the key are then someone else's to send.
+    pub fn claimed_by_other(&self, me: &str) -> bool {
+        self.claimed_by.as_ref().is_some_and(|(name, _)| name != me)
     }
 
     /// Forget firing starts older than `before`: the flap window is all
@@ -381,5 +403,35 @@ mod tests {
         );
         assert_eq!(ledger.claimed_by, Some(("a".to_owned(), 30)));
         assert_eq!(ledger.fired_since(0), 1);
+    }
+
+    #[test]
+    fn a_race_for_one_generation_settles_on_the_later_claim_in_any_order() {
+        let firing = mark(Step::Queued, &notice(3, AlertState::Firing), "a", 100);
+        let resolved = mark(Step::Queued, &notice(3, AlertState::Resolved), "b", 101);
+        let tied = mark(Step::Queued, &notice(3, AlertState::Firing), "c", 101);
+        let orders = [
+            [&firing, &resolved, &tied],
+            [&tied, &resolved, &firing],
+            [&resolved, &firing, &tied],
+        ];
+        for order in orders {
+            let mut ledger = Ledger::default();
+            for m in order {
+                ledger.apply(m);
+            }
+            assert_eq!(ledger.state, Some(AlertState::Firing), "{order:?}");
+            assert_eq!(ledger.claimed_by, Some(("c".to_owned(), 101)), "{order:?}");
+            assert!(ledger.claimed_by_other("a") && !ledger.claimed_by_other("c"));
+            assert_eq!(ledger.fired_since(0), 1, "{order:?}");
+        }
+        let mut ledger = Ledger::default();
+        ledger.apply(&firing);
+        ledger.apply(&resolved);
+        assert_eq!(
+            ledger.fired_since(0),
+            0,
+            "the losing firing claim did not fire"
+        );
     }
 }

@@ -46,7 +46,7 @@ impl AlertMetrics {
         );
         sub.register(
             "deliveries",
-            "Attempts to hand a notice to a sink, by result (delivered, failed: retried, rejected: dropped)",
+            "Attempts to hand a notice to a sink, by result (delivered, failed: retried, rejected: dropped, superseded: another node took it over)",
             metrics.deliveries.clone(),
         );
         sub.register(

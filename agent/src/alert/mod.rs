@@ -86,10 +86,13 @@ pub struct Alerting {
 
 impl Alerting {
     /// Start evaluating and delivering; nothing runs without sinks.
+    /// `caught_up` (replication's first pull) says the history holds what
+    /// the cluster recorded while this node was away.
     pub fn start(
         settings: &AlertSettings,
         gossip: GossipHandle,
         publisher: Publisher,
+        caught_up: watch::Receiver<bool>,
         metrics: AlertMetrics,
     ) -> Result<Self, SinkError> {
         let (stop, stopping) = watch::channel(false);
@@ -101,6 +104,7 @@ impl Alerting {
             return Ok(alerting);
         }
         let outbox = outbox::Outbox::new(publisher.store().clone(), settings.outbox_max);
+        let (release, released) = watch::channel(false);
         let mut sinks = Vec::new();
         for spec in &settings.sinks {
             let sink = Arc::new(build_sink(spec, settings.request_timeout)?);
@@ -115,6 +119,7 @@ impl Alerting {
                 deliverer,
                 Arc::clone(&sink),
                 Arc::clone(&wake),
+                released.clone(),
                 stopped(stopping.clone()),
             )));
             sinks.push((sink, wake));
@@ -136,6 +141,9 @@ impl Alerting {
             outbox,
             metrics,
             generator_url,
+            caught_up,
+            release,
+            started_at_unix_ms: crate::unix_ms_now(),
         };
         alerting.tasks.push(tokio::spawn(
             evaluator.run(settings.evaluate_every, stopped(stopping)),

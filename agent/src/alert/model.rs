@@ -190,9 +190,18 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// Stable across senders and retries: receivers dedupe on it.
+    /// Stable across senders and retries of one transition, so receivers
+    /// dedupe on it; and never reused by another: the state tells apart
+    /// two nodes that raced for one generation, and the start time a key
+    /// whose generations began again at 1 once retention pruned its marks.
     pub fn id(&self) -> String {
-        format!("{}#{}", self.key, self.generation)
+        format!(
+            "{}#{}:{}:{}",
+            self.key,
+            self.generation,
+            self.state.as_str(),
+            self.starts_at_unix_ms
+        )
     }
 }
 

@@ -185,6 +185,43 @@ impl Outbox {
             .await
     }
 
+    /// The keys with rows waiting.
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.store
+            .read(|conn| {
+                let mut statement =
+                    conn.prepare_cached("SELECT DISTINCT alert_key FROM alert_outbox")?;
+                let keys = statement.query_map([], |row| row.get(0))?;
+                keys.collect()
+            })
+            .await
+    }
+
+    /// Drop `key`'s rows that another node's claim of `generation` makes
+    /// stale: every older row, and this generation's transitions (the
+    /// claimant sends them). Refreshes of `generation` still serve. Returns
+    /// the sink of each row dropped.
+    pub async fn drop_superseded(
+        &self,
+        key: String,
+        generation: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.store
+            .submit(move |tx, _| {
+                let mut statement = tx.prepare_cached(
+                    "DELETE FROM alert_outbox
+                     WHERE alert_key = ?1
+                       AND (json_extract(notice, '$.generation') < ?2
+                            OR (json_extract(notice, '$.generation') = ?2 AND transition))
+                     RETURNING sink",
+                )?;
+                let sinks =
+                    statement.query_map(params![key, generation as i64], |row| row.get(0))?;
+                Ok(sinks.collect::<Result<Vec<String>, _>>()?)
+            })
+            .await
+    }
+
     /// Try the row again at `next_attempt_ms`.
     pub async fn retry_later(
         &self,
@@ -215,5 +252,140 @@ impl Outbox {
                 .map(|n| n.max(0) as u64)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::model::{AlertKind, Severity};
+    use crate::history::{HistoryMetrics, StoreConfig};
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            &dir.path().join("history.db"),
+            "a",
+            StoreConfig::default(),
+            HistoryMetrics::default(),
+        )
+        .expect("a history opens in a temp dir")
+    }
+
+    fn notice(key: &str, generation: u64, state: AlertState) -> Notice {
+        Notice {
+            key: key.to_owned(),
+            kind: AlertKind::NodeDown,
+            severity: Severity::Critical,
+            subject: Some("x".to_owned()),
+            check: None,
+            state,
+            flapping: false,
+            message: "x is down".to_owned(),
+            observer: "a".to_owned(),
+            agreeing: None,
+            generation,
+            starts_at_unix_ms: 1_000,
+            ends_at_unix_ms: None,
+            generator_url: None,
+        }
+    }
+
+    fn sinks(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    async fn heads(outbox: &Outbox, sink: &str) -> Vec<(String, u64, bool)> {
+        outbox
+            .due(sink.to_owned(), u64::MAX / 2)
+            .await
+            .expect("reads")
+            .into_iter()
+            .map(|r| (r.notice.key, r.notice.generation, r.transition))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_claim_elsewhere_drops_older_rows_and_its_transitions_but_not_its_refreshes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::new(store(&dir), 100);
+        let firing = notice("node-down/x", 1, AlertState::Firing);
+        outbox
+            .enqueue(&firing, sinks(&["am", "hook"]), true, 1)
+            .await
+            .expect("queued");
+        outbox
+            .enqueue(&firing, sinks(&["am"]), false, 2)
+            .await
+            .expect("queued");
+        let resolved = notice("node-down/x", 2, AlertState::Resolved);
+        outbox
+            .enqueue(&resolved, sinks(&["am"]), true, 3)
+            .await
+            .expect("queued");
+        let other = notice("node-down/y", 1, AlertState::Firing);
+        outbox
+            .enqueue(&other, sinks(&["am"]), true, 4)
+            .await
+            .expect("queued");
+        assert_eq!(outbox.keys().await.expect("reads").len(), 2);
+
+        let mut dropped = outbox
+            .drop_superseded("node-down/x".to_owned(), 1)
+            .await
+            .expect("drops");
+        dropped.sort();
+        assert_eq!(dropped, sinks(&["am", "hook"]));
+        assert_eq!(
+            heads(&outbox, "am").await,
+            [
+                ("node-down/x".to_owned(), 1, false),
+                ("node-down/y".to_owned(), 1, true)
+            ]
+        );
+        assert!(heads(&outbox, "hook").await.is_empty());
+
+        let dropped = outbox
+            .drop_superseded("node-down/x".to_owned(), 2)
+            .await
+            .expect("drops");
+        assert_eq!(dropped, sinks(&["am", "am"]), "the stale refresh goes too");
+        assert_eq!(outbox.keys().await.expect("reads"), ["node-down/y"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_drops_the_oldest_resolved_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::new(store(&dir), 3);
+        let queue = [
+            notice("k1", 1, AlertState::Firing),
+            notice("k1", 2, AlertState::Resolved),
+            notice("k2", 1, AlertState::Firing),
+            notice("k3", 1, AlertState::Firing),
+        ];
+        let mut dropped = 0;
+        for (at, notice) in queue.iter().enumerate() {
+            dropped += outbox
+                .enqueue(notice, sinks(&["am"]), true, at as u64)
+                .await
+                .expect("queued");
+        }
+        assert_eq!((dropped, outbox.len().await.expect("counts")), (1, 3));
+        assert_eq!(
+            heads(&outbox, "am").await,
+            [
+                ("k1".to_owned(), 1, true),
+                ("k2".to_owned(), 1, true),
+                ("k3".to_owned(), 1, true)
+            ]
+        );
+        let k1 = outbox.due("am".to_owned(), 10).await.expect("reads")[0].id;
+        outbox.remove(k1).await.expect("removes");
+        assert!(
+            !outbox
+                .holds("am".to_owned(), "k1".to_owned())
+                .await
+                .expect("reads"),
+            "k1's resolution was the row dropped"
+        );
     }
 }

@@ -55,6 +55,9 @@ pub struct Replication {
     stop_transfer: watch::Sender<bool>,
     recorder: JoinHandle<()>,
     transfer: [JoinHandle<()>; 2],
+    /// True once a pull from a peer succeeded: what the cluster recorded
+    /// while this node was away is here now (alerting waits for it).
+    caught_up: watch::Receiver<bool>,
 }
 
 impl Replication {
@@ -68,6 +71,7 @@ impl Replication {
         let (stop_recorder, recorder_stopping) = watch::channel(false);
         let (stop_transfer, transfer_stopping) = watch::channel(false);
         let store = publisher.store().clone();
+        let (caught_up_tx, caught_up) = watch::channel(false);
         let push = tokio::spawn(push::run(
             store.clone(),
             gossip.subscribe_replicated(),
@@ -80,6 +84,7 @@ impl Replication {
             keyring,
             metrics,
             config.pull_interval,
+            caught_up_tx,
             stopped(transfer_stopping),
         ));
         let recorder = tokio::spawn(recorder::run(
@@ -93,7 +98,13 @@ impl Replication {
             stop_transfer,
             recorder,
             transfer: [push, pull],
+            caught_up,
         }
+    }
+
+    /// Becomes true after the first successful pull from a peer.
+    pub fn caught_up(&self) -> watch::Receiver<bool> {
+        self.caught_up.clone()
     }
 
     /// Record our leave, then stop. Call before gossip leaves, so the

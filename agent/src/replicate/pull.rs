@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
+use tokio::sync::watch;
 
 use crate::gossip::{GossipHandle, Keyring, MemberState, Purpose};
 use crate::history::Store;
@@ -121,6 +122,7 @@ pub(crate) async fn run(
     keyring: Arc<Keyring>,
     metrics: ReplicationMetrics,
     interval: Duration,
+    caught_up: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let client = client();
@@ -138,6 +140,7 @@ pub(crate) async fn run(
             () = &mut shutdown => return,
             result = pull_from(&client, peer, &store, &keyring) => match result {
                 Ok(pulled) => {
+                    caught_up.send_if_modified(|done| !std::mem::replace(done, true));
                     metrics.pulled("ok");
                     metrics.received("pull", pulled.rows);
                     if pulled.rows > 0 {
