@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use starling_testkit::{LabProcess, NetLab, etcd_installed_or_skip, skip_or_fail};
+use starling_testkit::{LabProcess, NetLab, etcd_installed_or_skip};
 use starling_web::HistoryEvent;
 
 #[path = "support/lab.rs"]
@@ -150,19 +150,8 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
     );
 }
 
-/// testkit's fake API server binary, built next to this test by
-/// `cargo test --workspace` (it is another package's binary).
 fn fake_apiserver_binary() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let path = exe.parent()?.parent()?.join("stl-fake-apiserver");
-    if path.exists() {
-        return Some(path);
-    }
-    skip_or_fail(&format!(
-        "{} is not built: run the tests with `cargo test --workspace` (scripts/test does)",
-        path.display()
-    ));
-    None
+    lab::testkit_binary("stl-fake-apiserver")
 }
 
 /// `stl-fake-apiserver` in host 0's namespace (port 6443, for five

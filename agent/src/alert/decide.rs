@@ -103,15 +103,19 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
         Verdict::Clear => AlertState::Resolved,
         Verdict::Unsure => sent,
     };
+    // When the discrepancy became actionable: the fallbacks' grace counts
+    // from there, so they do not all act the moment a hold ends.
+    let mut actionable_at = noticed_at_unix_ms;
     // A flapping alert stays firing until clear for a whole window.
     if sent == AlertState::Firing && ledger.flapping && want == AlertState::Resolved {
-        let quiet =
-            clear_since_unix_ms.is_some_and(|since| now_unix_ms.saturating_sub(since) >= window);
-        if !quiet {
-            want = AlertState::Firing;
+        match clear_since_unix_ms.map(|since| since + window) {
+            Some(quiet_at) if now_unix_ms >= quiet_at => {
+                actionable_at = actionable_at.max(quiet_at);
+            }
+            _ => want = AlertState::Firing,
         }
     }
-    let due = noticed_at_unix_ms + timing.grace.as_millis() as u64 * rank as u64;
+    let due = actionable_at + timing.grace.as_millis() as u64 * rank as u64;
     if want != sent {
         if now_unix_ms < due {
             return Decision::WaitUntil(due);
@@ -326,6 +330,13 @@ mod tests {
                 ..
             })
         ));
+        // The fallback's grace counts from the end of the hold, not from
+        // when it first saw the alert clear.
+        let fallback = Situation {
+            rank: 1,
+            ..clear(50 * S, 150 * S)
+        };
+        assert_eq!(decide(&fallback, &timing()), Decision::WaitUntil(155 * S));
         // Fires outside the window do not count.
         let old = ledger_after(&[
             (Firing, 0),

@@ -55,8 +55,9 @@ const CATCH_UP_PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 struct Local {
     /// When this node first saw the current discrepancy, by its signature
-    /// (the generation it differs from, and what it wants instead).
-    noticed: HashMap<String, ((u64, Verdict), u64)>,
+    /// (the generation it differs from, what it wants instead, and whether
+    /// the claim on it went stale).
+    noticed: HashMap<String, (Signature, u64)>,
     clear_since: HashMap<String, u64>,
     refreshed: HashMap<String, u64>,
 }
@@ -190,12 +191,16 @@ impl Evaluator {
             .map(|(name, _)| name.as_str());
         let claimant_alive = claimant.is_none_or(|name| view.alive_names().any(|n| n == name));
         // A live claimant that cannot deliver is passed over for the takeover.
-        let passed_over = claimant
-            .filter(|_| ledger.is_some_and(|l| l.claim_expired(now, self.timing.takeover_after)));
+        let expired = ledger.is_some_and(|l| l.claim_expired(now, self.timing.takeover_after));
+        let passed_over = claimant.filter(|_| expired);
         let rank = ranked(view, key, observation.subject.as_deref(), passed_over)
             .iter()
             .position(|name| *name == me)?;
-        let signature = (ledger.map_or(0, |l| l.generation), verdict);
+        // A claim going stale starts a new discrepancy: the fallbacks' grace
+        // periods count from the claimant's death, not from the first notice,
+        // or all of them would take over at once.
+        let stale = claimant.is_some() && (!claimant_alive || expired);
+        let signature = (ledger.map_or(0, |l| l.generation), verdict, stale);
         let noticed = local
             .noticed
             .entry(key.to_owned())
@@ -276,11 +281,17 @@ impl Evaluator {
             let Some((observation, _)) = seen.get(key) else {
                 continue;
             };
+            // Counted from this node's last refresh, or else from the
+            // transition itself: a node that just became owner (membership
+            // changed) must not repeat what was sent a moment ago.
+            let claimed_at = ledger.claimed_by.as_ref().map_or(0, |(_, at)| *at);
+            let last = local
+                .refreshed
+                .get(key)
+                .map_or(claimed_at, |at| (*at).max(claimed_at));
             if !ledger.delivered
                 || observation.subject.as_deref() == Some(me)
-                || local.refreshed.get(key).is_some_and(|at| {
-                    now.saturating_sub(*at) < self.resend_every.as_millis() as u64
-                })
+                || now.saturating_sub(last) < self.resend_every.as_millis() as u64
             {
                 continue;
             }
@@ -360,6 +371,9 @@ impl Evaluator {
         }
     }
 }
+
+/// What a discrepancy is: (generation, verdict, stale claim).
+type Signature = (u64, Verdict, bool);
 
 /// The alive members, this node included, ranked for `key`: the subject
 /// never sends about itself, and `passed_over` is a claimant being taken

@@ -13,8 +13,11 @@ use crate::history::{Event, EventKind, NewEvent, Store, StoreError};
 
 use super::model::{AlertState, Notice};
 
-/// Prefix of the dedupe key of every mark; the fields follow, `:`-separated,
-/// the alert key last (it may itself hold `:`).
+/// Prefix of the dedupe key of every mark; the fields follow, `:`-separated:
+/// step, generation, state, flapping, start, who (the sink a delivered mark
+/// names; the queuing node for a queued one, so that a takeover's queued
+/// mark is its own row in the log, not a hidden duplicate of the first),
+/// and the alert key last (it may itself hold `:`).
 const MARK_PREFIX: &str = "alert:";
 
 /// What a mark says happened.
@@ -68,7 +71,7 @@ pub fn mark_event(step: Step, notice: &Notice, sink: Option<&str>, at_unix_ms: u
         notice.state.as_str(),
         u8::from(notice.flapping),
         notice.starts_at_unix_ms,
-        sink.unwrap_or("-"),
+        sink.unwrap_or(&notice.observer),
         notice.key
     );
     alert_event(notice, message, Some(dedupe_key), at_unix_ms)

@@ -8,7 +8,6 @@ use std::time::Duration;
 use starling_web::StatusResponse;
 
 use crate::gossip::{MemberState, MemberView, MembershipView};
-use crate::rendezvous;
 
 use super::model::{self, AlertKind, Observation};
 
@@ -23,7 +22,8 @@ pub struct SourceSettings {
     /// refuting) raises a warning.
     pub suspect_after: Duration,
     /// Members declared down within this span of each other were lost
-    /// "at once".
+    /// "at once". A third of it is how long losses must pause before they
+    /// are judged (see `losses_settled`).
     pub partition_window: Duration,
     /// A group lost at once is a partition when it is at least this share
     /// of the known members (and at least two).
@@ -71,6 +71,7 @@ pub fn observe(
     settings: &SourceSettings,
 ) -> Vec<(Observation, Verdict)> {
     let partition = partition(view, settings);
+    let settled = losses_settled(view, now_unix_ms, settings);
     let mut seen = Vec::new();
     for member in &view.members {
         // The minority side cannot tell who is really down; it reports
@@ -78,11 +79,28 @@ pub fn observe(
         let in_minority_partition = partition
             .as_ref()
             .is_some_and(|p| !p.majority && p.lost.contains(&member.id.name));
-        seen.push(node_down(member, in_minority_partition));
+        seen.push(node_down(member, in_minority_partition || !settled));
         seen.push(node_suspect(member, now_unix_ms, settings.suspect_after));
     }
-    if let Some(partition) = &partition {
-        seen.push(partition_observation(view, partition));
+    match (&partition, settled) {
+        (Some(partition), _) => {
+            let (observation, verdict) = partition_observation(view, partition);
+            let verdict = if settled { verdict } else { Verdict::Unsure };
+            seen.push((observation, verdict));
+        }
+        // A partition that fired may be growing into a new shape: keep it.
+        (None, false) => seen.push((
+            observation(
+                AlertKind::Partition,
+                &side_of(view),
+                None,
+                None,
+                "members are being lost; judged once the losses pause".to_owned(),
+                None,
+            ),
+            Verdict::Unsure,
+        )),
+        (None, true) => {}
     }
     for node in &status.nodes {
         let verdict = match node.status.as_str() {
@@ -158,6 +176,39 @@ pub fn unobserved(key: &str, kind: AlertKind, observer: &str) -> Observation {
     }
 }
 
+/// No member was declared down in the last third of the partition window.
+/// Until then, losses may still be unfolding (failure detection takes
+/// longer under load): a partition judged early would be judged twice,
+/// once per shape, and a minority could still believe it is the majority
+/// and report the members it is cut off from as down.
+fn losses_settled(view: &MembershipView, now_unix_ms: u64, settings: &SourceSettings) -> bool {
+    let settle = (settings.partition_window / 3).as_millis() as u64;
+    view.members
+        .iter()
+        .filter(|m| m.state == MemberState::Down)
+        .map(|m| m.since_unix_ms)
+        .max()
+        .is_none_or(|latest| now_unix_ms.saturating_sub(latest) >= settle)
+}
+
+/// A side of a partition, as the key of its alert: its first member by
+/// name. Every node on the side names it alike, and it stays the same
+/// while the side loses more of the others, so a partition that unfolds
+/// over a few seconds is still one alert.
+fn side_of(view: &MembershipView) -> String {
+    format!("from-{}", first_on_side(view))
+}
+
+fn first_on_side(view: &MembershipView) -> &str {
+    view.members
+        .iter()
+        .filter(|m| m.state.is_active())
+        .map(|m| m.id.name.as_str())
+        .chain([view.me.name.as_str()])
+        .min()
+        .expect("the chain holds this node")
+}
+
 /// Members declared down close together, if they are enough of the
 /// cluster to call it a partition. The newest qualifying group wins: it
 /// is the one still unfolding.
@@ -200,15 +251,16 @@ pub fn partition(view: &MembershipView, settings: &SourceSettings) -> Option<Par
     })
 }
 
-fn node_down(member: &MemberView, in_minority_partition: bool) -> (Observation, Verdict) {
+/// `hold`: the member is down but not to be reported (yet) from here.
+fn node_down(member: &MemberView, hold: bool) -> (Observation, Verdict) {
     let name = &member.id.name;
     let (verdict, message) = match member.state {
-        MemberState::Down if in_minority_partition => (
-            Verdict::Unsure,
-            format!("{name} is down, and counted in this side's partition alert"),
-        ),
         MemberState::Down => (
-            Verdict::Firing,
+            if hold {
+                Verdict::Unsure
+            } else {
+                Verdict::Firing
+            },
             format!(
                 "{name} ({}) is down: gossip declared it failed",
                 member.id.addr
@@ -278,22 +330,26 @@ fn partition_observation(view: &MembershipView, partition: &Partition) -> (Obser
     }
     let side = partition.known - lost.len();
     let message = format!(
-        "partition: {} of {} members lost at once from {}'s side ({side} members, {}): {named}",
+        "partition: {} of {} members lost at once, seen from {}'s side ({side} members, {}): {named}",
         lost.len(),
         partition.known,
-        view.me.name,
+        first_on_side(view),
         if partition.majority {
             "the majority"
         } else {
             "a minority"
         },
     );
-    // A hash of the lost set: every node on this side names it the same,
-    // and the key stays short whatever the cluster's size.
-    let what = format!("{:016x}", rendezvous::score("partition", &lost.join(",")));
     let agreeing = u32::try_from(side.saturating_sub(1)).ok();
     (
-        observation(AlertKind::Partition, &what, None, None, message, agreeing),
+        observation(
+            AlertKind::Partition,
+            &side_of(view),
+            None,
+            None,
+            message,
+            agreeing,
+        ),
         Verdict::Firing,
     )
 }
@@ -438,6 +494,51 @@ mod tests {
     }
 
     #[test]
+    fn losses_are_judged_once_they_pause_and_a_growing_partition_keeps_its_key() {
+        use MemberState::*;
+        // a's side of a split from c, d and e, whose losses gossip
+        // reports 4 s apart.
+        let early = view(
+            "a",
+            &[
+                ("b", Alive, 0),
+                ("c", Alive, 0),
+                ("d", Down, 10 * SECOND),
+                ("e", Down, 10 * SECOND),
+            ],
+        );
+        let held = verdicts(&early, 12 * SECOND);
+        assert!(held.iter().all(|(_, v)| *v != Verdict::Firing), "{held:?}");
+        assert!(held.contains(&("node-down/d".to_owned(), Verdict::Unsure)));
+        // Had the losses paused there, a (as the majority) would have fired.
+        let judged = verdicts(&early, 15 * SECOND);
+        assert!(judged.contains(&("partition/from-a".to_owned(), Verdict::Firing)));
+        assert!(judged.contains(&("node-down/d".to_owned(), Verdict::Firing)));
+
+        let later = view(
+            "a",
+            &[
+                ("b", Alive, 0),
+                ("c", Down, 14 * SECOND),
+                ("d", Down, 10 * SECOND),
+                ("e", Down, 10 * SECOND),
+            ],
+        );
+        assert!(
+            verdicts(&later, 16 * SECOND)
+                .contains(&("partition/from-a".to_owned(), Verdict::Unsure))
+        );
+        // Settled: the same key, now as a minority that leaves node-down
+        // to the other side.
+        let firing: Vec<String> = verdicts(&later, 19 * SECOND)
+            .into_iter()
+            .filter(|(_, v)| *v == Verdict::Firing)
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(firing, ["partition/from-a"]);
+    }
+
+    #[test]
     fn a_suspect_member_alerts_only_after_the_threshold() {
         use MemberState::*;
         let view = view("a", &[("b", Suspect, 0), ("c", Alive, 0)]);
@@ -457,7 +558,7 @@ mod tests {
         assert_eq!(gone.subject.as_deref(), Some("b"));
         assert_eq!(gone.message, "b is no longer a member a knows of");
         assert_eq!(
-            unobserved("partition/00ff", AlertKind::Partition, "a").message,
+            unobserved("partition/from-a", AlertKind::Partition, "a").message,
             "the partition healed"
         );
     }

@@ -30,6 +30,17 @@ impl Cluster {
     /// A cluster whose agents also get `extra(&lab)` (flags that name lab
     /// addresses, such as an etcd endpoint).
     pub fn with_args(hosts: usize, extra: impl FnOnce(&NetLab) -> Vec<String>) -> Option<Cluster> {
+        Cluster::with_spare_hosts(hosts, 0, extra)
+    }
+
+    /// `agents` agents on hosts 0.., and `spare` more hosts after them
+    /// with no agent, for what the test runs there (a receiver).
+    pub fn with_spare_hosts(
+        agents: usize,
+        spare: usize,
+        extra: impl FnOnce(&NetLab) -> Vec<String>,
+    ) -> Option<Cluster> {
+        let hosts = agents + spare;
         let lab = lab_or_skip(hosts)?;
         let extra = extra(&lab);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -46,7 +57,7 @@ impl Cluster {
             agents: (0..hosts).map(|_| None).collect(),
             extra,
         };
-        for host in 0..hosts {
+        for host in 0..agents {
             cluster.start(host);
         }
         Some(cluster)
@@ -167,6 +178,21 @@ impl Cluster {
             );
         }
     }
+}
+
+/// A testkit binary (`stl-…`), built next to this test by `cargo test
+/// --workspace` (it is another package's binary); `None` after skipping.
+pub fn testkit_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let path = exe.parent()?.parent()?.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    starling_testkit::skip_or_fail(&format!(
+        "{} is not built: run the tests with `cargo test --workspace` (scripts/test does)",
+        path.display()
+    ));
+    None
 }
 
 pub fn path(path: &Path) -> String {
