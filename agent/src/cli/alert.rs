@@ -54,7 +54,9 @@ pub struct AlertArgs {
     pub alert_suspect_after: Duration,
 
     /// Members declared down within this span of each other were lost at
-    /// once (a partition, when they are enough of the cluster).
+    /// once (a partition, when they are enough of the cluster). Down and
+    /// partition alerts wait until no member was declared down for a third
+    /// of it.
     #[arg(long, env = "STARLING_ALERT_PARTITION_WINDOW", default_value = "15s", value_parser = humantime::parse_duration)]
     pub alert_partition_window: Duration,
 
