@@ -1,17 +1,22 @@
 //! `/metrics` of a real agent running real checks (the Kubernetes API
-//! checks against the fake API server): the exposition parses strictly,
-//! the names follow Prometheus conventions, and every metric the operator
-//! documentation promises is there.
+//! checks against the fake API server), an overlay probe and alerts: the
+//! exposition parses strictly, the names follow Prometheus conventions,
+//! every metric the operator documentation promises is there, and so is
+//! every metric deploy/'s PrometheusRule and Grafana dashboard use.
 
+#[path = "support/manifests.rs"]
+mod manifests;
 #[path = "support/agents.rs"]
 mod support;
 
 use std::time::Duration;
 
-use starling_agent::settings::{KubeSettings, KubeSource};
+use starling_agent::alert::{AlertSettings, DecideTiming, Severity, SinkKind};
+use starling_agent::overlay::SystemClock;
+use starling_agent::settings::{KubeSettings, KubeSource, SinkSpec};
 use starling_checks::SchedulerConfig;
-use starling_testkit::{FakeApiServer, MetricFamily, Sample, parse_exposition};
-use support::{ANY_PORT, PATIENCE, get, keyring, settings};
+use starling_testkit::{AlertReceiver, FakeApiServer, MetricFamily, Sample, parse_exposition};
+use support::{ANY_PORT, PATIENCE, fast_overlay, get, keyring, probe, settings};
 
 /// What the README's metrics section lists, by family name.
 const PROMISED: [&str; 16] = [
@@ -52,6 +57,7 @@ fn family<'a>(families: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     let api = FakeApiServer::start().await.expect("fake API server");
+    let receiver = AlertReceiver::start().await.expect("alert receiver");
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = api.write_kubeconfig(dir.path()).expect("kubeconfig");
     let keyring = keyring();
@@ -70,6 +76,24 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
             interval: Duration::from_secs(1),
             failures: 1,
         });
+        settings.overlay = fast_overlay();
+        settings.alert = AlertSettings {
+            sinks: vec![SinkSpec {
+                name: "hook".to_owned(),
+                kind: SinkKind::Webhook,
+                url: receiver.url(),
+                severities: vec![Severity::Warning, Severity::Critical],
+                bearer_token: None,
+                hmac_key: None,
+                ca_file: None,
+            }],
+            timing: DecideTiming {
+                grace: Duration::from_secs(1),
+                ..DecideTiming::default()
+            },
+            evaluate_every: Duration::from_millis(200),
+            ..AlertSettings::default()
+        };
         settings
     };
     let agent = starling_agent::daemon::start(with_kube("metrics-node", Vec::new(), &data[0]))
@@ -82,6 +106,10 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     ))
     .await
     .expect("peer starts");
+    let _probes = [
+        probe(&agent, &keyring, SystemClock).await,
+        probe(&peer, &keyring, SystemClock).await,
+    ];
 
     // Wait for the first runs of the API server check (on every node) and
     // the scheduler probe (once for the cluster) to be counted, and this
@@ -90,6 +118,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     let text = loop {
         let text = scrape(agent.api_addr).await;
         if text.contains("starling_check_duration_seconds_count{check=\"apiserver\"}")
+            && text.contains("starling_overlay_loss_ratio{peer=\"peer-node\"}")
             && text.contains("starling_cluster_check_status{check=\"scheduler\"")
             && text.contains("starling_node_status{node=\"metrics-node\",status=\"healthy\"} 1")
         {
@@ -176,7 +205,30 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
                     && s.value == 1.0
             });
         let healthy = family(&families, "starling_cluster_healthy").samples[0].value;
-        if failures >= 1.0 && degraded && healthy == 0.0 {
+        // And the peer's degraded node is an alert this node delivers.
+        let delivered = families
+            .iter()
+            .find(|f| f.name == "starling_alert_deliveries")
+            .is_some_and(|f| f.samples.iter().any(|s| s.labels["result"] == "delivered"));
+        if failures >= 1.0 && degraded && healthy == 0.0 && delivered {
+            let exposed: Vec<String> = families
+                .iter()
+                .flat_map(|f| {
+                    let suffixes: &[&str] = match f.kind.as_str() {
+                        "counter" => &["_total"],
+                        "histogram" => &["_bucket", "_sum", "_count"],
+                        _ => &[""],
+                    };
+                    suffixes.iter().map(move |s| format!("{}{s}", f.name))
+                })
+                .collect();
+            let used = manifests::metrics_used();
+            assert!(used.len() >= 15, "{used:?}");
+            let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(n)).collect();
+            assert!(
+                missing.is_empty(),
+                "deploy/ uses metrics the agent does not export: {missing:?}"
+            );
             break;
         }
         assert!(

@@ -4,31 +4,17 @@
 //! departed node drops out at once, and bad reports are refused.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use starling_agent::daemon::RunningAgent;
 use starling_agent::gossip::{Keyring, Purpose};
-use starling_agent::overlay::{OffsetClock, ProbeConfig, ProbeReport, SystemClock, WallClock, run};
+use starling_agent::overlay::{OffsetClock, ProbeReport, SystemClock};
 use starling_agent::replicate::seal_json;
-use starling_agent::settings::OverlaySettings;
 use starling_web::{NodeResponse, OverlayResponse, StatusResponse};
-use tokio::sync::oneshot;
 
 #[path = "support/agents.rs"]
 mod agents;
-use agents::{PATIENCE, agent_with, get, keyring, metric, sees_alive};
-
-/// Fast enough for a test, with the judgement's proportions kept: ten
-/// pings per window at least, several reports per window.
-fn fast_overlay() -> OverlaySettings {
-    OverlaySettings {
-        interval: Duration::from_millis(100),
-        window: Duration::from_secs(2),
-        report_interval: Duration::from_millis(200),
-        ..OverlaySettings::default()
-    }
-}
+use agents::{PATIENCE, agent_with, fast_overlay, get, keyring, metric, probe, sees_alive};
 
 async fn overlay_agent(
     name: &str,
@@ -39,24 +25,6 @@ async fn overlay_agent(
         settings.overlay = fast_overlay()
     })
     .await
-}
-
-/// A probe task for `agent`; dropping the sender stops it.
-async fn probe(agent: &RunningAgent, key: &Keyring, clock: impl WallClock) -> oneshot::Sender<()> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind on loopback");
-    let config = ProbeConfig {
-        node: agent.identity.name.clone(),
-        advertise: socket.local_addr().expect("bound"),
-        agent_url: format!("http://{}", agent.api_addr),
-        keyring: Arc::new(key.clone()),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(run(socket, config, Arc::new(clock), async {
-        let _ = stopped.await;
-    }));
-    stop
 }
 
 async fn json<T: serde::de::DeserializeOwned>(

@@ -191,8 +191,9 @@ pub struct KubeArgs {
     )]
     pub probe_image: String,
 
-    /// A probe pod not scheduled within this is critical.
-    #[arg(long, env = "STARLING_PROBE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// A probe pod not scheduled within this is critical. Shorter than
+    /// --kube-interval.
+    #[arg(long, env = "STARLING_PROBE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub probe_timeout: Duration,
 
     /// Also wait until the probe pod runs (tests image pulls and the

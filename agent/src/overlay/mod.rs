@@ -22,7 +22,7 @@ pub use matrix::{OverlayVerdicts, response, verdicts};
 pub use metrics::OverlayMetrics;
 pub use probe::{
     DEFAULT_INTERVAL, DEFAULT_REPORT_INTERVAL, DEFAULT_WINDOW, MAX_OFFSET_RTT, OffsetClock,
-    ProbeConfig, ProbeSetupError, SystemClock, WallClock, run, run_command,
+    ProbeConfig, ProbeFlags, ProbeSetupError, SystemClock, WallClock, run, run_command,
 };
 pub use prober::Prober;
 pub use select::targets;

@@ -2,7 +2,7 @@
 //! network, a ping timer, and a reporter task that talks to the local agent.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,25 +101,48 @@ pub enum ProbeSetupError {
     },
 }
 
+/// `starling probe`'s flags, checked: everything but the bound port.
+#[derive(Debug)]
+pub struct ProbeFlags {
+    pub node: String,
+    /// The address peers ping, without the port (known once bound).
+    pub ip: IpAddr,
+    pub agent_url: String,
+    pub keyring: Keyring,
+}
+
+impl ProbeFlags {
+    /// Checks the flags without touching the network (the key file is read).
+    pub fn from_args(args: &crate::cli::ProbeArgs) -> Result<Self, ProbeSetupError> {
+        let node = args.node_name.trim().to_owned();
+        if node.is_empty() {
+            return Err(ProbeSetupError::EmptyNodeName);
+        }
+        let keyring = args.key.load()?.ok_or(ProbeSetupError::NoKey)?;
+        let agent_url = args.agent.trim_end_matches('/').to_owned();
+        if !agent_url.starts_with("http://") || agent_url.len() <= "http://".len() {
+            return Err(ProbeSetupError::BadAgentUrl(args.agent.clone()));
+        }
+        let ip = match args.pod_ip {
+            Some(ip) => ip,
+            None if !args.listen.ip().is_unspecified() => args.listen.ip(),
+            None => return Err(ProbeSetupError::NoPodIp(args.listen)),
+        };
+        Ok(ProbeFlags {
+            node,
+            ip,
+            agent_url,
+            keyring,
+        })
+    }
+}
+
 /// `starling probe`: check the flags, bind, and probe until `shutdown`.
 pub async fn run_command(
     args: &crate::cli::ProbeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProbeSetupError> {
-    let node = args.node_name.trim().to_owned();
-    if node.is_empty() {
-        return Err(ProbeSetupError::EmptyNodeName);
-    }
-    let keyring = args.key.load()?.ok_or(ProbeSetupError::NoKey)?;
-    let agent = args.agent.trim_end_matches('/').to_owned();
-    if !agent.starts_with("http://") || agent.len() <= "http://".len() {
-        return Err(ProbeSetupError::BadAgentUrl(args.agent.clone()));
-    }
-    let ip = match args.pod_ip {
-        Some(ip) => ip,
-        None if !args.listen.ip().is_unspecified() => args.listen.ip(),
-        None => return Err(ProbeSetupError::NoPodIp(args.listen)),
-    };
+    let flags = ProbeFlags::from_args(args)?;
     let bind_error = |source| ProbeSetupError::Bind {
         addr: args.listen,
         source,
@@ -127,10 +150,10 @@ pub async fn run_command(
     let socket = UdpSocket::bind(args.listen).await.map_err(bind_error)?;
     let port = socket.local_addr().map_err(bind_error)?.port();
     let config = ProbeConfig {
-        node,
-        advertise: SocketAddr::new(ip, port),
-        agent_url: agent,
-        keyring: Arc::new(keyring),
+        node: flags.node,
+        advertise: SocketAddr::new(flags.ip, port),
+        agent_url: flags.agent_url,
+        keyring: Arc::new(flags.keyring),
     };
     run(socket, config, Arc::new(SystemClock), shutdown).await;
     Ok(())

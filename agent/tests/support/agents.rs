@@ -3,13 +3,17 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use starling_agent::AgentSettings;
 use starling_agent::daemon::{self, RunningAgent};
 use starling_agent::gossip::{GossipConfig, JoinTargets, Keyring, MemberState, Role};
 use starling_agent::history::StoreConfig;
+use starling_agent::overlay::{ProbeConfig, WallClock, run};
 use starling_agent::replicate::ReplicationConfig;
+use starling_agent::settings::OverlaySettings;
+use tokio::sync::oneshot;
 
 /// Every wait in these tests is bounded by this.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -119,4 +123,37 @@ pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
         .get(url)
         .send()
         .await
+}
+
+/// Fast enough for a test, with the judgement's proportions kept: ten
+/// pings per window at least, several reports per window.
+pub fn fast_overlay() -> OverlaySettings {
+    OverlaySettings {
+        interval: Duration::from_millis(100),
+        window: Duration::from_secs(2),
+        report_interval: Duration::from_millis(200),
+        ..OverlaySettings::default()
+    }
+}
+
+/// A probe task for `agent`; dropping the sender stops it.
+pub async fn probe(
+    agent: &RunningAgent,
+    key: &Keyring,
+    clock: impl WallClock,
+) -> oneshot::Sender<()> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
+    let config = ProbeConfig {
+        node: agent.identity.name.clone(),
+        advertise: socket.local_addr().expect("bound"),
+        agent_url: format!("http://{}", agent.api_addr),
+        keyring: Arc::new(key.clone()),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(run(socket, config, Arc::new(clock), async {
+        let _ = stopped.await;
+    }));
+    stop
 }
