@@ -340,25 +340,9 @@ impl Ledgers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::model::{AlertKind, Severity};
 
     fn notice(generation: u64, state: AlertState) -> Notice {
-        Notice {
-            key: "check-critical/etcd:health".to_owned(),
-            kind: AlertKind::CheckCritical,
-            severity: Severity::Critical,
-            subject: None,
-            check: Some("etcd:health".to_owned()),
-            state,
-            flapping: false,
-            message: "etcd is critical".to_owned(),
-            observer: "a".to_owned(),
-            agreeing: None,
-            generation,
-            starts_at_unix_ms: 1_000,
-            ends_at_unix_ms: None,
-            generator_url: None,
-        }
+        Notice::for_tests("check-critical/etcd:health", generation, state)
     }
 
     fn mark(step: Step, notice: &Notice, observer: &str, at: u64) -> Mark {

@@ -205,6 +205,33 @@ impl Notice {
     }
 }
 
+#[cfg(test)]
+impl Notice {
+    /// A plain notice about `key` (its kind and subject or check read from
+    /// it), observed by `a`, started at 1 s.
+    pub(crate) fn for_tests(key: &str, generation: u64, state: AlertState) -> Notice {
+        let kind = kind_of(key).expect("a key with a known kind");
+        let what = key.split_once('/').map(|(_, what)| what.to_owned());
+        let about_a_check = kind == AlertKind::CheckCritical;
+        Notice {
+            key: key.to_owned(),
+            kind,
+            severity: kind.severity(),
+            subject: what.clone().filter(|_| !about_a_check),
+            check: what.filter(|_| about_a_check),
+            state,
+            flapping: false,
+            message: format!("{key} is {}", state.as_str()),
+            observer: "a".to_owned(),
+            agreeing: None,
+            generation,
+            starts_at_unix_ms: 1_000,
+            ends_at_unix_ms: None,
+            generator_url: None,
+        }
+    }
+}
+
 /// `{kind}/{what}`.
 pub fn key(kind: AlertKind, what: &str) -> String {
     format!("{}/{what}", kind.as_str())

@@ -258,7 +258,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::model::{AlertKind, Severity};
     use crate::history::{HistoryMetrics, StoreConfig};
 
     fn store(dir: &tempfile::TempDir) -> Store {
@@ -269,25 +268,6 @@ mod tests {
             HistoryMetrics::default(),
         )
         .expect("a history opens in a temp dir")
-    }
-
-    fn notice(key: &str, generation: u64, state: AlertState) -> Notice {
-        Notice {
-            key: key.to_owned(),
-            kind: AlertKind::NodeDown,
-            severity: Severity::Critical,
-            subject: Some("x".to_owned()),
-            check: None,
-            state,
-            flapping: false,
-            message: "x is down".to_owned(),
-            observer: "a".to_owned(),
-            agreeing: None,
-            generation,
-            starts_at_unix_ms: 1_000,
-            ends_at_unix_ms: None,
-            generator_url: None,
-        }
     }
 
     fn sinks(names: &[&str]) -> Vec<String> {
@@ -308,7 +288,7 @@ mod tests {
     async fn a_claim_elsewhere_drops_older_rows_and_its_transitions_but_not_its_refreshes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let outbox = Outbox::new(store(&dir), 100);
-        let firing = notice("node-down/x", 1, AlertState::Firing);
+        let firing = Notice::for_tests("node-down/x", 1, AlertState::Firing);
         outbox
             .enqueue(&firing, sinks(&["am", "hook"]), true, 1)
             .await
@@ -317,12 +297,12 @@ mod tests {
             .enqueue(&firing, sinks(&["am"]), false, 2)
             .await
             .expect("queued");
-        let resolved = notice("node-down/x", 2, AlertState::Resolved);
+        let resolved = Notice::for_tests("node-down/x", 2, AlertState::Resolved);
         outbox
             .enqueue(&resolved, sinks(&["am"]), true, 3)
             .await
             .expect("queued");
-        let other = notice("node-down/y", 1, AlertState::Firing);
+        let other = Notice::for_tests("node-down/y", 1, AlertState::Firing);
         outbox
             .enqueue(&other, sinks(&["am"]), true, 4)
             .await
@@ -357,10 +337,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let outbox = Outbox::new(store(&dir), 3);
         let queue = [
-            notice("k1", 1, AlertState::Firing),
-            notice("k1", 2, AlertState::Resolved),
-            notice("k2", 1, AlertState::Firing),
-            notice("k3", 1, AlertState::Firing),
+            Notice::for_tests("node-down/k1", 1, AlertState::Firing),
+            Notice::for_tests("node-down/k1", 2, AlertState::Resolved),
+            Notice::for_tests("node-down/k2", 1, AlertState::Firing),
+            Notice::for_tests("node-down/k3", 1, AlertState::Firing),
         ];
         let mut dropped = 0;
         for (at, notice) in queue.iter().enumerate() {
@@ -373,16 +353,16 @@ mod tests {
         assert_eq!(
             heads(&outbox, "am").await,
             [
-                ("k1".to_owned(), 1, true),
-                ("k2".to_owned(), 1, true),
-                ("k3".to_owned(), 1, true)
+                ("node-down/k1".to_owned(), 1, true),
+                ("node-down/k2".to_owned(), 1, true),
+                ("node-down/k3".to_owned(), 1, true)
             ]
         );
         let k1 = outbox.due("am".to_owned(), 10).await.expect("reads")[0].id;
         outbox.remove(k1).await.expect("removes");
         assert!(
             !outbox
-                .holds("am".to_owned(), "k1".to_owned())
+                .holds("am".to_owned(), "node-down/k1".to_owned())
                 .await
                 .expect("reads"),
             "k1's resolution was the row dropped"
