@@ -501,17 +501,10 @@ fn the_rbac_is_exactly_the_documented_verbs_bound_to_the_agents_account() {
         (subjects[0].name.clone(), subjects[0].namespace.clone())
     };
     let agent = ("starling-agent".to_owned(), Some("starling".to_owned()));
-    let roles: BTreeSet<String> = all_of::<Role>(&documents, "Role")
-        .into_iter()
-        .chain(
-            all_of::<ClusterRole>(&documents, "ClusterRole")
-                .into_iter()
-                .map(|c| Role {
-                    metadata: c.metadata,
-                    rules: c.rules,
-                }),
-        )
-        .filter_map(|r| r.metadata.name)
+    let roles: BTreeSet<String> = documents
+        .iter()
+        .filter(|d| matches!(d.kind().1, "Role" | "ClusterRole"))
+        .map(|d| d.name().to_owned())
         .collect();
     let mut bound = BTreeSet::new();
     for binding in all_of::<RoleBinding>(&documents, "RoleBinding") {

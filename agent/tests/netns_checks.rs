@@ -54,7 +54,7 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
     if !etcd_installed_or_skip() {
         return;
     }
-    let Some(binary) = fake_apiserver_binary() else {
+    let Some(binary) = lab::testkit_binary("stl-fake-apiserver") else {
         return;
     };
     let kube_dir = tempfile::tempdir().expect("temp dir");
@@ -150,10 +150,6 @@ fn stopping_etcd_degrades_every_node_naming_it_and_starting_it_recovers() {
     );
 }
 
-fn fake_apiserver_binary() -> Option<std::path::PathBuf> {
-    lab::testkit_binary("stl-fake-apiserver")
-}
-
 /// `stl-fake-apiserver` in host 0's namespace (port 6443, for five
 /// minutes), and the agent flags that point the API checks at it.
 fn fake_apiserver(lab: &NetLab, binary: &Path, dir: &Path) -> (LabProcess, Vec<String>) {
@@ -202,7 +198,7 @@ fn probers(cluster: &Cluster, observer: usize, after: u64) -> Vec<String> {
 
 #[test]
 fn one_agent_of_five_runs_the_scheduler_probe_and_another_takes_over_when_it_dies() {
-    let Some(binary) = fake_apiserver_binary() else {
+    let Some(binary) = lab::testkit_binary("stl-fake-apiserver") else {
         return;
     };
     let kube_dir = tempfile::tempdir().expect("temp dir");
