@@ -7,7 +7,7 @@ FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # --locked: the image gets exactly the dependency versions CI tested.
-RUN cargo build --release --locked -p starling-agent --bin starling \
+RUN cargo build --release --locked -p starling --bin starling \
     && strip target/release/starling
 
 # Same Debian release as the build stage, so the glibc the binary was

@@ -1,6 +1,6 @@
-//! The agent process: history, gossip, replication and the HTTP surface,
-//! started together and stopped in order (record our leave, leave the
-//! cluster, then stop answering).
+//! The agent process: every layer started bottom-up from one checked
+//! config, and stopped top-down in stages (record our leave, leave the
+//! cluster, then stop answering and close the history).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,27 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-use crate::alert::{AlertMetrics, Alerting, SinkError};
-use crate::gossip::{
-    Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
+use starling_alert::{AlertMetrics, Alerting, SinkError};
+use starling_checks::Runner;
+use starling_gossip::{
+    DataDirError, Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
+    SERVICE_SLOTS,
 };
-use crate::history::{HistoryMetrics, Store, StoreError};
-use crate::incarnation::{self, DataDirError};
-use crate::overlay::{OverlayIntake, OverlayMetrics};
-use crate::replicate::{Publisher, Replication, ReplicationMetrics};
-use crate::settings::AgentSettings;
-use crate::status::{self, GossipPlacement, StatusMetrics};
-use crate::stopped;
+use starling_health::overlay::{OverlayIntake, OverlayMetrics};
+use starling_health::status::{self, GossipPlacement, StatusMetrics};
+use starling_history::{HistoryMetrics, Store, StoreError};
+use starling_model::Service;
+use starling_replicate::{Publisher, Replication, ReplicationMetrics};
+use starling_seal::Keyring;
+use tokio::net::TcpListener;
+
+use crate::checks::{self, ChecksError};
+use crate::config::AgentConfig;
+use crate::stage::Stage;
 use crate::view::{AgentSurface, SurfaceParts};
+
+pub use starling_history::HISTORY_FILE;
 
 /// Check results queued between the runner and the history.
 const CHECK_RESULTS_BUFFER: usize = 256;
-
-/// The history database's file name inside `--data-dir`.
-pub const HISTORY_FILE: &str = "history.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -37,7 +39,7 @@ pub enum AgentError {
     #[error(transparent)]
     History(#[from] StoreError),
     #[error(transparent)]
-    Checks(#[from] status::ChecksError),
+    Checks(#[from] ChecksError),
     #[error(transparent)]
     Alerts(#[from] SinkError),
     #[error("{flag} {addr}: cannot bind: {source}")]
@@ -65,125 +67,82 @@ pub struct RunningAgent {
     pub metrics: GossipMetrics,
     /// This node's history database.
     pub history: Store,
-    replication: Replication,
-    stop_checks: watch::Sender<bool>,
     /// The runner, then the task turning its results into history.
-    checks_tasks: [JoinHandle<()>; 2],
-    stop: watch::Sender<bool>,
-    gossip_task: JoinHandle<()>,
-    http_task: JoinHandle<std::io::Result<()>>,
-    /// Writes overlay verdicts: stopped before the history closes.
-    overlay_task: JoinHandle<()>,
+    checks: Stage,
     /// Records alert marks: stopped before replication and gossip.
     alerting: Alerting,
+    replication: Replication,
+    /// Gossip, the HTTP server and overlay housekeeping (which writes
+    /// verdicts: it ends before the history closes).
+    serving: Stage,
 }
 
 /// Bind, join and serve. Returns once both sockets are bound, so callers
 /// (and tests) can use the addresses at once.
-pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
-    let incarnation = incarnation::next(&settings.data_dir)?;
+pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
+    let incarnation = starling_gossip::next_incarnation(&config.data_dir)?;
     let mut registry = Registry::with_prefix("starling");
     let history = Store::open(
-        &settings.data_dir.join(HISTORY_FILE),
-        &settings.node_name,
-        settings.history.clone(),
+        &config.data_dir.join(HISTORY_FILE),
+        &config.node_name,
+        config.history.clone(),
         HistoryMetrics::register(&mut registry),
     )?;
-    let runner = status::runner(&settings).await?;
-    let checks_here = status::node_checks_here(&settings);
-    let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
-    let sockets = GossipSockets::bind(settings.gossip_bind)
-        .await
-        .map_err(bind_error("--gossip-bind", settings.gossip_bind))?;
-    let api = tokio::net::TcpListener::bind(settings.api_bind)
-        .await
-        .map_err(bind_error("--api-bind", settings.api_bind))?;
-    let gossip_port = sockets
-        .local_addr()
-        .map_err(bind_error("--gossip-bind", settings.gossip_bind))?
-        .port();
-    let api_addr = api
-        .local_addr()
-        .map_err(bind_error("--api-bind", settings.api_bind))?;
-    let gossip_addr = SocketAddr::new(settings.advertise_ip, gossip_port);
-    let identity = NodeId {
-        name: settings.node_name.clone(),
-        addr: gossip_addr,
-        incarnation,
-        meta: NodeMeta {
-            role: settings.role,
-            api_addr: Some(SocketAddr::new(settings.advertise_ip, api_addr.port())),
-            probe_addr: None,
-        },
-    };
+    let runner = checks::runner(&config).await?;
+    let checks_here = checks::node_checks_here(&config);
+    let Bound {
+        sockets,
+        api,
+        gossip_addr,
+        api_addr,
+    } = bind(&config).await?;
+    let identity = identity(&config, incarnation, gossip_addr, api_addr);
 
     let metrics = GossipMetrics::register(&mut registry);
     let replication_metrics = ReplicationMetrics::register(&mut registry);
     let status_metrics = StatusMetrics::register(&mut registry);
     let node = GossipNode::new(
         identity.clone(),
-        settings.gossip.clone(),
+        config.gossip.clone(),
         rand::random(),
         Duration::ZERO,
     );
-    let keyring = Arc::new(settings.keyring.clone());
-    if keyring.is_insecure() {
-        tracing::warn!(
-            "GOSSIP IS UNENCRYPTED AND UNAUTHENTICATED (--insecure-gossip): anyone who can \
-             reach {gossip_addr} or the API can read membership, join, forge updates, and read \
-             and write the history"
-        );
-    } else {
-        let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
-        tracing::info!(?keys, "gossip keyring loaded (first key sends)");
-    }
-    let has_seeds = !settings.join.is_empty();
+    let keyring = Arc::new(config.keyring.clone());
+    log_keyring(&keyring, gossip_addr);
+    let has_seeds = !config.join.is_empty();
     let (gossip, handle) = Gossip::new(
         sockets,
         node,
         Arc::clone(&keyring),
         metrics.clone(),
-        settings.join,
+        config.join,
     );
-    let (stop, stopping) = watch::channel(false);
-    let gossip_task = tokio::spawn(gossip.run(stopped(stopping.clone())));
+    let mut serving = Stage::new();
+    serving.spawn(gossip.run(serving.stopped()));
     let publisher = Publisher::new(history.clone(), handle.clone(), replication_metrics.clone());
     let replication = Replication::start(
         publisher.clone(),
         handle.clone(),
         Arc::clone(&keyring),
         replication_metrics.clone(),
-        settings.replication,
+        config.replication,
     );
-    let (stop_checks, checks_stopping) = watch::channel(false);
-    let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);
-    let checks_tasks = [
-        tokio::spawn(runner.run(
-            Arc::new(GossipPlacement::new(handle.view.clone())),
-            results,
-            stopped(checks_stopping),
-        )),
-        tokio::spawn(status::record_results(
-            publisher.clone(),
-            results_inbox,
-            status_metrics.clone(),
-        )),
-    ];
+    let checks = start_checks(runner, &handle, &publisher, &status_metrics);
     let overlay = Arc::new(OverlayIntake::new(
-        settings.overlay.clone(),
+        config.overlay.clone(),
         Arc::clone(&keyring),
         handle.clone(),
         publisher.clone(),
         OverlayMetrics::register(&mut registry),
         status_metrics.clone(),
     ));
-    let overlay_task = tokio::spawn(overlay_housekeeping(
+    serving.spawn(overlay_housekeeping(
         Arc::clone(&overlay),
-        settings.overlay.report_interval,
-        stopped(stopping.clone()),
+        config.overlay.report_interval,
+        serving.stopped(),
     ));
     let alerting = Alerting::start(
-        &settings.alert,
+        &config.alert,
         handle.clone(),
         publisher.clone(),
         replication.caught_up(),
@@ -200,7 +159,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         has_seeds,
         overlay,
     }));
-    let http_task = tokio::spawn(starling_web::serve(api, surface, stopped(stopping)));
+    serving.spawn_fallible(starling_web::serve(api, surface, serving.stopped()));
     tracing::info!(
         node = %identity.name,
         gossip = %gossip_addr,
@@ -216,15 +175,103 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         gossip: handle,
         metrics,
         history,
-        replication,
-        stop_checks,
-        checks_tasks,
-        stop,
-        gossip_task,
-        http_task,
-        overlay_task,
+        checks,
         alerting,
+        replication,
+        serving,
     })
+}
+
+/// The runner, placing checks by the gossip view, and the task turning
+/// its results into history rows and transitions.
+fn start_checks(
+    runner: Runner,
+    gossip: &GossipHandle,
+    publisher: &Publisher,
+    metrics: &StatusMetrics,
+) -> Stage {
+    let mut checks = Stage::new();
+    let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);
+    checks.spawn(runner.run(
+        Arc::new(GossipPlacement::new(gossip.view.clone())),
+        results,
+        checks.stopped(),
+    ));
+    // Ends when the runner, and with it the results channel, is gone.
+    checks.spawn(status::record_results(
+        publisher.clone(),
+        results_inbox,
+        metrics.clone(),
+    ));
+    checks
+}
+
+/// The sockets, bound before anything is announced, so a port in use is
+/// an error at start naming its flag.
+struct Bound {
+    sockets: GossipSockets,
+    api: TcpListener,
+    /// Advertised: `--host-ip` with the bound port.
+    gossip_addr: SocketAddr,
+    /// As bound (the port may have been 0).
+    api_addr: SocketAddr,
+}
+
+async fn bind(config: &AgentConfig) -> Result<Bound, AgentError> {
+    let bind_error = |flag, addr| move |source| AgentError::Bind { flag, addr, source };
+    let gossip_error = bind_error("--gossip-bind", config.gossip_bind);
+    let api_error = bind_error("--api-bind", config.api_bind);
+    let sockets = GossipSockets::bind(config.gossip_bind)
+        .await
+        .map_err(gossip_error)?;
+    let api = TcpListener::bind(config.api_bind)
+        .await
+        .map_err(api_error)?;
+    let gossip_port = sockets.local_addr().map_err(gossip_error)?.port();
+    let api_addr = api.local_addr().map_err(api_error)?;
+    Ok(Bound {
+        sockets,
+        api,
+        gossip_addr: SocketAddr::new(config.advertise_ip, gossip_port),
+        api_addr,
+    })
+}
+
+/// Who this node is to the cluster: name, advertised address, this run's
+/// incarnation, and the services it advertises (the probe's slot fills
+/// once the probe reports, through the overlay intake).
+fn identity(
+    config: &AgentConfig,
+    incarnation: u64,
+    gossip_addr: SocketAddr,
+    api_addr: SocketAddr,
+) -> NodeId {
+    let mut services = [None; SERVICE_SLOTS];
+    services[usize::from(Service::Api)] =
+        Some(SocketAddr::new(config.advertise_ip, api_addr.port()));
+    NodeId {
+        name: config.node_name.clone(),
+        addr: gossip_addr,
+        incarnation,
+        meta: NodeMeta {
+            role: config.role,
+            services,
+        },
+    }
+}
+
+/// Says loudly when gossip runs without keys, and which keys are loaded.
+fn log_keyring(keyring: &Keyring, gossip_addr: SocketAddr) {
+    if keyring.is_insecure() {
+        tracing::warn!(
+            "GOSSIP IS UNENCRYPTED AND UNAUTHENTICATED (--insecure-gossip): anyone who can \
+             reach {gossip_addr} or the API can read membership, join, forge updates, and read \
+             and write the history"
+        );
+    } else {
+        let keys: Vec<String> = keyring.key_ids().iter().map(ToString::to_string).collect();
+        tracing::info!(?keys, "gossip keyring loaded (first key sends)");
+    }
 }
 
 /// Retire what a previous run left, then expire the local probe's figures
@@ -234,44 +281,43 @@ async fn overlay_housekeeping(
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    overlay.retire_leftovers(crate::unix_ms_now()).await;
+    overlay
+        .retire_leftovers(starling_model::unix_ms_now())
+        .await;
     let mut ticker = tokio::time::interval(every);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = ticker.tick() => overlay.expire_if_stale(crate::unix_ms_now()).await,
+            _ = ticker.tick() => overlay.expire_if_stale(starling_model::unix_ms_now()).await,
         }
     }
 }
 
 /// Run until `shutdown` completes, then leave gracefully.
 pub async fn run(
-    settings: AgentSettings,
+    config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let agent = start(settings).await?;
+    let agent = start(config).await?;
     shutdown.await;
     tracing::info!("shutting down: leaving the cluster");
     agent.shutdown().await
 }
 
 impl RunningAgent {
-    /// Record our leave, leave the cluster, then stop serving.
+    /// Stop top-down, one stage after the other: record our leave, leave
+    /// the cluster, then stop serving and close the history.
     pub async fn shutdown(self) -> Result<(), AgentError> {
-        // Checks first, so their last transitions are recorded and pushed.
-        let _ = self.stop_checks.send(true);
-        for task in self.checks_tasks {
-            task.await?;
-        }
+        // 1. Checks, so their last transitions are recorded and pushed.
+        self.checks.stop().await?;
+        // 2. Alerting: the marks it records ride replication.
         self.alerting.stop().await?;
+        // 3. Replication: our leave is recorded, then push and pull end.
         self.replication.stop().await?;
-        // No receiver left means both tasks already ended.
-        let _ = self.stop.send(true);
-        self.gossip_task.await?;
-        let served = self.http_task.await?.map_err(AgentError::Http);
-        self.overlay_task.await?;
-        // Last: the writer finishes what is queued, off the async threads.
+        // 4. Gossip leaves the cluster; the API and overlay housekeeping end.
+        let served = self.serving.stop().await;
+        // 5. The writer finishes what is queued, off the async threads.
         self.history.close().await;
         served
     }

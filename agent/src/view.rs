@@ -8,18 +8,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use starling_checks::is_cluster_check;
-use starling_web::{
-    AgentView, AnnotationAck, ApiError, CheckDetail, HistoryEvent, HistoryQuery, HistoryResponse,
-    Member, MembersResponse, NodeResponse, OverlayResponse, Reply, StatusResponse,
+use starling_model::{
+    AnnotationAck, ApiError, CheckDetail, HistoryEvent, HistoryQuery, HistoryResponse, Member,
+    MembersResponse, NodeHealth, NodeResponse, OverlayResponse, Service, StatusResponse,
+    unix_ms_now,
 };
+use starling_web::{AgentView, Reply};
 use tokio::sync::watch;
 
-use crate::gossip::{Keyring, MemberState, MembershipView, NodeId};
-use crate::history::{Event, EventFilter, EventKind, EventPosition, Store, StoreError};
-use crate::overlay::{self, OverlayIntake};
-use crate::replicate::{self, Publisher, ReplicationMetrics};
-use crate::status::StatusMetrics;
-use crate::unix_ms_now;
+use starling_gossip::{MemberState, MembershipView, NodeId};
+use starling_health::overlay;
+use starling_health::overlay::OverlayIntake;
+use starling_health::status::StatusMetrics;
+use starling_history::{Event, EventFilter, EventPosition, Store, StoreError};
+use starling_replicate as replicate;
+use starling_replicate::{Publisher, ReplicationMetrics};
+use starling_seal::Keyring;
 
 /// The gossip loop republishes every second; this much silence means it
 /// is stuck, and the kubelet should restart us.
@@ -75,7 +79,8 @@ impl AgentSurface {
         let checks_here = self.parts.checks_here;
         async move {
             let latest = store.latest_results().await.map_err(unavailable)?;
-            let status = crate::status::roll_up(&view, &latest, checks_here, unix_ms_now());
+            let status =
+                starling_health::status::roll_up(&view, &latest, checks_here, unix_ms_now());
             Ok(Rolled {
                 status,
                 latest,
@@ -87,7 +92,7 @@ impl AgentSurface {
 
 struct Rolled {
     status: StatusResponse,
-    latest: Vec<crate::history::CheckResult>,
+    latest: Vec<starling_history::CheckResult>,
     view: Arc<MembershipView>,
 }
 
@@ -106,7 +111,7 @@ impl AgentView for AgentSurface {
         MembersResponse {
             answered_by: view.me.name.clone(),
             answered_at_unix_ms: unix_ms_now(),
-            counts: crate::status::state_counts(&view),
+            counts: starling_health::status::state_counts(&view),
             local_health: view.local_health,
             members,
         }
@@ -180,7 +185,7 @@ impl AgentView for AgentSurface {
                 .filter(|r| r.node == name && !is_cluster_check(&r.check))
                 .map(|r| CheckDetail {
                     check: r.check,
-                    status: r.status.as_str().to_owned(),
+                    status: r.status,
                     message: r.message,
                     at_unix_ms: r.at_unix_ms,
                     // Only this node's own rows carry them: other nodes'
@@ -192,9 +197,10 @@ impl AgentView for AgentSurface {
             let (node_status, reasons) = match status.nodes.into_iter().find(|n| n.name == name) {
                 Some(node) => (node.status, node.reasons),
                 None => match &member {
-                    Some(m) => (m.state.clone(), vec![format!("gossip: {}", m.state)]),
+                    // The roll-up lists every member but those that left.
+                    Some(m) => (NodeHealth::Left, vec![format!("gossip: {}", m.state)]),
                     None if !checks.is_empty() => (
-                        "unknown".to_owned(),
+                        NodeHealth::Unknown,
                         vec!["not in this node's gossip view".to_owned()],
                     ),
                     None => {
@@ -218,17 +224,21 @@ impl AgentView for AgentSurface {
 
     fn history(&self, query: HistoryQuery) -> Reply<HistoryResponse> {
         let store = self.store();
+        let publisher = self.parts.publisher.clone();
         let answered_by = self.parts.view.borrow().me.name.clone();
         Box::pin(async move {
-            let kind = match query.kind.as_deref().map(str::parse::<EventKind>) {
-                None => None,
-                Some(Ok(kind)) => Some(kind),
-                Some(Err(error)) => return Err(ApiError::BadRequest(format!("kind: {error}"))),
-            };
+            // Like `nodes NAME`: a typo is an error, not an empty page.
+            if let Some(node) = &query.node
+                && !publisher.knows_node(node).await.map_err(unavailable)?
+            {
+                return Err(ApiError::NotFound(format!(
+                    "no node named {node:?} in gossip or the history"
+                )));
+            }
             let limit = query.limit;
             let filter = EventFilter {
                 node: query.node,
-                kind,
+                kind: query.kind,
                 check: query.check,
                 since_unix_ms: query.since_unix_ms,
                 until_unix_ms: query.until_unix_ms,
@@ -245,7 +255,7 @@ impl AgentView for AgentSurface {
                 .then(|| events.last())
                 .flatten()
                 .map(|last| {
-                    starling_web::HistoryCursor {
+                    starling_model::HistoryCursor {
                         at_unix_ms: last.at_unix_ms,
                         origin: last.origin.clone(),
                         seq: last.seq,
@@ -310,7 +320,7 @@ fn history_event(event: Event) -> HistoryEvent {
         seq: event.seq,
         observer: event.observer,
         at_unix_ms: event.at_unix_ms,
-        kind: event.kind.as_str().to_owned(),
+        kind: event.kind,
         node: event.node,
         check: event.check,
         old_state: event.old_state,
@@ -325,8 +335,8 @@ fn member(id: &NodeId, state: MemberState, since_unix_ms: u64) -> Member {
         addr: id.addr.to_string(),
         incarnation: id.incarnation,
         role: id.meta.role.to_string(),
-        api_addr: id.meta.api_addr.map(|a| a.to_string()),
-        probe_addr: id.meta.probe_addr.map(|a| a.to_string()),
+        api_addr: id.meta.service(Service::Api).map(|a| a.to_string()),
+        probe_addr: id.meta.service(Service::Probe).map(|a| a.to_string()),
         state: state.as_str().to_owned(),
         since_unix_ms,
     }

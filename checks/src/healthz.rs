@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::certs;
 use crate::checker::{BoxFuture, Checker, Scope};
 use crate::errors::{failing_sub_checks, innermost_cause};
 use crate::result::Outcome;
@@ -22,6 +23,8 @@ pub struct HealthzCheck {
     name: String,
     url: String,
     scope: Scope,
+    /// A serving certificate ending sooner than this is a warning.
+    cert_warning: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,14 @@ impl HealthzCheck {
             name: name.to_owned(),
             url: url.to_owned(),
             scope: Scope::ControlPlane,
+            cert_warning: certs::DEFAULT_CERT_WARNING,
         })
+    }
+
+    /// How long before its end the served certificate is a warning.
+    pub fn with_cert_warning(mut self, cert_warning: Duration) -> Self {
+        self.cert_warning = cert_warning;
+        self
     }
 
     /// For a component every node runs (the kubelet); the default is
@@ -63,6 +73,7 @@ impl Checker for HealthzCheck {
         Box::pin(async move {
             let client = match loopback_unverified_client()
                 .timeout(REQUEST_TIMEOUT)
+                .tls_info(true)
                 .build()
             {
                 Ok(client) => client,
@@ -77,11 +88,20 @@ impl Checker for HealthzCheck {
                     return Outcome::critical(format!("{}: {}", self.url, innermost_cause(&error)));
                 }
             };
+            // Not verified (self-signed), but its dates still matter: anything
+            // that does verify it (Prometheus) refuses it once it ends.
+            let findings: Vec<certs::CertFinding> = certs::served_certificate(&response)
+                .and_then(|cert| {
+                    let what = format!("the serving certificate of {}", self.url);
+                    certs::judge_validity(&what, &cert, certs::unix_now(), self.cert_warning)
+                })
+                .into_iter()
+                .collect();
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
             let elapsed = started.elapsed();
             let details = json!({"url": self.url, "http_status": status.as_u16(), "ms": elapsed.as_secs_f64() * 1000.0});
-            if status.is_success() && body.trim() == "ok" {
+            let outcome = if status.is_success() && body.trim() == "ok" {
                 Outcome::ok(format!(
                     "{} ok in {:.1} ms",
                     self.url,
@@ -97,7 +117,8 @@ impl Checker for HealthzCheck {
                 };
                 Outcome::critical(format!("{}: HTTP {status}: {why}", self.url))
                     .with_details(details)
-            }
+            };
+            certs::with_findings(outcome, &findings)
         })
     }
 }

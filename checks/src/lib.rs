@@ -1,6 +1,7 @@
 //! starling's checks: the [`Checker`] trait, the [`Runner`] that schedules
 //! them, the result vocabulary, and the built-in checks.
 
+mod certs;
 mod checker;
 mod errors;
 mod etcd;
@@ -12,14 +13,19 @@ mod runner;
 mod threshold;
 mod tls;
 
+pub use certs::{
+    CertFinding, CertValidity, DEFAULT_CERT_WARNING, judge_file, judge_validity, validity,
+    with_findings,
+};
 pub use checker::{BoxFuture, Checker, Schedule, Scope};
 pub use errors::innermost_cause;
-pub use etcd::{EtcdCheck, EtcdConfig};
+pub use etcd::{DiskLimits, EtcdCheck, EtcdConfig};
 pub use healthz::{HealthzCheck, NotLoopback};
 pub use kubernetes::{ApiServerCheck, LeaseCheck, SchedulerCheck, SchedulerConfig};
 pub use node::{
-    Answer, DiskCheck, DnsCheck, DnsSpec, KUBELET_HEALTHZ_URL, KUBERNETES_SERVICE_NAME,
-    PluginCheck, PluginSpec, Watermarks, encode_dns_query, resolv_conf_server, resolve,
+    Answer, CONTAINERD_SOCKET, DiskCheck, DnsCheck, DnsSpec, KUBELET_HEALTHZ_URL,
+    KUBERNETES_SERVICE_NAME, PluginCheck, PluginSpec, RuntimeCheck, Watermarks, encode_dns_query,
+    resolv_conf_server, resolve,
 };
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};

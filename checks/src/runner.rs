@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::RngExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::checker::{Checker, Schedule, Scope};
 use crate::result::{CheckResult, Outcome};
@@ -79,7 +80,7 @@ impl Runner {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let permits = Arc::new(Semaphore::new(self.max_concurrent));
-        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
         let loops: Vec<_> = self
             .checks
             .into_iter()
@@ -90,12 +91,12 @@ impl Runner {
                     Arc::clone(&placement),
                     Arc::clone(&permits),
                     results.clone(),
-                    stopping.clone(),
+                    stop.clone(),
                 ))
             })
             .collect();
         shutdown.await;
-        let _ = stop.send(true);
+        stop.cancel();
         for task in loops {
             // A loop only ends by the stop signal; a panic in it would be
             // ours, and is reported by the task's own log line.
@@ -110,7 +111,7 @@ async fn check_loop(
     placement: Arc<dyn Placement>,
     permits: Arc<Semaphore>,
     results: mpsc::Sender<CheckResult>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    stopping: CancellationToken,
 ) {
     let mut threshold = Threshold::new(schedule.failures_before_critical);
     let spread = FIRST_RUN_SPREAD.min(schedule.interval);
@@ -123,7 +124,7 @@ async fn check_loop(
     loop {
         let wake = next_due.min(Instant::now() + PLACEMENT_POLL);
         tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
+            () = stopping.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {}
         }
         if !placement.runs_here(checker.name(), checker.scope()) {

@@ -71,7 +71,10 @@ impl ClientTls {
     }
 }
 
-fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read = |reason: String| TlsError::Read {
         what,
         path: path.to_owned(),

@@ -48,6 +48,7 @@
 //! This crate is a dev-dependency only; it never ships in the product path.
 
 mod alerts;
+mod containerd;
 mod dns;
 mod etcd;
 mod exposition;
@@ -59,8 +60,9 @@ mod wait;
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
 pub use alerts::{AlertReceiver, Received, read_received_log};
+pub use containerd::{Containerd, containerd_or_skip};
 pub use dns::{DnsReply, DnsServer};
-pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip};
+pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
 pub use wait::wait_until;

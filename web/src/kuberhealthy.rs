@@ -25,7 +25,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{CheckSummary, StatusResponse};
+use starling_model::{CheckSummary, NodeHealth, Status, StatusResponse};
 
 /// Kuberhealthy's `health.State`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ pub fn from_status(status: &StatusResponse) -> KuberhealthyState {
                 details(check, answered_by),
             );
         }
-        if node.status == "unreachable" {
+        if node.status == NodeHealth::Unreachable {
             check_details.insert(
                 format!("{}/gossip", node.name),
                 WorkloadDetails {
@@ -123,7 +123,7 @@ pub fn from_status(status: &StatusResponse) -> KuberhealthyState {
 }
 
 fn details(check: &CheckSummary, answered_by: &str) -> WorkloadDetails {
-    let ok = check.status != "critical";
+    let ok = check.status != Status::Critical;
     WorkloadDetails {
         ok,
         errors: if ok {

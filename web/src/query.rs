@@ -3,13 +3,9 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::api::{ApiError, HistoryCursor, HistoryQuery};
-
-/// Rows per history page when the caller does not say.
-pub const DEFAULT_HISTORY_LIMIT: usize = 100;
-/// The most rows one request may ask for: a bound on the memory and time
-/// one caller can take from an agent that is busy during an incident.
-pub const MAX_HISTORY_LIMIT: usize = 1000;
+use starling_model::{
+    ApiError, DEFAULT_HISTORY_LIMIT, HistoryCursor, HistoryQuery, MAX_HISTORY_LIMIT,
+};
 
 const HISTORY_PARAMS: [&str; 7] = ["node", "kind", "check", "since", "until", "cursor", "limit"];
 
@@ -35,12 +31,24 @@ pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, 
             }
         },
     };
+    let since_unix_ms = time(params, "since")?;
+    let until_unix_ms = time(params, "until")?;
+    if let (Some(since), Some(until)) = (since_unix_ms, until_unix_ms)
+        && since >= until
+    {
+        return Err(ApiError::BadRequest(format!(
+            "since ({since}) is not before until ({until}): the range is empty"
+        )));
+    }
     Ok(HistoryQuery {
         node: text("node"),
-        kind: text("kind"),
+        kind: text("kind")
+            .map(|kind| kind.parse())
+            .transpose()
+            .map_err(|error| ApiError::BadRequest(format!("kind: {error}")))?,
         check: text("check"),
-        since_unix_ms: time(params, "since")?,
-        until_unix_ms: time(params, "until")?,
+        since_unix_ms,
+        until_unix_ms,
         cursor: params
             .get("cursor")
             .map(|value| value.parse::<HistoryCursor>())
@@ -89,12 +97,12 @@ mod tests {
         let query = history(&params(&[
             ("node", "n1"),
             ("since", "2026-11-23T10:00:00Z"),
-            ("until", "1700000000000"),
+            ("until", "1800000000000"),
         ]))
         .expect("valid filters");
         assert_eq!(query.node.as_deref(), Some("n1"));
         assert_eq!(query.since_unix_ms, Some(1_795_428_000_000));
-        assert_eq!(query.until_unix_ms, Some(1_700_000_000_000));
+        assert_eq!(query.until_unix_ms, Some(1_800_000_000_000));
         assert_eq!(query.limit, DEFAULT_HISTORY_LIMIT);
         assert_eq!(query.cursor, None);
     }
@@ -131,6 +139,7 @@ mod tests {
             (vec![("nodes", "n1")], "\"nodes\""),
             (vec![("cursor", "12:x")], "cursor:"),
             (vec![("cursor", "a:1:n#1")], "cursor:"),
+            (vec![("since", "20"), ("until", "10")], "range is empty"),
         ] {
             let refusal = history(&params(&pairs)).expect_err("refused");
             assert!(refusal.to_string().contains(named), "{refusal}");

@@ -14,9 +14,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::api::{ApiError, ErrorBody, HealthzResponse, NodesResponse};
 use crate::view::AgentView;
 use crate::{kuberhealthy, query};
+use starling_model::{ApiError, ErrorBody, HealthzResponse, NodesResponse};
 
 /// Bounds how long one request may hold a connection. A sync batch is the
 /// slowest answer we give, and it is milliseconds of SQLite.

@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::api::{
+use starling_model::{
     AnnotationAck, ApiError, HistoryQuery, HistoryResponse, MembersResponse, NodeResponse,
     OverlayResponse, StatusResponse,
 };

@@ -8,11 +8,12 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use starling_web::{
-    AgentView, AnnotationAck, ApiError, CheckDetail, CheckSummary, HistoryEvent, HistoryQuery,
-    HistoryResponse, KuberhealthyState, Member, MembersResponse, NodeResponse, NodeStatus, Reply,
-    StateCounts, StatusResponse,
+use starling_model::{
+    AnnotationAck, ApiError, CheckDetail, CheckSummary, EventKind, HistoryEvent, HistoryQuery,
+    HistoryResponse, Member, MembersResponse, NodeHealth, NodeResponse, NodeStatus, StateCounts,
+    Status, StatusResponse,
 };
+use starling_web::{AgentView, KuberhealthyState, Reply};
 use tower::ServiceExt;
 
 const AT: u64 = 1_795_428_000_000;
@@ -36,11 +37,11 @@ impl FixedView {
     }
 }
 
-fn check(node: &str, check: &str, status: &str, message: &str) -> CheckSummary {
+fn check(node: &str, check: &str, status: Status, message: &str) -> CheckSummary {
     CheckSummary {
         check: check.into(),
         node: node.into(),
-        status: status.into(),
+        status,
         message: message.into(),
         at_unix_ms: AT - 5_000,
     }
@@ -107,23 +108,28 @@ impl AgentView for FixedView {
                     ..StateCounts::default()
                 },
                 majority: true,
-                cluster_checks: vec![check("n2", "scheduler", "ok", "scheduled in 120ms")],
+                cluster_checks: vec![check("n2", "scheduler", Status::Ok, "scheduled in 120ms")],
                 nodes: vec![
                     NodeStatus {
                         name: "n1".into(),
-                        status: "healthy".into(),
+                        status: NodeHealth::Healthy,
                         reasons: vec![],
-                        checks: vec![check("n1", "etcd", "ok", "3 members healthy")],
+                        checks: vec![check("n1", "etcd", Status::Ok, "3 members healthy")],
                     },
                     NodeStatus {
                         name: "n2".into(),
-                        status: "degraded".into(),
+                        status: NodeHealth::Degraded,
                         reasons: vec!["etcd: 1 of 3 members unhealthy".into()],
-                        checks: vec![check("n2", "etcd", "critical", "1 of 3 members unhealthy")],
+                        checks: vec![check(
+                            "n2",
+                            "etcd",
+                            Status::Critical,
+                            "1 of 3 members unhealthy",
+                        )],
                     },
                     NodeStatus {
                         name: "n3".into(),
-                        status: "unreachable".into(),
+                        status: NodeHealth::Unreachable,
                         reasons: vec!["gossip: down".into()],
                         checks: vec![],
                     },
@@ -146,12 +152,12 @@ impl AgentView for FixedView {
                 answered_by: "n1".into(),
                 answered_at_unix_ms: AT,
                 name,
-                status: "healthy".into(),
+                status: NodeHealth::Healthy,
                 reasons: vec![],
                 member: Some(member("n1", "alive", 3)),
                 checks: vec![CheckDetail {
                     check: "etcd".into(),
-                    status: "ok".into(),
+                    status: Status::Ok,
                     message: "3 members healthy".into(),
                     at_unix_ms: AT - 5_000,
                     duration_ms: Some(12),
@@ -169,7 +175,7 @@ impl AgentView for FixedView {
                 seq: 7,
                 observer: "n2".into(),
                 at_unix_ms: AT - 5_000,
-                kind: "check".into(),
+                kind: EventKind::Check,
                 node: "n2".into(),
                 check: Some("etcd".into()),
                 old_state: Some("ok".into()),
@@ -230,7 +236,7 @@ impl Answer {
             "errors are JSON: {}",
             self.content_type
         );
-        let body: starling_web::ErrorBody = self.json();
+        let body: starling_model::ErrorBody = self.json();
         body.error
     }
 }
@@ -306,7 +312,7 @@ async fn history_hands_the_parsed_filters_over_and_pages() {
     let asked = view.asked.lock().expect("not poisoned").clone();
     let asked = asked.expect("the view was asked");
     assert_eq!(asked.node.as_deref(), Some("n2"));
-    assert_eq!(asked.kind.as_deref(), Some("check"));
+    assert_eq!(asked.kind, Some(EventKind::Check));
     assert_eq!(asked.check.as_deref(), Some("etcd"));
     assert_eq!(asked.since_unix_ms, Some(1000));
     assert_eq!(asked.until_unix_ms, Some(AT));

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
 
-use starling_web::{AgentView, ErrorBody, Member, MembersResponse, Reply, StateCounts};
+use starling_model::{ErrorBody, Member, MembersResponse, StateCounts};
+use starling_web::{AgentView, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct FixedView {

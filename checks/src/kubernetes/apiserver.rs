@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use base64::Engine;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
 use super::{describe, get_text};
+use crate::certs::{self, CertFinding};
 use crate::checker::{BoxFuture, Checker};
 use crate::errors::failing_sub_checks;
 use crate::result::Outcome;
@@ -25,6 +30,9 @@ struct Target {
 
 pub struct ApiServerCheck {
     targets: Vec<Target>,
+    /// A certificate (the CA, our client certificate) ending sooner than
+    /// this is a warning.
+    cert_warning: Duration,
 }
 
 impl std::fmt::Debug for ApiServerCheck {
@@ -58,7 +66,52 @@ impl ApiServerCheck {
                 config: dns,
             });
         }
-        ApiServerCheck { targets }
+        ApiServerCheck {
+            targets,
+            cert_warning: certs::DEFAULT_CERT_WARNING,
+        }
+    }
+
+    /// How long before its end a certificate is a warning.
+    pub fn with_cert_warning(mut self, cert_warning: Duration) -> Self {
+        self.cert_warning = cert_warning;
+        self
+    }
+
+    /// The CA the client trusts and the client certificate it presents, by
+    /// their dates: a kubeconfig's client certificate expiring after a year
+    /// is kubeadm's classic, and the API server then says only 401.
+    fn certificate_findings(&self) -> Vec<CertFinding> {
+        let Some(target) = self.targets.first() else {
+            return Vec::new();
+        };
+        let (config, warn) = (&target.config, self.cert_warning);
+        let now = certs::unix_now();
+        let mut found = Vec::new();
+        for der in config.root_cert.iter().flatten() {
+            found.extend(certs::judge_der("the API server's CA", der, now, warn));
+        }
+        let auth = &config.auth_info;
+        if let Some(data) = &auth.client_certificate_data {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .unwrap_or_else(|_| data.as_bytes().to_vec());
+            for der in CertificateDer::pem_slice_iter(&pem).flatten() {
+                let what = "the kubeconfig's client certificate";
+                found.extend(certs::judge_der(what, &der, now, warn));
+            }
+        }
+        if let Some(file) = &config.root_cert_file {
+            found.extend(certs::judge_file("the API server's CA", file, warn));
+        }
+        if let Some(file) = &auth.client_certificate {
+            found.extend(certs::judge_file(
+                "the API client certificate",
+                std::path::Path::new(file),
+                warn,
+            ));
+        }
+        found
     }
 }
 
@@ -94,7 +147,8 @@ impl Checker for ApiServerCheck {
                 }
             }
             let details = json!({ "targets": details });
-            if !problems.is_empty() {
+            let findings = self.certificate_findings();
+            let outcome = if !problems.is_empty() {
                 Outcome::critical(problems.join("; ")).with_details(details)
             } else if !slow.is_empty() {
                 Outcome::warning(slow.join("; ")).with_details(details)
@@ -109,7 +163,8 @@ impl Checker for ApiServerCheck {
                     .collect();
                 Outcome::ok(format!("live and ready; GET {}", summary.join(", ")))
                     .with_details(details)
-            }
+            };
+            certs::with_findings(outcome, &findings)
         })
     }
 }

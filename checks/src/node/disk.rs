@@ -116,10 +116,10 @@ impl Checker for DiskCheck {
                             .inodes_free_percent
                             .map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1}% free"));
                         let line = format!(
-                            "{}: {:.1}% free ({} MiB), inodes {inodes}",
+                            "{}: {:.1}% free ({}), inodes {inodes}",
                             usage.path,
                             usage.free_percent,
-                            usage.free_bytes >> 20,
+                            bytes(usage.free_bytes),
                         );
                         found.push((self.status_of(scarcer), scarcer, line));
                     }
@@ -154,5 +154,33 @@ impl Checker for DiskCheck {
             };
             Outcome::new(status, message).with_details(json!({ "paths": facts }))
         })
+    }
+}
+
+/// Free space in the unit that keeps a digit: 250 KiB is not "0 MiB".
+fn bytes(n: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match n {
+        n if n >= 10 * GIB => format!("{} GiB", n / GIB),
+        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
+        n if n >= MIB => format!("{} MiB", n / MIB),
+        n if n >= KIB => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn free_space_keeps_a_digit() {
+        assert_eq!(bytes(250 << 10), "250 KiB");
+        assert_eq!(bytes(512), "512 bytes");
+        assert_eq!(bytes(300 << 20), "300 MiB");
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
+        assert_eq!(bytes(40 << 30), "40 GiB");
     }
 }

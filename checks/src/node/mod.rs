@@ -1,9 +1,11 @@
-//! Checks of the node itself: its disks, its kubelet, cluster DNS as the
-//! node resolves it, and the operator's own exec plugins.
+//! Checks of the node itself: its disks, its kubelet, its container
+//! runtime, cluster DNS as the node resolves it, and the operator's own
+//! exec plugins.
 
 mod disk;
 mod dns;
 mod plugin;
+mod runtime;
 
 pub use disk::{DiskCheck, Watermarks};
 pub use dns::{
@@ -11,6 +13,7 @@ pub use dns::{
     resolve,
 };
 pub use plugin::{PluginCheck, PluginSpec};
+pub use runtime::{CONTAINERD_SOCKET, RuntimeCheck};
 
 /// The kubelet's plain-HTTP health endpoint (`--healthz-port`, default
 /// 10248, bound to loopback by default).

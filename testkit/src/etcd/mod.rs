@@ -19,4 +19,4 @@ mod stale;
 pub use error::EtcdError;
 pub use pki::Pki;
 pub use server::Etcd;
-pub use skip::{etcd_installed_or_skip, etcd_or_skip};
+pub use skip::{etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};

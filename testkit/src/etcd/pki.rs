@@ -3,7 +3,8 @@
 //!
 //! Keys are ECDSA P-256 (rcgen's default with `ring`, which cannot generate RSA keys); etcd
 //! 3.4, curl and rustls all accept them. Certificates use rcgen's default validity
-//! (1975 to 4096), so a test never meets an expired certificate by accident.
+//! (1975 to 4096), so a test never meets an expired certificate by accident; the
+//! expired, expiring and not-yet-valid ones are separate files, named so.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -44,6 +45,17 @@ pub struct Pki {
     pub rogue_client_cert: PathBuf,
     /// `rogue-client.key`: the private key of [`Pki::rogue_client_cert`].
     pub rogue_client_key: PathBuf,
+    /// `expired-client.crt`: the health-check client, signed by the etcd CA,
+    /// valid only during 2020 (the classic kubeadm failure after a year).
+    pub expired_client_cert: PathBuf,
+    pub expired_client_key: PathBuf,
+    /// `soon-client.crt`: the health-check client, valid for 10 more days.
+    pub soon_client_cert: PathBuf,
+    pub soon_client_key: PathBuf,
+    /// `future-client.crt`: the health-check client, valid from 2090 only
+    /// (as a node whose clock runs decades behind would see it).
+    pub future_client_cert: PathBuf,
+    pub future_client_key: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -57,6 +69,12 @@ impl Pki {
     /// Panics if the temporary directory cannot be written (a test fixture has no better
     /// recourse); certificate generation itself cannot fail with these fixed parameters.
     pub fn generate() -> Pki {
+        Pki::generate_with_server_days(None)
+    }
+
+    /// [`Pki::generate`], with etcd's server certificate valid for only
+    /// `days` more days when given: a serving certificate about to expire.
+    pub fn generate_with_server_days(server_days: Option<i64>) -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("starling-pki-")
             .tempdir()
@@ -70,6 +88,11 @@ impl Pki {
         let (server_cert, server_key) = (path("server.crt"), path("server.key"));
         // etcd's serving certificate is also its client certificate towards peers, hence
         // both usages, as kubeadm issues it.
+        let now = time::OffsetDateTime::now_utc();
+        let server_validity = server_days.map(|days| Validity {
+            from: now - time::Duration::days(1),
+            until: now + time::Duration::days(days),
+        });
         issue_leaf(
             &ca,
             "kube-etcd",
@@ -78,6 +101,7 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
+            server_validity,
             &server_cert,
             &server_key,
         );
@@ -89,6 +113,7 @@ impl Pki {
             HEALTHCHECK_CN,
             &[],
             &[ExtendedKeyUsagePurpose::ClientAuth],
+            None,
             &healthcheck_client_cert,
             &healthcheck_client_key,
         );
@@ -103,8 +128,44 @@ impl Pki {
             HEALTHCHECK_CN,
             &[],
             &[ExtendedKeyUsagePurpose::ClientAuth],
+            None,
             &rogue_client_cert,
             &rogue_client_key,
+        );
+
+        let client_valid = |name: &str, validity: Validity| {
+            let (cert, key) = (path(&format!("{name}.crt")), path(&format!("{name}.key")));
+            issue_leaf(
+                &ca,
+                HEALTHCHECK_CN,
+                &[],
+                &[ExtendedKeyUsagePurpose::ClientAuth],
+                Some(validity),
+                &cert,
+                &key,
+            );
+            (cert, key)
+        };
+        let (expired_client_cert, expired_client_key) = client_valid(
+            "expired-client",
+            Validity {
+                from: rcgen::date_time_ymd(2020, 1, 1),
+                until: rcgen::date_time_ymd(2021, 1, 1),
+            },
+        );
+        let (soon_client_cert, soon_client_key) = client_valid(
+            "soon-client",
+            Validity {
+                from: now - time::Duration::days(355),
+                until: now + time::Duration::days(10),
+            },
+        );
+        let (future_client_cert, future_client_key) = client_valid(
+            "future-client",
+            Validity {
+                from: rcgen::date_time_ymd(2090, 1, 1),
+                until: rcgen::date_time_ymd(2091, 1, 1),
+            },
         );
 
         Pki {
@@ -116,6 +177,12 @@ impl Pki {
             rogue_ca_cert,
             rogue_client_cert,
             rogue_client_key,
+            expired_client_cert,
+            expired_client_key,
+            soon_client_cert,
+            soon_client_key,
+            future_client_cert,
+            future_client_key,
             dir,
         }
     }
@@ -146,12 +213,20 @@ fn new_ca(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, key).expect("fixed CA parameters are valid")
 }
 
+/// A certificate's validity period, when not rcgen's 1975–4096.
+#[derive(Clone, Copy)]
+struct Validity {
+    from: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+}
+
 /// Issues a leaf certificate for `sans` signed by `ca`, and writes it and its key.
 fn issue_leaf(
     ca: &CertifiedIssuer<'static, KeyPair>,
     cn: &str,
     sans: &[&str],
     usages: &[ExtendedKeyUsagePurpose],
+    validity: Option<Validity>,
     cert_path: &Path,
     key_path: &Path,
 ) {
@@ -165,6 +240,10 @@ fn issue_leaf(
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = usages.to_vec();
+    if let Some(validity) = validity {
+        params.not_before = validity.from;
+        params.not_after = validity.until;
+    }
     // Lets verifiers (and people running `openssl x509 -text`) match leaf to CA.
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().expect("ring generates ECDSA P-256 keys");

@@ -46,6 +46,8 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     metrics_port: u16,
+    /// Flags on top of the fixture's own (`--quota-backend-bytes=…`).
+    extra: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -61,6 +63,12 @@ impl Etcd {
     /// Errors: [`EtcdError::Missing`] without an `etcd` binary (see [`crate::etcd_or_skip`]),
     /// [`EtcdError::NotReady`] with etcd's log tail if it does not become healthy.
     pub fn start(tls: Option<&Pki>) -> Result<Etcd, EtcdError> {
+        Etcd::start_with(tls, &[])
+    }
+
+    /// [`Etcd::start`] with `extra` flags for etcd, e.g. a tiny
+    /// `--quota-backend-bytes` to raise a real NOSPACE alarm.
+    pub fn start_with(tls: Option<&Pki>, extra: &[&str]) -> Result<Etcd, EtcdError> {
         stale::reap();
         let tls = tls.map(|pki| Tls {
             cert: pki.server_cert.clone(),
@@ -82,6 +90,7 @@ impl Etcd {
                 client_port,
                 peer_port,
                 metrics_port,
+                extra: extra.iter().map(|flag| (*flag).to_owned()).collect(),
                 dir,
             };
             match etcd.spawn_and_wait() {
@@ -192,6 +201,7 @@ impl Etcd {
                 "--client-cert-auth=true".to_owned(),
             ]);
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 

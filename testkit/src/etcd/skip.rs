@@ -13,7 +13,12 @@ const REQUIRE_VAR: &str = "STARLING_REQUIRE_ETCD";
 /// Panics instead of skipping if `STARLING_REQUIRE_ETCD=1`, so CI can never silently skip;
 /// panics on any other error (etcd installed but not starting), which is a real failure.
 pub fn etcd_or_skip(tls: Option<&Pki>) -> Option<Etcd> {
-    match Etcd::start(tls) {
+    etcd_with_or_skip(tls, &[])
+}
+
+/// [`etcd_or_skip`] with extra flags for etcd (see [`Etcd::start_with`]).
+pub fn etcd_with_or_skip(tls: Option<&Pki>, extra: &[&str]) -> Option<Etcd> {
+    match Etcd::start_with(tls, extra) {
         Ok(etcd) => Some(etcd),
         Err(e @ EtcdError::Missing) => {
             skip(&e);

@@ -1,0 +1,326 @@
+//! Our view of every other member, and the typed transitions between
+//! states that the rest of the agent stores and alerts on.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::identity::NodeId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    Alive,
+    /// A probe failed; the member has until its suspicion times out to
+    /// refute.
+    Suspect,
+    /// Declared down by the cluster.
+    Down,
+    /// Announced its own departure (SIGTERM): not a failure.
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+            MemberState::Left => "left",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// First seen alive.
+    Joined,
+    Suspected,
+    /// Refuted a suspicion.
+    Recovered,
+    /// Declared down.
+    Failed,
+    /// Left on purpose.
+    Left,
+    /// Came back with a new incarnation (restart, or renewal after a false
+    /// Down).
+    Rejoined,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Joined => "joined",
+            Transition::Suspected => "suspect",
+            Transition::Recovered => "recovered",
+            Transition::Failed => "down",
+            Transition::Left => "left",
+            Transition::Rejoined => "rejoined",
+        }
+    }
+}
+
+/// One membership transition as this node observed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipEvent {
+    pub member: NodeId,
+    pub transition: Transition,
+    /// Monotonic time of the caller's clock when it was observed.
+    pub at: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub id: NodeId,
+    pub state: MemberState,
+    /// When `state` began, on the caller's monotonic clock.
+    pub since: Duration,
+}
+
+/// Bounded so a stream of leave rumors for members we never see go down
+/// cannot grow without limit.
+const REMEMBERED_LEAVERS: usize = 4096;
+
+#[derive(Debug, Default)]
+pub(crate) struct MemberTable {
+    by_addr: HashMap<SocketAddr, MemberRecord>,
+    leaving: HashSet<(SocketAddr, u64)>,
+    events: Vec<MembershipEvent>,
+}
+
+impl MemberTable {
+    pub fn get(&self, addr: &SocketAddr) -> Option<&MemberRecord> {
+        self.by_addr.get(addr)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.by_addr.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub fn take_events(&mut self) -> Vec<MembershipEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// foca's `MemberUp`.
+    pub fn up(&mut self, id: &NodeId, now: Duration) {
+        let transition = match self.by_addr.get(&id.addr) {
+            None => Transition::Joined,
+            Some(record) if !record.state.is_active() => Transition::Rejoined,
+            Some(_) => {
+                self.set(id, MemberState::Alive, now, None);
+                return;
+            }
+        };
+        self.set(id, MemberState::Alive, now, Some(transition));
+    }
+
+    /// foca's `MemberDown`.
+    pub fn down(&mut self, id: &NodeId, now: Duration) {
+        let (state, transition) = if self.leaving.remove(&(id.addr, id.incarnation)) {
+            (MemberState::Left, Transition::Left)
+        } else {
+            (MemberState::Down, Transition::Failed)
+        };
+        self.set(id, state, now, Some(transition));
+    }
+
+    /// foca's `Rename`: a newer incarnation replaced an older one at the
+    /// same address. When the old one was still active this is a restart
+    /// faster than failure detection, unless the same process only changed
+    /// its metadata; otherwise the `MemberUp` that follows reports the
+    /// rejoin.
+    pub fn renamed(&mut self, new: &NodeId, now: Duration) {
+        let Some(record) = self.by_addr.get_mut(&new.addr) else {
+            return;
+        };
+        let same_process = new.same_process_as(&record.id);
+        record.id = new.clone();
+        // A live process publishing new metadata is no event at all.
+        if record.state.is_active() && !same_process {
+            self.set(new, MemberState::Alive, now, Some(Transition::Rejoined));
+        }
+    }
+
+    /// We renewed our own identity after the cluster declared us down:
+    /// reported like another member's rejoin, so that the layers above record
+    /// it (only we know it happened to us).
+    pub fn renewed_self(&mut self, id: &NodeId, now: Duration) {
+        self.events.push(MembershipEvent {
+            member: id.clone(),
+            transition: Transition::Rejoined,
+            at: now,
+        });
+    }
+
+    /// A state read from foca's full membership, to catch the
+    /// Alive ⇄ Suspect changes foca does not notify.
+    pub fn observe(&mut self, id: &NodeId, suspect: bool, now: Duration) {
+        let Some(record) = self.by_addr.get(&id.addr) else {
+            return;
+        };
+        if record.id != *id {
+            return;
+        }
+        match (record.state, suspect) {
+            (MemberState::Alive, true) => {
+                self.set(id, MemberState::Suspect, now, Some(Transition::Suspected))
+            }
+            (MemberState::Suspect, false) => {
+                self.set(id, MemberState::Alive, now, Some(Transition::Recovered))
+            }
+            _ => {}
+        }
+    }
+
+    pub fn mark_leaving(&mut self, who: &NodeId) {
+        if self.leaving.len() >= REMEMBERED_LEAVERS {
+            self.leaving.clear();
+        }
+        self.leaving.insert((who.addr, who.incarnation));
+    }
+
+    /// foca forgot a long-down member (`remove_down_after`).
+    pub fn retain(&mut self, mut keep: impl FnMut(&SocketAddr) -> bool) {
+        self.by_addr
+            .retain(|addr, record| record.state.is_active() || keep(addr));
+    }
+
+    fn set(
+        &mut self,
+        id: &NodeId,
+        state: MemberState,
+        now: Duration,
+        transition: Option<Transition>,
+    ) {
+        let record = self.by_addr.entry(id.addr).or_insert_with(|| MemberRecord {
+            id: id.clone(),
+            state,
+            since: now,
+        });
+        if record.state != state || record.id != *id {
+            record.since = now;
+        }
+        record.id = id.clone();
+        record.state = state;
+        if let Some(transition) = transition {
+            self.events.push(MembershipEvent {
+                member: id.clone(),
+                transition,
+                at: now,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use foca::Identity;
+
+    use super::*;
+
+    fn id(n: u8, incarnation: u64) -> NodeId {
+        NodeId {
+            name: format!("n{n}"),
+            incarnation,
+            ..NodeId::seed(SocketAddr::from(([127, 0, 0, n], 7946)))
+        }
+    }
+
+    fn transitions(table: &mut MemberTable) -> Vec<Transition> {
+        table
+            .take_events()
+            .into_iter()
+            .map(|e| e.transition)
+            .collect()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn failure_and_rejoin_after_restart() {
+        let mut table = MemberTable::default();
+        table.up(&id(2, 1), secs(0));
+        table.observe(&id(2, 1), true, secs(1));
+        table.down(&id(2, 1), secs(2));
+        let restarted = id(2, 1).renew().expect("renews");
+        table.renamed(&restarted, secs(3));
+        table.up(&restarted, secs(3));
+        assert_eq!(
+            transitions(&mut table),
+            vec![
+                Transition::Joined,
+                Transition::Suspected,
+                Transition::Failed,
+                Transition::Rejoined
+            ]
+        );
+        let record = table.get(&restarted.addr).expect("known");
+        assert_eq!(record.state, MemberState::Alive);
+        assert_eq!(record.id.incarnation, 2);
+        assert_eq!(record.since, secs(3));
+    }
+
+    #[test]
+    fn refuted_suspicion_is_a_recovery() {
+        let mut table = MemberTable::default();
+        table.up(&id(2, 1), secs(0));
+        table.observe(&id(2, 1), true, secs(1));
+        table.observe(&id(2, 1), true, secs(1));
+        table.observe(&id(2, 1), false, secs(2));
+        assert_eq!(
+            transitions(&mut table),
+            vec![
+                Transition::Joined,
+                Transition::Suspected,
+                Transition::Recovered
+            ]
+        );
+    }
+
+    #[test]
+    fn announced_departure_is_a_leave_not_a_failure() {
+        let mut table = MemberTable::default();
+        table.up(&id(3, 1), secs(0));
+        table.mark_leaving(&id(3, 1));
+        table.down(&id(3, 1), secs(1));
+        assert_eq!(
+            transitions(&mut table),
+            vec![Transition::Joined, Transition::Left]
+        );
+        assert_eq!(
+            table.get(&id(3, 1).addr).map(|r| r.state),
+            Some(MemberState::Left)
+        );
+    }
+
+    #[test]
+    fn restart_faster_than_detection_is_a_rejoin() {
+        let mut table = MemberTable::default();
+        table.up(&id(4, 1), secs(0));
+        table.renamed(&id(4, 1 + crate::RESTART_STEP), secs(1));
+        assert_eq!(
+            transitions(&mut table),
+            vec![Transition::Joined, Transition::Rejoined]
+        );
+    }
+
+    #[test]
+    fn new_metadata_from_the_same_process_is_no_event() {
+        let mut table = MemberTable::default();
+        table.up(&id(4, 1), secs(0));
+        let mut next = id(4, 2);
+        next.meta.services[1] = Some("10.244.0.9:7949".parse().expect("literal"));
+        table.renamed(&next, secs(1));
+        assert_eq!(transitions(&mut table), vec![Transition::Joined]);
+        assert_eq!(table.get(&next.addr).map(|r| &r.id), Some(&next));
+    }
+}

@@ -1,0 +1,462 @@
+//! A deterministic, seeded simulation of many `GossipNode`s: virtual time,
+//! no sockets. Datagrams get a latency, may be lost, and may be blocked by a
+//! partition; nodes can be killed or paused (CPU starvation).
+//!
+//! Addresses are 127.x.y.z identifiers only: nothing is ever sent on a
+//! network.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::Member;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use starling_gossip::{
+    GossipConfig, GossipNode, MemberState, MembershipEvent, NodeId, NodeMeta, PushPull, Role,
+    SERVICE_SLOTS, Transition,
+};
+use starling_model::Service;
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    /// Probability that any one datagram is lost.
+    pub loss: f64,
+    /// One-way latency is `latency + uniform(0, jitter)`.
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub gossip: GossipConfig,
+}
+
+impl SimConfig {
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            nodes,
+            seed,
+            loss: 0.0,
+            latency: Duration::from_micros(300),
+            jitter: Duration::from_millis(2),
+            gossip: GossipConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Start {
+        node: usize,
+        seed: Option<usize>,
+    },
+    Datagram {
+        to: usize,
+        data: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+    },
+    PushPull {
+        from: usize,
+        to: usize,
+        state: Vec<Member<NodeId>>,
+    },
+    PushPullReply {
+        to: usize,
+        state: Vec<Member<NodeId>>,
+    },
+    Resume {
+        node: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    NotStarted,
+    Running,
+    Dead,
+    /// Starved: nothing runs; arriving work waits in `held`.
+    Paused,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    id: NodeId,
+    node: Option<GossipNode>,
+    status: Status,
+    held: Vec<Event>,
+    wake_at: Option<Duration>,
+}
+
+/// One observed transition: (virtual time, observer index, event).
+pub type Observation = (Duration, usize, MembershipEvent);
+
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    now: Duration,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    rng: StdRng,
+    /// Directed (from, to) pairs whose traffic is dropped.
+    blocked: HashSet<(usize, usize)>,
+    pub observations: Vec<Observation>,
+    pub datagrams_delivered: u64,
+}
+
+pub fn addr_of(index: usize) -> SocketAddr {
+    let [_, _, hi, lo] = (index as u32 + 1).to_be_bytes();
+    SocketAddr::from(([127, 10, hi, lo], 7946))
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Self {
+        let nodes = (0..config.nodes)
+            .map(|i| SimNode {
+                id: NodeId {
+                    name: format!("n{i}"),
+                    addr: addr_of(i),
+                    incarnation: 1,
+                    meta: NodeMeta {
+                        role: Role::Worker,
+                        services: [None; SERVICE_SLOTS],
+                    },
+                },
+                node: None,
+                status: Status::NotStarted,
+                held: Vec::new(),
+                wake_at: None,
+            })
+            .collect();
+        let by_addr = (0..config.nodes).map(|i| (addr_of(i), i)).collect();
+        Sim {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            now: Duration::ZERO,
+            nodes,
+            by_addr,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            blocked: HashSet::new(),
+            observations: Vec::new(),
+            datagrams_delivered: 0,
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Node 0 starts at once; every other node starts at a random instant
+    /// within `window` and joins through node 0: a DaemonSet rollout.
+    pub fn cold_start(&mut self, window: Duration) {
+        self.schedule(
+            Duration::ZERO,
+            Event::Start {
+                node: 0,
+                seed: None,
+            },
+        );
+        for node in 1..self.nodes.len() {
+            let at = window.mul_f64(self.rng.random_range(0.0..1.0));
+            self.schedule(
+                at,
+                Event::Start {
+                    node,
+                    seed: Some(0),
+                },
+            );
+        }
+    }
+
+    pub fn kill(&mut self, node: usize) {
+        self.nodes[node].status = Status::Dead;
+        self.nodes[node].node = None;
+        self.nodes[node].held.clear();
+    }
+
+    pub fn pause(&mut self, node: usize, duration: Duration) {
+        self.nodes[node].status = Status::Paused;
+        self.schedule(self.now + duration, Event::Resume { node });
+    }
+
+    pub fn partition(&mut self, side_a: &[usize], side_b: &[usize]) {
+        for &a in side_a {
+            for &b in side_b {
+                self.blocked.insert((a, b));
+                self.blocked.insert((b, a));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until {
+                break;
+            }
+            let Reverse(next) = self.queue.pop().expect("peeked just above");
+            self.now = next.at;
+            self.process(next.event);
+        }
+        self.now = until;
+    }
+
+    /// Run until `done` holds (checked every `step`) or `limit` passes.
+    /// Returns the virtual time at which it first held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let give_up = self.now + limit;
+        while self.now < give_up {
+            if done(self) {
+                return Some(self.now);
+            }
+            self.run_for(step);
+        }
+        done(self).then_some(self.now)
+    }
+
+    /// Have `node` publish a new overlay probe address.
+    pub fn set_probe_addr(&mut self, node: usize, probe_addr: SocketAddr) {
+        let now = self.now;
+        let gossip = self.nodes[node].node.as_mut().expect("running");
+        assert!(
+            gossip.set_service(Service::Probe.into(), Some(probe_addr), now),
+            "a new address"
+        );
+        self.nodes[node].id = gossip.identity().clone();
+        self.flush(node);
+    }
+
+    pub fn is_running(&self, node: usize) -> bool {
+        self.nodes[node].status == Status::Running
+    }
+
+    pub fn node(&self, index: usize) -> Option<&GossipNode> {
+        self.nodes[index].node.as_ref()
+    }
+
+    /// How `observer` sees `subject`, if it knows it at all.
+    pub fn state(&self, observer: usize, subject: usize) -> Option<MemberState> {
+        self.node(observer)?
+            .member(&addr_of(subject))
+            .map(|record| record.state)
+    }
+
+    /// Every running node sees exactly the other running nodes as alive.
+    pub fn converged(&self) -> bool {
+        if self.nodes.iter().any(|n| n.status == Status::NotStarted) {
+            return false;
+        }
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect();
+        running.iter().all(|&observer| {
+            running.iter().all(|&subject| {
+                subject == observer || self.state(observer, subject) == Some(MemberState::Alive)
+            })
+        })
+    }
+
+    /// Observers that ever recorded `transition` about `subject`.
+    pub fn observers_of(&self, subject: usize, transition: Transition) -> HashSet<usize> {
+        self.observations
+            .iter()
+            .filter(|(_, _, e)| e.member.addr == addr_of(subject) && e.transition == transition)
+            .map(|(_, observer, _)| *observer)
+            .collect()
+    }
+
+    /// Every (observer, subject) pair ever recorded as Down.
+    pub fn downs(&self) -> Vec<(Duration, usize, String)> {
+        self.observations
+            .iter()
+            .filter(|(_, _, e)| e.transition == Transition::Failed)
+            .map(|(at, observer, e)| (*at, *observer, e.member.name.clone()))
+            .collect()
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn process(&mut self, event: Event) {
+        let target = match &event {
+            Event::Start { node, .. } | Event::Wake { node } | Event::Resume { node } => *node,
+            Event::Datagram { to, .. } | Event::PushPullReply { to, .. } => *to,
+            Event::PushPull { to, .. } => *to,
+        };
+        match (&self.nodes[target].status, &event) {
+            (_, Event::Start { .. }) | (Status::Paused, Event::Resume { .. }) => {}
+            (Status::Running, _) => {}
+            (Status::Paused, Event::Wake { .. }) => {
+                self.nodes[target].wake_at = None;
+                return;
+            }
+            // A starved process does not read its socket: the work waits.
+            (Status::Paused, _) => {
+                self.nodes[target].held.push(event);
+                return;
+            }
+            _ => return,
+        }
+        let now = self.now;
+        match event {
+            Event::Start { node, seed } => {
+                let slot = &mut self.nodes[node];
+                if slot.status != Status::NotStarted {
+                    slot.id.incarnation += 1;
+                }
+                let mut gossip = GossipNode::new(
+                    slot.id.clone(),
+                    self.config.gossip.clone(),
+                    self.config.seed ^ (node as u64) << 20 ^ slot.id.incarnation,
+                    now,
+                );
+                if let Some(seed) = seed {
+                    gossip.join(addr_of(seed), now);
+                }
+                slot.node = Some(gossip);
+                slot.status = Status::Running;
+                slot.wake_at = None;
+            }
+            Event::Datagram { to, data } => {
+                self.datagrams_delivered += 1;
+                let node = self.nodes[to]
+                    .node
+                    .as_mut()
+                    .expect("running nodes have a node");
+                // Errors are part of life (e.g. stale packets); the agent
+                // counts them, the simulation just moves on.
+                let _ = node.handle_datagram(&data, now);
+            }
+            Event::Wake { node } => {
+                self.nodes[node].wake_at = None;
+                let gossip = self.nodes[node].node.as_mut().expect("running");
+                gossip.handle_timers(now);
+            }
+            Event::PushPull { from, to, state } => {
+                let gossip = self.nodes[to].node.as_mut().expect("running");
+                gossip.apply_membership_state(state, now);
+                let reply = gossip.membership_state();
+                let at = now + self.latency();
+                self.schedule(
+                    at,
+                    Event::PushPullReply {
+                        to: from,
+                        state: reply,
+                    },
+                );
+            }
+            Event::PushPullReply { to, state } => {
+                let gossip = self.nodes[to].node.as_mut().expect("running");
+                gossip.apply_membership_state(state, now);
+            }
+            Event::Resume { node } => {
+                self.nodes[node].status = Status::Running;
+                // What queued up is read first, then overdue timers fire —
+                // the agent's loop drains its socket before timers.
+                for held in std::mem::take(&mut self.nodes[node].held) {
+                    self.process(held);
+                }
+                let gossip = self.nodes[node].node.as_mut().expect("running");
+                gossip.handle_timers(now);
+            }
+        }
+        self.flush(target);
+    }
+
+    /// Move what a node produced into the event queue.
+    fn flush(&mut self, index: usize) {
+        let now = self.now;
+        let Some(gossip) = self.nodes[index].node.as_mut() else {
+            return;
+        };
+        let outgoing = gossip.take_outgoing();
+        let push_pulls = gossip.take_push_pulls();
+        for event in gossip.take_events() {
+            self.observations.push((now, index, event));
+        }
+        let next = gossip.next_deadline();
+        for (to_addr, data) in outgoing {
+            let Some(&to) = self.by_addr.get(&to_addr) else {
+                continue;
+            };
+            if self.blocked.contains(&(index, to)) || self.rng.random_bool(self.config.loss) {
+                continue;
+            }
+            let at = now + self.latency();
+            self.schedule(at, Event::Datagram { to, data });
+        }
+        for PushPull { peer, state } in push_pulls {
+            let Some(&to) = self.by_addr.get(&peer) else {
+                continue;
+            };
+            // TCP: no random loss, but a partition or a dead peer fails it.
+            if self.blocked.contains(&(index, to)) || self.nodes[to].status == Status::Dead {
+                continue;
+            }
+            let at = now + self.latency();
+            self.schedule(
+                at,
+                Event::PushPull {
+                    from: index,
+                    to,
+                    state,
+                },
+            );
+        }
+        if let Some(next) = next {
+            let slot = &mut self.nodes[index];
+            if slot.wake_at.is_none_or(|current| next < current) {
+                slot.wake_at = Some(next);
+                self.schedule(next.max(now), Event::Wake { node: index });
+            }
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let jitter = self.config.jitter.mul_f64(self.rng.random_range(0.0..1.0));
+        self.config.latency + jitter
+    }
+}

@@ -1,0 +1,246 @@
+//! Replication of the event log: storing what peers send, and answering
+//! "what do I miss?" by version vector.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::results::upsert_latest;
+use super::{
+    EVENT_COLUMNS, event_from_row, get_u64, insert_event, int, own_origin, saturating,
+    settle_duplicates,
+};
+use crate::model::{
+    CheckResult, Event, EventKind, MAX_MESSAGE_BYTES, Status, SyncBatch, VersionVector,
+    truncate_message, valid_origin,
+};
+
+/// Store events another node sent; returns how many were new. Rows of our
+/// own origin are ignored (we are its authority), as are rows at or below
+/// the origin's `through` (held already, or deleted by retention: taking
+/// them back would only resurrect what was meant to go), and malformed
+/// rows (one bad row must not make a peer's whole batch fail forever).
+pub fn insert_replicated(
+    tx: &Transaction<'_>,
+    events: &[Event],
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
+    insert_replicated_noting(tx, events, now_ms, &mut |_| {})
+}
+
+/// `insert_replicated`, calling `on_new` with each row that was new (the
+/// store measures replication lag with it).
+pub fn insert_replicated_noting(
+    tx: &Transaction<'_>,
+    events: &[Event],
+    now_ms: u64,
+    on_new: &mut dyn FnMut(&Event),
+) -> rusqlite::Result<usize> {
+    let own = own_origin(tx)?;
+    let mut throughs: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut inserted = 0;
+    for event in events {
+        if own.as_deref() == Some(event.origin.as_str()) {
+            continue;
+        }
+        if !valid_origin(&event.origin)
+            || event.seq == 0
+            || int("seq", event.seq).is_err()
+            || int("at_unix_ms", event.at_unix_ms).is_err()
+        {
+            tracing::debug!(origin = %event.origin, seq = event.seq, "malformed replicated event skipped");
+            continue;
+        }
+        let through = match throughs.get(event.origin.as_str()) {
+            Some(&through) => through,
+            None => {
+                let through = ensure_origin(tx, &event.origin)?;
+                throughs.insert(&event.origin, through);
+                through
+            }
+        };
+        if event.seq <= through {
+            continue;
+        }
+        let added = if event.message.len() > MAX_MESSAGE_BYTES {
+            let mut event = event.clone();
+            truncate_message(&mut event.message);
+            insert_event(tx, "INSERT OR IGNORE", &event, now_ms)?
+        } else {
+            insert_event(tx, "INSERT OR IGNORE", event, now_ms)?
+        };
+        if added {
+            inserted += 1;
+            on_new(event);
+            if let Some(key) = &event.dedupe_key {
+                settle_duplicates(tx, key)?;
+            }
+            latest_from_transition(tx, event)?;
+        }
+    }
+    for origin in throughs.keys() {
+        advance(tx, origin)?;
+    }
+    Ok(inserted)
+}
+
+/// A check's status transition on another node is that node's latest
+/// result as far as the cluster knows: this is how the latest result of
+/// every (node, check) reaches every node without shipping every run.
+fn latest_from_transition(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<()> {
+    let (EventKind::Check, Some(check), Some(status)) =
+        (event.kind, &event.check, &event.new_state)
+    else {
+        return Ok(());
+    };
+    let Ok(status) = status.parse::<Status>() else {
+        return Ok(());
+    };
+    upsert_latest(
+        tx,
+        &CheckResult {
+            node: event.node.clone(),
+            check: check.clone(),
+            status,
+            message: event.message.clone(),
+            details: serde_json::Value::Null,
+            duration_ms: 0,
+            at_unix_ms: event.at_unix_ms,
+        },
+    )?;
+    Ok(())
+}
+
+/// Apply a `missing_for` answer: its rows, then what the sender vouches is
+/// complete, so gaps retention made elsewhere stop being waited for.
+pub fn apply_batch(
+    tx: &Transaction<'_>,
+    batch: &SyncBatch,
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
+    apply_batch_noting(tx, batch, now_ms, &mut |_| {})
+}
+
+/// `apply_batch`, calling `on_new` with each row that was new.
+pub fn apply_batch_noting(
+    tx: &Transaction<'_>,
+    batch: &SyncBatch,
+    now_ms: u64,
+    on_new: &mut dyn FnMut(&Event),
+) -> rusqlite::Result<usize> {
+    let inserted = insert_replicated_noting(tx, &batch.events, now_ms, on_new)?;
+    let own = own_origin(tx)?;
+    for (origin, &through) in &batch.through {
+        if own.as_deref() == Some(origin.as_str()) || !valid_origin(origin) {
+            continue;
+        }
+        let Ok(through) = int("through", through) else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO origins (origin, through) VALUES (?1, ?2)
+             ON CONFLICT (origin) DO UPDATE SET through = max(through, excluded.through)",
+            params![origin, through],
+        )?;
+        advance(tx, origin)?;
+    }
+    Ok(inserted)
+}
+
+/// What we hold complete, per origin; origins at 0 say nothing and are left
+/// out so that vectors of nodes with equal knowledge compare equal.
+pub fn version_vector(conn: &Connection) -> rusqlite::Result<VersionVector> {
+    let mut stmt = conn
+        .prepare_cached("SELECT origin, through FROM origins WHERE through > 0 ORDER BY origin")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
+    rows.collect()
+}
+
+/// The rows a node with vector `theirs` lacks, at most `max_rows` of them,
+/// by (origin, seq). See `SyncBatch` for `through` and `more`.
+///
+/// `more` is set only when the batch was cut *and* moves the asker's
+/// vector: rows we hold past a gap in an origin cannot be acknowledged by
+/// any vector, and promising more of them would have the asker page forever.
+pub fn missing_for(
+    conn: &Connection,
+    theirs: &VersionVector,
+    max_rows: usize,
+) -> rusqlite::Result<SyncBatch> {
+    let origins: Vec<(String, u64)> = {
+        let mut stmt =
+            conn.prepare_cached("SELECT origin, through FROM origins ORDER BY origin")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let mut batch = SyncBatch::default();
+    let mut cut = false;
+    for (origin, ours) in origins {
+        let known = theirs.get(&origin).copied().unwrap_or(0);
+        let budget = max_rows - batch.events.len();
+        // One row past the budget tells whether the cut falls in this origin.
+        let limit = saturating(budget as u64 + 1);
+        let mut rows = stmt
+            .query_map(params![origin, saturating(known), limit], event_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.len() > budget {
+            rows.truncate(budget);
+            cut = true;
+            if let Some(last) = rows.last() {
+                batch.through.insert(origin, ours.min(last.seq));
+            }
+            batch.events.extend(rows);
+            break;
+        }
+        if !rows.is_empty() || ours > known {
+            batch.through.insert(origin, ours);
+        }
+        batch.events.extend(rows);
+    }
+    batch.more = cut
+        && batch
+            .through
+            .iter()
+            .any(|(origin, &through)| through > theirs.get(origin).copied().unwrap_or(0));
+    Ok(batch)
+}
+
+/// Make sure `origin` has a row in the vector; returns its through.
+fn ensure_origin(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<u64> {
+    tx.prepare_cached("INSERT OR IGNORE INTO origins (origin, through) VALUES (?1, 0)")?
+        .execute([origin])?;
+    through_of(tx, origin)
+}
+
+fn through_of(conn: &Connection, origin: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT through FROM origins WHERE origin = ?1")?
+        .query_row([origin], |row| get_u64(row, 0))
+}
+
+/// Move `origin`'s through up over the rows that follow it without a gap:
+/// a pushed row can arrive before a lost earlier one, and the vector must
+/// not claim the missing row is held.
+fn advance(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<()> {
+    let start = through_of(tx, origin)?;
+    let mut through = start;
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT seq FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq")?;
+        let mut rows = stmt.query(params![origin, saturating(start)])?;
+        while let Some(row) = rows.next()? {
+            let seq = get_u64(row, 0)?;
+            if seq != through + 1 {
+                break;
+            }
+            through = seq;
+        }
+    }
+    if through > start {
+        tx.prepare_cached("UPDATE origins SET through = ?2 WHERE origin = ?1")?
+            .execute(params![origin, saturating(through)])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Recording an event of our own: durable first, then pushed by gossip.
+
+use starling_gossip::GossipHandle;
+use starling_history::{Event, EventFilter, NewEvent, Store, StoreError};
+
+use super::metrics::ReplicationMetrics;
+use super::wire;
+
+/// The one way this node adds to the cluster's event log.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    store: Store,
+    gossip: GossipHandle,
+    metrics: ReplicationMetrics,
+}
+
+impl Publisher {
+    pub fn new(store: Store, gossip: GossipHandle, metrics: ReplicationMetrics) -> Self {
+        Publisher {
+            store,
+            gossip,
+            metrics,
+        }
+    }
+
+    /// Returns once the event is committed to our database (it survives a
+    /// crash from then on) and queued for gossip. Pull delivers it to
+    /// whoever the push misses.
+    pub async fn record(&self, new: NewEvent) -> Result<Event, StoreError> {
+        let event = self.store.record(new).await?;
+        self.metrics.recorded();
+        tracing::info!(
+            seq = event.seq,
+            kind = event.kind.as_str(),
+            node = %event.node,
+            message = %event.message,
+            "event recorded"
+        );
+        self.gossip
+            .spread(event.origin.clone(), event.seq, wire::encode_push(&event))
+            .await;
+        Ok(event)
+    }
+
+    /// Whether `name` is a node of this cluster: a member in gossip (this
+    /// node included, whatever its state) or the subject of an event in
+    /// the history (a node that left long ago still has its past).
+    pub async fn knows_node(&self, name: &str) -> Result<bool, StoreError> {
+        let view = std::sync::Arc::clone(&self.gossip.view.borrow());
+        if view.me.name == name || view.members.iter().any(|m| m.id.name == name) {
+            return Ok(true);
+        }
+        let about = EventFilter {
+            node: Some(name.to_owned()),
+            limit: 1,
+            ..EventFilter::default()
+        };
+        Ok(!self.store.events(about).await?.is_empty())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

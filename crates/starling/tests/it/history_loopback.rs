@@ -1,0 +1,380 @@
+//! The replicated history with real agents in this process on 127.0.0.1:
+//! push, pull, restarts, and hostile sync requests.
+
+use std::time::Duration;
+
+use starling_model::AnnotationRequest;
+
+use starling_agent::daemon::{self, RunningAgent};
+use starling_client as client;
+use starling_history::{Event, EventFilter, EventKind, VersionVector};
+use starling_seal::{Keyring, Purpose, open, seal};
+
+use crate::support::agents;
+use agents::{ANY_PORT, PATIENCE, agent, keyring, sees_alive, settings};
+
+async fn note(agent: &RunningAgent, key: &Keyring, message: &str) -> (String, u64) {
+    let request = AnnotationRequest {
+        node: None,
+        message: message.to_owned(),
+    };
+    let ack = client::annotate(&[agent.api_addr.to_string()], key, &request)
+        .await
+        .expect("the agent records the annotation");
+    (ack.origin, ack.seq)
+}
+
+async fn events(agent: &RunningAgent) -> Vec<Event> {
+    agent
+        .history
+        .events(EventFilter {
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("history readable")
+}
+
+async fn holds(agent: &RunningAgent, origin: &str, seq: u64) -> bool {
+    events(agent)
+        .await
+        .iter()
+        .any(|e| e.origin == origin && e.seq == seq)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {PATIENCE:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotation_reaches_the_other_agent_and_both_record_their_joins() {
+    let key = keyring();
+    let (a, _da) = agent("a", &key, None).await;
+    let (b, _db) = agent("b", &key, Some(a.gossip_addr)).await;
+    sees_alive(&a, 1).await;
+    let (origin, seq) = note(&a, &key, "maintenance: draining a").await;
+    eventually("b holds a's annotation", async || {
+        holds(&b, &origin, seq).await
+    })
+    .await;
+    let at_b = events(&b).await;
+    let note = at_b
+        .iter()
+        .find(|e| e.origin == origin && e.seq == seq)
+        .expect("held");
+    assert_eq!(note.kind, EventKind::Annotation);
+    assert_eq!(note.node, "a");
+    assert_eq!(note.message, "maintenance: draining a");
+    eventually("b holds both joins", async || {
+        let joins: Vec<String> = events(&b)
+            .await
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Membership && e.new_state.as_deref() == Some("alive"))
+            .map(|e| e.node)
+            .collect();
+        joins.contains(&"a".to_owned()) && joins.contains(&"b".to_owned())
+    })
+    .await;
+    a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_catches_up_by_pull_and_a_leave_is_recorded_once() {
+    let key = keyring();
+    let (a, _da) = agent("a", &key, None).await;
+    let mut written = Vec::new();
+    for i in 0..50 {
+        written.push(note(&a, &key, &format!("before b existed #{i}")).await);
+    }
+    let (b, _db) = agent("b", &key, Some(a.gossip_addr)).await;
+    let (c, _dc) = agent("c", &key, Some(a.gossip_addr)).await;
+    eventually(
+        "b pulled everything a wrote before it existed",
+        async || {
+            let held = events(&b).await;
+            written
+                .iter()
+                .all(|(o, s)| held.iter().any(|e| &e.origin == o && e.seq == *s))
+        },
+    )
+    .await;
+    sees_alive(&b, 2).await;
+    c.shutdown().await.expect("clean shutdown");
+    let left = async |agent: &RunningAgent| {
+        events(agent)
+            .await
+            .into_iter()
+            .filter(|e| e.node == "c" && e.new_state.as_deref() == Some("left"))
+            .count()
+    };
+    eventually("a and b hold c's leave", async || {
+        left(&a).await >= 1 && left(&b).await >= 1
+    })
+    .await;
+    // The fallback recorders wait out their grace; then still one row.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(left(&a).await, 1, "{:#?}", events(&a).await);
+    assert_eq!(left(&b).await, 1);
+    a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_its_history_and_its_sequence_numbers() {
+    let key = keyring();
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = daemon::start(settings("a", &key, ANY_PORT, vec![], &data))
+        .await
+        .expect("starts");
+    let (origin, seq) = note(&first, &key, "before the restart").await;
+    first.shutdown().await.expect("clean shutdown");
+    let second = daemon::start(settings("a", &key, ANY_PORT, vec![], &data))
+        .await
+        .expect("restarts on the same data dir");
+    assert!(holds(&second, &origin, seq).await, "history kept");
+    let (again, next) = note(&second, &key, "after the restart").await;
+    assert_eq!(again, origin, "same log");
+    // In between: our "left" (first run) and "joined" (second run).
+    assert_eq!(next, seq + 3, "no sequence number reused or skipped");
+    second.shutdown().await.expect("clean shutdown");
+}
+
+/// Everything an agent holds, to show a refused request changed nothing.
+async fn snapshot(agent: &RunningAgent) -> (VersionVector, Vec<Event>) {
+    (
+        agent.history.version_vector().await.expect("vector"),
+        events(agent).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
+    let key = keyring();
+    let (a, _da) = agent("a", &key, None).await;
+    note(&a, &key, "something to protect").await;
+    let before = snapshot(&a).await;
+    let http = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client");
+    let post = async |path: &str, body: Vec<u8>| {
+        let response = http
+            .post(format!("http://{}{path}", a.api_addr))
+            .body(body)
+            .send()
+            .await
+            .expect("the agent answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, text)
+    };
+    let sealed = |keyring: &Keyring, purpose, plain: &[u8]| {
+        let mut out = Vec::new();
+        seal(keyring, purpose, plain, &mut out);
+        out
+    };
+    let request = br#"{"vector":{},"max_rows":10}"#;
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "wrong key",
+            "/v1/sync",
+            sealed(&keyring(), Purpose::SyncRequest, request),
+            401,
+            "cluster key",
+        ),
+        (
+            "plain JSON",
+            "/v1/sync",
+            request.to_vec(),
+            401,
+            "cluster key",
+        ),
+        (
+            "a reply replayed as a request",
+            "/v1/sync",
+            sealed(&key, Purpose::SyncReply, request),
+            401,
+            "cluster key",
+        ),
+        (
+            "huge body",
+            "/v1/sync",
+            vec![b'x'; (1 << 20) + 1024],
+            413,
+            "length limit",
+        ),
+        (
+            "garbage JSON",
+            "/v1/sync",
+            sealed(&key, Purpose::SyncRequest, b"{\"vector\": [1, 2"),
+            400,
+            "malformed",
+        ),
+        (
+            "unknown field",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{},"max_rows":1,"x":1}"#,
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "malformed origin",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{"'; DROP TABLE events":1},"max_rows":1}"#,
+            ),
+            400,
+            "origin",
+        ),
+        (
+            "annotation, wrong key",
+            "/v1/events",
+            sealed(&keyring(), Purpose::Annotation, br#"{"message":"forged"}"#),
+            401,
+            "cluster key",
+        ),
+        (
+            "annotation, empty",
+            "/v1/events",
+            sealed(&key, Purpose::Annotation, br#"{"message":"  "}"#),
+            400,
+            "message",
+        ),
+        (
+            "annotation about a node that never was",
+            "/v1/events",
+            sealed(
+                &key,
+                Purpose::Annotation,
+                br#"{"node":"nosuch","message":"a typo"}"#,
+            ),
+            404,
+            "no node named",
+        ),
+        (
+            "annotation, too long",
+            "/v1/events",
+            sealed(
+                &key,
+                Purpose::Annotation,
+                format!(r#"{{"message":"{}"}}"#, "x".repeat(600)).as_bytes(),
+            ),
+            400,
+            "message",
+        ),
+        (
+            "annotation, huge",
+            "/v1/events",
+            vec![b'x'; 20 << 10],
+            413,
+            "length limit",
+        ),
+    ];
+    for (case, path, body, status, says) in cases {
+        let (got, text) = post(path, body).await;
+        assert_eq!(got, status, "{case}: {text}");
+        assert!(
+            text.contains("\"error\""),
+            "{case}: JSON error body, got {text}"
+        );
+        assert!(text.contains(says), "{case}: {text:?} should say {says:?}");
+    }
+    assert_eq!(
+        snapshot(&a).await,
+        before,
+        "refused requests changed nothing"
+    );
+
+    // Origins we never heard of are not an error (the requester can be
+    // ahead of us after a partition): answered, named, and ignored.
+    let unknown = br#"{"vector":{"ghost#0123456789abcdef":7},"max_rows":10}"#;
+    let (status, _) = {
+        let response = http
+            .post(format!("http://{}/v1/sync", a.api_addr))
+            .body(sealed(&key, Purpose::SyncRequest, unknown))
+            .send()
+            .await
+            .expect("answers");
+        let status = response.status().as_u16();
+        let mut body = response.bytes().await.expect("body").to_vec();
+        let plain =
+            open(&key, Purpose::SyncReply, &mut body).expect("the answer is sealed with our key");
+        let reply: serde_json::Value = serde_json::from_slice(plain).expect("JSON inside");
+        assert_eq!(
+            reply["unknown_origins"],
+            serde_json::json!(["ghost#0123456789abcdef"])
+        );
+        assert!(
+            !reply["batch"]["events"]
+                .as_array()
+                .expect("rows")
+                .is_empty()
+        );
+        (status, ())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        snapshot(&a).await,
+        before,
+        "an answered sync changes nothing either"
+    );
+    a.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn history_refuses_an_unknown_node_and_an_empty_range_as_nodes_does() {
+    let key = keyring();
+    let (a, _da) = agent("a", &key, None).await;
+    let (b, _db) = agent("b", &key, Some(a.gossip_addr)).await;
+    sees_alive(&a, 1).await;
+    let http = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client");
+    let get = async |query: &str| {
+        let response = http
+            .get(format!("http://{}/v1/history?{query}", a.api_addr))
+            .send()
+            .await
+            .expect("the agent answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a body"))
+    };
+    let (status, text) = get("node=nosuch").await;
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        text.contains("no node named") && text.contains("nosuch"),
+        "{text}"
+    );
+    let (status, text) = get("since=2000&until=1000").await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("is not before until"), "{text}");
+    // Known nodes answer, with or without events about them yet: this one,
+    // and a member gossip knows.
+    for node in ["a", "b"] {
+        let (status, text) = get(&format!("node={node}")).await;
+        assert_eq!(status, 200, "{node}: {text}");
+    }
+    // An annotation about a member is recorded under its name.
+    let request = AnnotationRequest {
+        node: Some("b".to_owned()),
+        message: "maintenance".to_owned(),
+    };
+    client::annotate(&[a.api_addr.to_string()], &key, &request)
+        .await
+        .expect("a note about a member is accepted");
+    b.shutdown().await.expect("b stops");
+    a.shutdown().await.expect("a stops");
+}

@@ -1,0 +1,159 @@
+//! In-process agents on 127.0.0.1 for the loopback test binaries (each
+//! uses a subset of these helpers).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use starling::settings::OverlayConfig;
+use starling_agent::AgentConfig;
+use starling_agent::daemon::{self, RunningAgent};
+use starling_gossip::{GossipConfig, JoinTargets, MemberState, Role};
+use starling_history::StoreConfig;
+use starling_probe::{ProbeConfig, WallClock, run};
+use starling_replicate::ReplicationConfig;
+use starling_seal::Keyring;
+use tokio::sync::oneshot;
+
+/// Every wait in these tests is bounded by this.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn settings(
+    name: &str,
+    keyring: &Keyring,
+    gossip_bind: SocketAddr,
+    join: Vec<String>,
+    data: &tempfile::TempDir,
+) -> AgentConfig {
+    AgentConfig {
+        node_name: name.to_owned(),
+        gossip_bind,
+        advertise_ip: "127.0.0.1".parse().expect("literal"),
+        api_bind: "127.0.0.1:0".parse().expect("literal"),
+        role: Role::Worker,
+        join: JoinTargets { targets: join },
+        keyring: keyring.clone(),
+        data_dir: data.path().to_owned(),
+        gossip: GossipConfig::default(),
+        history: StoreConfig::default(),
+        // Fast anti-entropy, so tests of pull do not wait seconds per round.
+        replication: ReplicationConfig {
+            pull_interval: Duration::from_millis(300),
+            ..ReplicationConfig::default()
+        },
+        etcd: None,
+        kube: None,
+        healthz: Vec::new(),
+        node: Default::default(),
+        overlay: Default::default(),
+        alert: Default::default(),
+        max_concurrent_checks: 4,
+    }
+}
+
+pub const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+pub async fn agent(
+    name: &str,
+    keyring: &Keyring,
+    join: Option<SocketAddr>,
+) -> (RunningAgent, tempfile::TempDir) {
+    agent_with(name, keyring, join, |_| {}).await
+}
+
+/// `agent`, with `tune` applied to its settings first.
+pub async fn agent_with(
+    name: &str,
+    keyring: &Keyring,
+    join: Option<SocketAddr>,
+    tune: impl FnOnce(&mut AgentConfig),
+) -> (RunningAgent, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let join = join.into_iter().map(|a| a.to_string()).collect();
+    let mut settings = settings(name, keyring, ANY_PORT, join, &data);
+    tune(&mut settings);
+    let agent = daemon::start(settings)
+        .await
+        .expect("agent starts on loopback");
+    (agent, data)
+}
+
+pub fn keyring() -> Keyring {
+    Keyring::parse(&Keyring::generate_key()).expect("generated keys parse")
+}
+
+/// Wait until `agent` sees exactly `alive` other members alive.
+pub async fn sees_alive(agent: &RunningAgent, alive: usize) {
+    let mut view = agent.gossip.view.clone();
+    tokio::time::timeout(
+        PATIENCE,
+        view.wait_for(|v| {
+            v.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count()
+                == alive
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{} did not see {alive} alive members", agent.identity.name))
+    .expect("gossip loop running");
+}
+
+pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
+    let text = get(format!("http://{}/metrics", agent.api_addr))
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|line| line.starts_with(line_prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// GET with a plain-HTTP client (see `starling_checks::http_client`).
+pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
+    starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client")
+        .get(url)
+        .send()
+        .await
+}
+
+/// Fast enough for a test, with the judgement's proportions kept: ten
+/// pings per window at least, several reports per window.
+pub fn fast_overlay() -> OverlayConfig {
+    OverlayConfig {
+        interval: Duration::from_millis(100),
+        window: Duration::from_secs(2),
+        report_interval: Duration::from_millis(200),
+        ..OverlayConfig::default()
+    }
+}
+
+/// A probe task for `agent`; dropping the sender stops it.
+pub async fn probe(
+    agent: &RunningAgent,
+    key: &Keyring,
+    clock: impl WallClock,
+) -> oneshot::Sender<()> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
+    let config = ProbeConfig {
+        node: agent.identity.name.clone(),
+        advertise: socket.local_addr().expect("bound"),
+        agent_url: format!("http://{}", agent.api_addr),
+        keyring: Arc::new(key.clone()),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(run(socket, config, Arc::new(clock), async {
+        let _ = stopped.await;
+    }));
+    stop
+}
