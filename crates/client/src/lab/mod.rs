@@ -129,14 +129,17 @@ pub async fn run(args: &LabConfig, shutdown: impl Future<Output = ()>) -> Result
     };
     if let Some(etcd) = &etcd {
         extra.extend(["--etcd-endpoint".to_owned(), etcd.endpoint()]);
-        // Checked every 2 s, critical after 2 failures: a stopped etcd
-        // shows within seconds, not the production minute and a half.
+        // Checked every 3 s, critical after 2 failures: a stopped etcd
+        // (connection refused, no timeout to wait for) shows within
+        // seconds, not the production minute and a half. The 2 s timeout
+        // leaves a loaded laptop or CI machine room for the six requests
+        // of one run, so a busy disk is not reported as an etcd outage.
         extra.extend(
             [
                 "--etcd-interval",
-                "2s",
+                "3s",
                 "--etcd-timeout",
-                "1s",
+                "2s",
                 "--etcd-failures",
                 "2",
             ]

@@ -134,14 +134,25 @@ fn json_of<T: serde::de::DeserializeOwned>(command: &str, addr: &str) -> Option<
 }
 
 fn poll<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    poll_explained(what, within, || probe().ok_or_else(String::new))
+}
+
+/// [`poll`] for a probe that says what it saw instead, so a timeout shows
+/// the last observation rather than only that something did not happen.
+fn poll_explained<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(found) = probe() {
-            return found;
-        }
+        let seen = match probe() {
+            Ok(found) => return found,
+            Err(seen) => seen,
+        };
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {within:?}"
+            "{what} did not happen within {within:?}; last seen: {seen}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -274,17 +285,30 @@ fn the_lab_shows_checks_the_overlay_matrix_and_an_etcd_fault() {
     if etcd {
         wanted.push("etcd");
     }
-    poll("every node reports its checks", PATIENCE, || {
-        let status: StatusResponse = json_of("status", "127.0.46.1")?;
+    // Ok or Warning: a warning here is the machine's own truth (a shared
+    // CI disk can make etcd's fsyncs slow), and the point is that every
+    // check runs and reaches every node; only a critical one is wrong.
+    poll_explained("every node reports its checks", PATIENCE, || {
+        let status: StatusResponse =
+            json_of("status", "127.0.46.1").ok_or("no answer from 127.0.46.1")?;
+        let seen: Vec<String> = status
+            .nodes
+            .iter()
+            .flat_map(|node| {
+                node.checks.iter().map(move |c| {
+                    format!("{}/{}={:?}: {}", node.name, c.check, c.status, c.message)
+                })
+            })
+            .collect();
         let all = status.nodes.len() == 3
             && status.nodes.iter().all(|node| {
                 wanted.iter().all(|check| {
-                    node.checks
-                        .iter()
-                        .any(|c| c.check == *check && c.status == Status::Ok)
+                    node.checks.iter().any(|c| {
+                        c.check == *check && matches!(c.status, Status::Ok | Status::Warning)
+                    })
                 })
             });
-        all.then_some(())
+        if all { Ok(()) } else { Err(seen.join("; ")) }
     });
     poll("the overlay matrix fills", PATIENCE, || {
         let overlay: OverlayResponse = json_of("overlay", "127.0.46.2")?;
@@ -322,13 +346,20 @@ fn path_status(from_addr: &str, from: &str, to: &str) -> Option<Status> {
 
 #[test]
 fn network_faults_typed_at_the_lab_are_diagnosed_and_healed() {
-    if !nix::unistd::geteuid().is_root() {
+    let missing = if !nix::unistd::geteuid().is_root() {
+        Some("root")
+    } else if Command::new("nft").arg("--version").output().is_err() {
+        Some("nft (Debian: nftables; scripts/test installs it)")
+    } else {
+        None
+    };
+    if let Some(missing) = missing {
         let required = std::env::var("STARLING_REQUIRE_NETNS").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "the lab's network faults need root, and this run requires them"
+            "the lab's network faults need {missing}, and this run requires them"
         );
-        eprintln!("skipped: the lab's network faults (nftables) need root");
+        eprintln!("skipped: the lab's network faults need {missing}");
         return;
     }
     let mut lab = RunningLab::start(&["--nodes", "3", "--first-ip", "127.0.49.1", "--no-etcd"]);
