@@ -111,6 +111,18 @@ pub fn http_client() -> reqwest::ClientBuilder {
 /// the certificate is not verified, as the kubelet's own probes of these
 /// ports do not. Only for 127.0.0.0/8 and ::1 — see [`is_loopback_url`].
 pub fn loopback_unverified_client() -> reqwest::ClientBuilder {
+    unverified_client()
+}
+
+/// A client that only reads the dates of the certificate a server
+/// presents, wherever it is: it verifies nothing, so it must send nothing
+/// (no credentials, no body) and believe nothing it is answered. The
+/// verifying client's error for an expired certificate names no date.
+pub(crate) fn certificate_reader() -> reqwest::ClientBuilder {
+    unverified_client().tls_info(true)
+}
+
+fn unverified_client() -> reqwest::ClientBuilder {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()

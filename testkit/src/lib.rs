@@ -24,6 +24,11 @@
 //! and restarted on the same ports and data. Without the `etcd` binary, [`etcd_or_skip`]
 //! skips etcd tests, or fails them when `STARLING_REQUIRE_ETCD=1` (as `scripts/test` sets).
 //!
+//! [`SlowDisk`] is a real slow disk for it, as root: an ext4 file system on a loop device
+//! whose writes a block-I/O cgroup throttles for the processes admitted to it;
+//! [`slow_disk_or_skip`] skips without root or loop devices, or fails when
+//! `STARLING_REQUIRE_NETNS=1`.
+//!
 //! # Kubernetes API
 //!
 //! [`FakeApiServer`] is a fake kube-apiserver on plain HTTP (loopback by default) for tests
@@ -54,6 +59,7 @@ mod etcd;
 mod exposition;
 mod kube;
 mod netlab;
+mod slowdisk;
 mod wait;
 
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
@@ -65,4 +71,5 @@ pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
+pub use slowdisk::{SlowDisk, slow_disk_or_skip};
 pub use wait::wait_until;

@@ -19,6 +19,8 @@ use crate::result::Outcome;
 
 /// A GET slower than this is a warning.
 const SLOW_GET: Duration = Duration::from_millis(1000);
+/// Bounds the extra connection that reads the serving certificate.
+const CERT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One way of reaching the API server.
 #[derive(Clone)]
@@ -113,6 +115,27 @@ impl ApiServerCheck {
         }
         found
     }
+
+    /// The dates of the certificate the API server serves at its service
+    /// address (the DNS name reaches the same server). Read on a connection
+    /// of its own, since the kube client's "invalid peer certificate:
+    /// Expired" names no date; nothing if the server is not over https or
+    /// does not answer (the probe says why).
+    async fn serving_certificate_finding(&self) -> Option<CertFinding> {
+        let url = &self.targets.first()?.config.cluster_url;
+        if url.scheme_str() != Some("https") {
+            return None;
+        }
+        let client = crate::tls::certificate_reader()
+            .timeout(CERT_READ_TIMEOUT)
+            .build()
+            .ok()?;
+        let livez = format!("{}/livez", url.to_string().trim_end_matches('/'));
+        let response = client.get(livez).send().await.ok()?;
+        let cert = certs::served_certificate(&response)?;
+        let what = format!("the API server's serving certificate at {url}");
+        certs::judge_validity(&what, &cert, certs::unix_now(), self.cert_warning)
+    }
 }
 
 impl Checker for ApiServerCheck {
@@ -147,7 +170,8 @@ impl Checker for ApiServerCheck {
                 }
             }
             let details = json!({ "targets": details });
-            let findings = self.certificate_findings();
+            let mut findings = self.certificate_findings();
+            findings.extend(self.serving_certificate_finding().await);
             let outcome = if !problems.is_empty() {
                 Outcome::critical(problems.join("; ")).with_details(details)
             } else if !slow.is_empty() {

@@ -1,62 +1,15 @@
 //! The loopback healthz check against a real TLS server with a
 //! certificate the client cannot verify (as kube-scheduler's :10259).
 
-use std::sync::Arc;
-
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use starling_checks::{Checker, HealthzCheck, Scope, Status};
 use starling_testkit::Pki;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-/// Serves `status` and `body` to every request over TLS, with a server
-/// certificate from a CA the client has never seen.
-async fn tls_server(pki: &Pki, status: &'static str, body: &'static str) -> String {
-    let chain = CertificateDer::pem_file_iter(&pki.server_cert)
-        .expect("server cert")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("PEM");
-    let key = PrivateKeyDer::from_pem_file(&pki.server_key).expect("server key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("cert and key fit");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!(
-        "https://127.0.0.1:{}/healthz",
-        listener.local_addr().expect("bound").port()
-    );
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let mut buffer = [0u8; 4096];
-                let _ = tls.read(&mut buffer).await;
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    url
-}
+use crate::tls_server::tls_server;
 
 #[tokio::test]
 async fn a_healthy_component_behind_a_self_signed_certificate_is_ok() {
     let pki = Pki::generate();
-    let url = tls_server(&pki, "200 OK", "ok").await;
+    let url = format!("{}/healthz", tls_server(&pki, "200 OK", "ok").await);
     let check = HealthzCheck::new("scheduler-healthz", &url).expect("loopback");
     assert_eq!(check.scope(), Scope::ControlPlane);
     let outcome = check.check().await;
@@ -66,7 +19,7 @@ async fn a_healthy_component_behind_a_self_signed_certificate_is_ok() {
 #[tokio::test]
 async fn a_serving_certificate_ending_soon_is_a_warning_naming_it() {
     let pki = Pki::generate_with_server_days(Some(5));
-    let url = tls_server(&pki, "200 OK", "ok").await;
+    let url = format!("{}/healthz", tls_server(&pki, "200 OK", "ok").await);
     let outcome = HealthzCheck::new("kube-scheduler", &url)
         .expect("loopback")
         .check()

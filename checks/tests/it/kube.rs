@@ -15,6 +15,8 @@ use starling_checks::{
 use starling_testkit::FakeApiServer;
 use tokio::sync::mpsc;
 
+use crate::tls_server::tls_server;
+
 fn config(api: &FakeApiServer) -> kube::Config {
     kube::Config::new(api.url().parse().expect("the fake's URL parses"))
 }
@@ -89,6 +91,51 @@ async fn the_kubeconfigs_client_certificate_and_ca_are_judged_by_their_dates() {
         )),
         "{}",
         outcome.message
+    );
+}
+
+/// A TLS server that answers "ok" to every GET plays the API server: the
+/// kube client verifies it against the CA, and the dates decide.
+#[tokio::test]
+async fn the_api_servers_serving_certificate_is_judged_by_its_dates() {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use starling_testkit::Pki;
+    let served = |pki: Pki| async move {
+        let url: http::Uri = tls_server(&pki, "200 OK", "ok")
+            .await
+            .parse()
+            .expect("a URL");
+        let mut config = kube::Config::new(url.clone());
+        config.root_cert = Some(
+            CertificateDer::pem_file_iter(&pki.ca_cert)
+                .expect("the CA")
+                .map(|der| der.expect("PEM").to_vec())
+                .collect(),
+        );
+        (url, ApiServerCheck::new(config, None).check().await)
+    };
+    let (url, soon) = served(Pki::generate_with_server_days(Some(5))).await;
+    assert_eq!(soon.status, Status::Warning, "{soon:?}");
+    assert!(
+        soon.message.starts_with(&format!(
+            "the API server's serving certificate at {url} (CN=kube-etcd) expires on"
+        )) && soon.message.contains(" days; live and ready"),
+        "{}",
+        soon.message
+    );
+    let (url, expired) = served(Pki::generate_with_server_days(Some(-2))).await;
+    assert_eq!(expired.status, Status::Critical, "{expired:?}");
+    assert!(
+        expired.message.starts_with(&format!(
+            "the API server's serving certificate at {url} (CN=kube-etcd) expired on"
+        )),
+        "{}",
+        expired.message
+    );
+    eprintln!(
+        "an expired API server certificate, as the operator sees it: {}",
+        expired.message
     );
 }
 

@@ -9,3 +9,4 @@ mod kube;
 mod node;
 mod runner;
 mod runtime;
+mod tls_server;

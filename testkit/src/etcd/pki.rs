@@ -73,7 +73,8 @@ impl Pki {
     }
 
     /// [`Pki::generate`], with etcd's server certificate valid for only
-    /// `days` more days when given: a serving certificate about to expire.
+    /// `days` more days when given: a serving certificate about to expire,
+    /// or one that expired `-days` days ago.
     pub fn generate_with_server_days(server_days: Option<i64>) -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("starling-pki-")
@@ -89,9 +90,12 @@ impl Pki {
         // etcd's serving certificate is also its client certificate towards peers, hence
         // both usages, as kubeadm issues it.
         let now = time::OffsetDateTime::now_utc();
-        let server_validity = server_days.map(|days| Validity {
-            from: now - time::Duration::days(1),
-            until: now + time::Duration::days(days),
+        let server_validity = server_days.map(|days| {
+            let until = now + time::Duration::days(days);
+            Validity {
+                from: until - time::Duration::days(365),
+                until,
+            }
         });
         issue_leaf(
             &ca,

@@ -69,6 +69,16 @@ impl Etcd {
     /// [`Etcd::start`] with `extra` flags for etcd, e.g. a tiny
     /// `--quota-backend-bytes` to raise a real NOSPACE alarm.
     pub fn start_with(tls: Option<&Pki>, extra: &[&str]) -> Result<Etcd, EtcdError> {
+        Etcd::start_inside(tls, extra, &std::env::temp_dir())
+    }
+
+    /// [`Etcd::start_with`], its directory (data and log) inside `parent`,
+    /// e.g. on a [`crate::SlowDisk`].
+    pub fn start_inside(
+        tls: Option<&Pki>,
+        extra: &[&str],
+        parent: &Path,
+    ) -> Result<Etcd, EtcdError> {
         stale::reap();
         let tls = tls.map(|pki| Tls {
             cert: pki.server_cert.clone(),
@@ -80,7 +90,7 @@ impl Etcd {
             let (name, dir_prefix) = stale::next_names();
             let dir = tempfile::Builder::new()
                 .prefix(&dir_prefix)
-                .tempdir()
+                .tempdir_in(parent)
                 .map_err(EtcdError::io("creating a temporary directory for etcd"))?;
             let [client_port, peer_port, metrics_port] = free_ports()?;
             let mut etcd = Etcd {
@@ -136,6 +146,11 @@ impl Etcd {
             let _ = f.read_to_end(&mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The temporary directory holding the data dir (`data/`) and the log (`etcd.log`).
