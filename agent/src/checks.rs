@@ -65,7 +65,11 @@ pub(crate) async fn runner(settings: &AgentConfig) -> Result<Runner, ChecksError
         runner.add(check, node.schedule);
     }
     if let Some(socket) = &node.cri_socket {
-        runner.add(RuntimeCheck::new(socket.clone()), node.schedule);
+        let mut check = RuntimeCheck::new(socket.clone());
+        if node.cri_start_sandbox {
+            check = check.with_sandbox(settings.node_name.clone());
+        }
+        runner.add(check, node.schedule);
     }
     if let Some(dns) = &node.dns {
         runner.add(DnsCheck::new(dns.clone()), node.schedule);

@@ -81,6 +81,9 @@ pub struct NodeChecksConfig {
     pub kubelet_url: Option<String>,
     /// The container runtime's CRI socket; `None` turns the check off.
     pub cri_socket: Option<PathBuf>,
+    /// Whether the runtime check also starts and removes a pod sandbox
+    /// (it writes to the runtime, so only when asked).
+    pub cri_start_sandbox: bool,
     pub plugins: Vec<PluginSpec>,
     /// Cluster DNS; `None` turns the check off.
     pub dns: Option<DnsSpec>,
@@ -95,6 +98,7 @@ impl Default for NodeChecksConfig {
             disk_marks: Watermarks::default(),
             kubelet_url: None,
             cri_socket: None,
+            cri_start_sandbox: false,
             plugins: Vec::new(),
             dns: None,
             schedule: Schedule {

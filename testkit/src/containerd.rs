@@ -4,12 +4,19 @@
 //! Root only (containerd mounts and creates cgroups). Killed and reaped on
 //! drop, the directory with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Turns "cannot run" into a failure; `scripts/test` sets it as root.
 const REQUIRE_VAR: &str = "STARLING_REQUIRE_CONTAINERD";
+/// The pause image this containerd starts sandboxes from. Its registry
+/// refuses connections, so until [`Containerd::import_pause_image`] a
+/// sandbox cannot start: the unpullable pause image of an air-gapped node.
+pub const PAUSE_IMAGE: &str = "127.0.0.1:1/starling/pause:1";
+/// A static busybox (Debian's `busybox-static`) is the pause image's one
+/// file: a container's root holds nothing else to link against.
+const BUSYBOX: &str = "/usr/bin/busybox";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
@@ -35,6 +42,40 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// Imports [`PAUSE_IMAGE`], built here from a static busybox that
+    /// sleeps, into the namespace the CRI uses, so sandboxes can start.
+    pub fn import_pause_image(&self) -> Result<(), String> {
+        let archive = pause_image_archive(&self.dir.path().join("pause-image"))?;
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .output()
+            .map_err(|e| format!("cannot run ctr: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "ctr images import: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The containers this containerd runs for the CRI, by id.
+    pub fn cri_containers(&self) -> Result<Vec<String>, String> {
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io", "containers", "list", "--quiet"])
+            .output()
+            .map_err(|e| format!("cannot run ctr: {e}"))?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Kills it (as a crash would); the socket file stays behind, refusing.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -50,11 +91,16 @@ impl Containerd {
             .map_err(|e| format!("a temporary directory: {e}"))?;
         let path = |name: &str| dir.path().join(name);
         std::fs::create_dir(path("cni")).map_err(|e| format!("the CNI dir: {e}"))?;
+        // restrict_oom_score_adj: a containerd that may not lower a
+        // score below its own (inside a container, as on CI machines)
+        // would fail every sandbox at `oom_score_adj -998`.
         let config = format!(
             "version = 2\nroot = {root:?}\nstate = {state:?}\n\
              [grpc]\n  address = {socket:?}\n[ttrpc]\n  address = {ttrpc:?}\n\
              [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = {image:?}\n  restrict_oom_score_adj = true\n\
              [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = {cni:?}\n  bin_dir = {bin:?}\n",
+            image = PAUSE_IMAGE,
             root = path("root"),
             state = path("state"),
             socket = path("containerd.sock"),
@@ -98,10 +144,91 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // No container was started, so there are no shims or mounts to
-        // undo: the process and the directory are all.
+        // A test that started sandboxes removed them (the check does); a
+        // shim left by a failed one dies with its sandbox's process group.
         self.kill();
+        let _ = Command::new("umount")
+            .args(["--recursive", "--lazy"])
+            .arg(self.dir.path().join("state"))
+            .output();
     }
+}
+
+/// Writes an OCI image archive of [`PAUSE_IMAGE`] into `dir`: one layer
+/// with busybox as `/sleep`, whose entrypoint sleeps until killed.
+fn pause_image_archive(dir: &Path) -> Result<PathBuf, String> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| format!("{what}: {e}")
+    };
+    let linked = Command::new("ldd").arg(BUSYBOX).output();
+    if !linked.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("not a dynamic")) {
+        return Err(format!(
+            "{BUSYBOX} is missing or not static (Debian: apt-get install busybox-static)"
+        ));
+    }
+    let layer_dir = dir.join("layer");
+    let blobs = dir.join("oci/blobs/sha256");
+    std::fs::create_dir_all(&layer_dir).map_err(io("the layer dir"))?;
+    std::fs::create_dir_all(&blobs).map_err(io("the blobs dir"))?;
+    std::fs::copy(BUSYBOX, layer_dir.join("sleep")).map_err(io("copying busybox"))?;
+    let layer_tar = dir.join("layer.tar");
+    tar(&layer_dir, &layer_tar, &["sleep"])?;
+    let blob = |bytes: &[u8]| -> Result<(String, usize), String> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(blobs.join(&hex), bytes).map_err(io("a blob"))?;
+        Ok((format!("sha256:{hex}"), bytes.len()))
+    };
+    let (layer, layer_size) = blob(&std::fs::read(&layer_tar).map_err(io("the layer"))?)?;
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Entrypoint": ["/sleep", "2147483647"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    });
+    let (config, config_size) = blob(config.to_string().as_bytes())?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+    });
+    let (manifest, manifest_size) = blob(manifest.to_string().as_bytes())?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest,
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": PAUSE_IMAGE},
+        }],
+    });
+    let oci = dir.join("oci");
+    std::fs::write(oci.join("index.json"), index.to_string()).map_err(io("index.json"))?;
+    std::fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io("oci-layout"))?;
+    let archive = dir.join("pause.tar");
+    tar(&oci, &archive, &["oci-layout", "index.json", "blobs"])?;
+    Ok(archive)
+}
+
+fn tar(from: &Path, to: &Path, entries: &[&str]) -> Result<(), String> {
+    let output = Command::new("tar")
+        .arg("-C")
+        .arg(from)
+        .arg("-cf")
+        .arg(to)
+        .args(entries)
+        .output()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "tar: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// A running containerd, or `None` after printing why (not root, not

@@ -66,7 +66,7 @@ mod wait;
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
 pub use alerts::{AlertReceiver, Received, read_received_log};
-pub use containerd::{Containerd, containerd_or_skip};
+pub use containerd::{Containerd, PAUSE_IMAGE, containerd_or_skip};
 pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};

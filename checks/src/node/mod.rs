@@ -6,6 +6,7 @@ mod disk;
 mod dns;
 mod plugin;
 mod runtime;
+mod sandbox;
 
 pub use disk::{DiskCheck, Watermarks};
 pub use dns::{

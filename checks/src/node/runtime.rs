@@ -15,9 +15,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::sandbox::{self, SandboxRound};
 use crate::checker::{BoxFuture, Checker};
 use crate::errors::innermost_cause;
-use crate::result::Outcome;
+use crate::result::{Outcome, Status};
 
 /// containerd's socket; CRI-O's is `/var/run/crio/crio.sock`.
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -82,13 +83,24 @@ use cri::RuntimeCondition;
 #[derive(Debug)]
 pub struct RuntimeCheck {
     socket: PathBuf,
+    /// This node's name, when each run also starts and removes a pod
+    /// sandbox (`--cri-start-sandbox`); `None` only asks.
+    sandbox_node: Option<String>,
 }
 
 impl RuntimeCheck {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         RuntimeCheck {
             socket: socket.into(),
+            sandbox_node: None,
         }
+    }
+
+    /// Each run also starts, stops and removes a host-network pod sandbox
+    /// named after `node`, proving the runtime can start a pod.
+    pub fn with_sandbox(mut self, node: impl Into<String>) -> Self {
+        self.sandbox_node = Some(node.into());
+        self
     }
 }
 
@@ -118,6 +130,7 @@ impl RuntimeCheck {
             channel.clone(),
             "/runtime.v1.RuntimeService/Version",
             cri::VersionRequest::default(),
+            CALL_TIMEOUT,
         )
         .await
         {
@@ -129,9 +142,10 @@ impl RuntimeCheck {
             }
         };
         let status: cri::StatusResponse = match call(
-            channel,
+            channel.clone(),
             "/runtime.v1.RuntimeService/Status",
             cri::StatusRequest::default(),
+            CALL_TIMEOUT,
         )
         .await
         {
@@ -143,16 +157,66 @@ impl RuntimeCheck {
             }
         };
         let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
-        judge(&version, &conditions, &self.socket)
+        let judged = judge(&version, &conditions, &self.socket);
+        let runtime_ready = conditions
+            .iter()
+            .any(|c| c.r#type == "RuntimeReady" && c.status);
+        match &self.sandbox_node {
+            Some(node) if runtime_ready => {
+                with_sandbox(judged, sandbox::round(&channel, node).await)
+            }
+            _ => judged,
+        }
     }
+}
+
+/// The conditions' verdict with what starting a sandbox showed: a runtime
+/// that cannot start one is critical whatever its conditions say.
+fn with_sandbox(judged: Outcome, round: SandboxRound) -> Outcome {
+    let (status, said, detail) = match round {
+        SandboxRound::Done {
+            started_in,
+            leftovers,
+        } => {
+            let ms = started_in.as_secs_f64() * 1000.0;
+            let swept = match leftovers {
+                0 => String::new(),
+                n => format!(" (and removed {n} an earlier run left)"),
+            };
+            (
+                judged.status,
+                format!("started and removed a pod sandbox in {ms:.0} ms{swept}"),
+                json!({"started": true, "start_ms": ms, "leftovers_removed": leftovers}),
+            )
+        }
+        SandboxRound::CannotStart(error) => (
+            Status::Critical,
+            format!("cannot start a pod sandbox: {error}"),
+            json!({"started": false, "error": error}),
+        ),
+        SandboxRound::NotRemoved(error) => (
+            judged.status.max(Status::Warning),
+            format!("started a pod sandbox but {error}"),
+            json!({"started": true, "error": error}),
+        ),
+    };
+    let mut details = judged.details;
+    details["sandbox"] = detail;
+    let message = if status > judged.status {
+        format!("{said}; {}", judged.message)
+    } else {
+        format!("{}; {said}", judged.message)
+    };
+    Outcome::new(status, message).with_details(details)
 }
 
 /// gRPC over the Unix socket; the URI is a placeholder tonic requires.
 async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.to_owned();
+    // No channel-wide timeout: each call has its own (starting a sandbox
+    // takes longer than asking for a status).
     Endpoint::from_static("http://cri.invalid")
         .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
@@ -163,25 +227,36 @@ async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
         .await
 }
 
-/// One unary call; the error is gRPC's status in one line.
-async fn call<Req, Resp>(channel: Channel, path: &'static str, request: Req) -> Result<Resp, String>
+/// One unary call, bounded by `limit`; the error is gRPC's status in one
+/// line.
+pub(super) async fn call<Req, Resp>(
+    channel: Channel,
+    path: &'static str,
+    request: Req,
+    limit: Duration,
+) -> Result<Resp, String>
 where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
+    let exchange = async {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|error| innermost_cause(&error))?;
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        grpc.unary(
+            tonic::Request::new(request),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
         .await
-        .map_err(|error| innermost_cause(&error))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    grpc.unary(
-        tonic::Request::new(request),
-        http::uri::PathAndQuery::from_static(path),
-        codec,
-    )
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        .map(tonic::Response::into_inner)
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
 }
 
 /// RuntimeReady false is critical (no container can start); NetworkReady
@@ -235,7 +310,6 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Status;
 
     fn condition(kind: &str, status: bool, reason: &str) -> RuntimeCondition {
         RuntimeCondition {
@@ -279,6 +353,39 @@ mod tests {
         let broken = [condition("RuntimeReady", false, "RuntimeNotReady")];
         assert_eq!(judge(&version, &broken, socket).status, Status::Critical);
         assert_eq!(judge(&version, &[], socket).status, Status::Warning);
+    }
+
+    #[test]
+    fn a_sandbox_that_cannot_start_leads_and_one_that_did_follows() {
+        let fine = || Outcome::ok("containerd 1.6.20 (CRI v1): RuntimeReady, NetworkReady");
+        let done = with_sandbox(
+            fine(),
+            SandboxRound::Done {
+                started_in: Duration::from_millis(50),
+                leftovers: 1,
+            },
+        );
+        assert_eq!(done.status, Status::Ok);
+        assert_eq!(
+            done.message,
+            "containerd 1.6.20 (CRI v1): RuntimeReady, NetworkReady; started and removed a pod \
+             sandbox in 50 ms (and removed 1 an earlier run left)"
+        );
+        let cannot = with_sandbox(fine(), SandboxRound::CannotStart("no image".into()));
+        assert_eq!(cannot.status, Status::Critical);
+        assert!(
+            cannot
+                .message
+                .starts_with("cannot start a pod sandbox: no image; containerd"),
+            "{}",
+            cannot.message
+        );
+        assert_eq!(cannot.details["sandbox"]["started"], false);
+        let stuck = with_sandbox(
+            fine(),
+            SandboxRound::NotRemoved("sandbox x: timeout".into()),
+        );
+        assert_eq!(stuck.status, Status::Warning);
     }
 
     #[test]

@@ -263,6 +263,12 @@ pub struct NodeCheckArgs {
     #[arg(long, env = "STARLING_CRI_SOCKET")]
     pub cri_socket: Option<PathBuf>,
 
+    /// Each run of the container runtime check also starts, stops and
+    /// removes a pod sandbox on the host network (the runtime's pause
+    /// image), proving the runtime can start a pod. Needs --cri-socket.
+    #[arg(long, env = "STARLING_CRI_START_SANDBOX")]
+    pub cri_start_sandbox: bool,
+
     /// An exec plugin with node-problem-detector's contract, NAME=PATH: exit
     /// 0 ok, 1 critical, 2 unknown; the first line of its output is the
     /// message. Repeatable. (Arguments: wrap it in a script.)

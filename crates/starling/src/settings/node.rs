@@ -91,15 +91,23 @@ pub(super) fn node_checks(
             });
         }
     }
+    let cri_socket = args
+        .cri_socket
+        .clone()
+        .filter(|path| !path.as_os_str().is_empty());
+    if args.cri_start_sandbox && cri_socket.is_none() {
+        return Err(ConfigError::Invalid {
+            flag: "--cri-start-sandbox",
+            reason: "needs --cri-socket: the runtime to start the sandbox in".to_owned(),
+        });
+    }
     let interval = args.node_check_interval;
     Ok(NodeChecksConfig {
         disk_paths,
         disk_marks: marks,
         kubelet_url,
-        cri_socket: args
-            .cri_socket
-            .clone()
-            .filter(|path| !path.as_os_str().is_empty()),
+        cri_socket,
+        cri_start_sandbox: args.cri_start_sandbox,
         plugins,
         dns: dns_check(args, in_pod, Path::new(RESOLV_CONF))?,
         schedule: Schedule {
@@ -252,5 +260,28 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(error.contains("unreadable"), "{error}");
+    }
+
+    #[test]
+    fn starting_a_sandbox_needs_a_runtime_socket() {
+        let data = Path::new("/var/lib/starling");
+        let error = node_checks(&args(&["--cri-start-sandbox"]), data, false)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.starts_with("--cri-start-sandbox") && error.contains("needs --cri-socket"),
+            "{error}"
+        );
+        let config = node_checks(
+            &args(&[
+                "--cri-start-sandbox",
+                "--cri-socket",
+                "/run/containerd/containerd.sock",
+            ]),
+            data,
+            false,
+        )
+        .expect("valid");
+        assert!(config.cri_start_sandbox);
     }
 }

@@ -67,6 +67,7 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
         },
         kubelet_url: None,
         cri_socket: None,
+        cri_start_sandbox: false,
         plugins: vec![PluginSpec {
             name: "conntrack".to_owned(),
             path: plugin.clone(),
