@@ -315,6 +315,10 @@ async fn a_nospace_alarm_is_named_with_what_to_do_though_health_answers_503() {
         outcome.message
     );
     assert!(!outcome.message.contains("HTTP 503"), "{}", outcome.message);
+    eprintln!(
+        "a NOSPACE alarm, as the operator sees it: {}",
+        outcome.message
+    );
     assert_eq!(
         outcome.details["endpoints"][0]["alarms"][0]
             .as_str()
@@ -352,6 +356,10 @@ async fn certificates_are_named_when_expired_not_yet_valid_or_expiring_soon() {
         pki.expired_client_cert.display()
     );
     assert!(expired.message.starts_with(&named), "{}", expired.message);
+    eprintln!(
+        "an expired client certificate, as the operator sees it: {}",
+        expired.message
+    );
 
     let early = check(
         vec![url.clone()],
@@ -394,6 +402,10 @@ async fn certificates_are_named_when_expired_not_yet_valid_or_expiring_soon() {
     assert!(
         soon.message.contains("leader"),
         "the probe still ran: {}",
+        soon.message
+    );
+    eprintln!(
+        "certificates ending soon, as the operator sees it: {}",
         soon.message
     );
 }
