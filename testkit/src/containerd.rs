@@ -46,12 +46,8 @@ impl Containerd {
     /// sleeps, into the namespace the CRI uses, so sandboxes can start.
     pub fn import_pause_image(&self) -> Result<(), String> {
         let archive = pause_image_archive(&self.dir.path().join("pause-image"))?;
-        let output = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", "k8s.io", "images", "import"])
-            .arg(&archive)
-            .output()
+        let output = self
+            .ctr(&["images", "import", &archive.display().to_string()])
             .map_err(|e| format!("cannot run ctr: {e}"))?;
         if !output.status.success() {
             return Err(format!(
@@ -64,16 +60,23 @@ impl Containerd {
 
     /// The containers this containerd runs for the CRI, by id.
     pub fn cri_containers(&self) -> Result<Vec<String>, String> {
-        let output = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", "k8s.io", "containers", "list", "--quiet"])
-            .output()
+        let output = self
+            .ctr(&["containers", "list", "--quiet"])
             .map_err(|e| format!("cannot run ctr: {e}"))?;
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(str::to_owned)
             .collect())
+    }
+
+    /// `ctr` against this containerd, in the CRI's namespace.
+    fn ctr(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
     }
 
     /// Kills it (as a crash would); the socket file stays behind, refusing.
@@ -144,13 +147,16 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // A test that started sandboxes removed them (the check does); a
-        // shim left by a failed one dies with its sandbox's process group.
+        // The check removes its sandboxes; a test that failed half-way may
+        // leave one, whose shim and process would outlive containerd.
+        if self.child.is_some() {
+            for id in self.cri_containers().unwrap_or_default() {
+                let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
+                let _ = self.ctr(&["tasks", "delete", "--force", &id]);
+                let _ = self.ctr(&["containers", "delete", &id]);
+            }
+        }
         self.kill();
-        let _ = Command::new("umount")
-            .args(["--recursive", "--lazy"])
-            .arg(self.dir.path().join("state"))
-            .output();
     }
 }
 

@@ -163,7 +163,7 @@ impl RuntimeCheck {
             .any(|c| c.r#type == "RuntimeReady" && c.status);
         match &self.sandbox_node {
             Some(node) if runtime_ready => {
-                with_sandbox(judged, sandbox::round(&channel, node).await)
+                add_sandbox_round(judged, sandbox::round(&channel, node).await)
             }
             _ => judged,
         }
@@ -172,7 +172,7 @@ impl RuntimeCheck {
 
 /// The conditions' verdict with what starting a sandbox showed: a runtime
 /// that cannot start one is critical whatever its conditions say.
-fn with_sandbox(judged: Outcome, round: SandboxRound) -> Outcome {
+fn add_sandbox_round(judged: Outcome, round: SandboxRound) -> Outcome {
     let (status, said, detail) = match round {
         SandboxRound::Done {
             started_in,
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn a_sandbox_that_cannot_start_leads_and_one_that_did_follows() {
         let fine = || Outcome::ok("containerd 1.6.20 (CRI v1): RuntimeReady, NetworkReady");
-        let done = with_sandbox(
+        let done = add_sandbox_round(
             fine(),
             SandboxRound::Done {
                 started_in: Duration::from_millis(50),
@@ -371,7 +371,7 @@ mod tests {
             "containerd 1.6.20 (CRI v1): RuntimeReady, NetworkReady; started and removed a pod \
              sandbox in 50 ms (and removed 1 an earlier run left)"
         );
-        let cannot = with_sandbox(fine(), SandboxRound::CannotStart("no image".into()));
+        let cannot = add_sandbox_round(fine(), SandboxRound::CannotStart("no image".into()));
         assert_eq!(cannot.status, Status::Critical);
         assert!(
             cannot
@@ -381,7 +381,7 @@ mod tests {
             cannot.message
         );
         assert_eq!(cannot.details["sandbox"]["started"], false);
-        let stuck = with_sandbox(
+        let stuck = add_sandbox_round(
             fine(),
             SandboxRound::NotRemoved("sandbox x: timeout".into()),
         );
