@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::tool::run;
 use std::time::{Duration, Instant};
 
 /// Turns "cannot run" into a failure; `scripts/test` sets it as root.
@@ -46,37 +48,22 @@ impl Containerd {
     /// sleeps, into the namespace the CRI uses, so sandboxes can start.
     pub fn import_pause_image(&self) -> Result<(), String> {
         let archive = pause_image_archive(&self.dir.path().join("pause-image"))?;
-        let output = self
-            .ctr(&["images", "import", &archive.display().to_string()])
-            .map_err(|e| format!("cannot run ctr: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "ctr images import: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(())
+        self.ctr(&["images", "import", &archive.display().to_string()])
+            .map(drop)
     }
 
     /// The containers this containerd runs for the CRI, by id.
     pub fn cri_containers(&self) -> Result<Vec<String>, String> {
-        let output = self
-            .ctr(&["containers", "list", "--quiet"])
-            .map_err(|e| format!("cannot run ctr: {e}"))?;
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect())
+        let listed = self.ctr(&["containers", "list", "--quiet"])?;
+        Ok(listed.lines().map(str::to_owned).collect())
     }
 
     /// `ctr` against this containerd, in the CRI's namespace.
-    fn ctr(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
+    fn ctr(&self, args: &[&str]) -> Result<String, String> {
+        let socket = self.socket().display().to_string();
+        let mut all = vec!["--address", &socket, "--namespace", "k8s.io"];
+        all.extend_from_slice(args);
+        run("ctr", &all)
     }
 
     /// Kills it (as a crash would); the socket file stays behind, refusing.
@@ -160,6 +147,16 @@ impl Drop for Containerd {
     }
 }
 
+/// `tar -cf to` of `entries` in `from`.
+fn tar(from: &Path, to: &Path, entries: &[&str]) -> Result<(), String> {
+    let (from, to) = (from.display().to_string(), to.display().to_string());
+    let args: Vec<&str> = ["-C", &from, "-cf", &to]
+        .into_iter()
+        .chain(entries.iter().copied())
+        .collect();
+    run("tar", &args).map(drop)
+}
+
 /// Writes an OCI image archive of [`PAUSE_IMAGE`] into `dir`: one layer
 /// with busybox as `/sleep`, whose entrypoint sleeps until killed.
 fn pause_image_archive(dir: &Path) -> Result<PathBuf, String> {
@@ -217,24 +214,6 @@ fn pause_image_archive(dir: &Path) -> Result<PathBuf, String> {
     let archive = dir.join("pause.tar");
     tar(&oci, &archive, &["oci-layout", "index.json", "blobs"])?;
     Ok(archive)
-}
-
-fn tar(from: &Path, to: &Path, entries: &[&str]) -> Result<(), String> {
-    let output = Command::new("tar")
-        .arg("-C")
-        .arg(from)
-        .arg("-cf")
-        .arg(to)
-        .args(entries)
-        .output()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "tar: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(())
 }
 
 /// A running containerd, or `None` after printing why (not root, not

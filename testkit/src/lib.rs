@@ -60,6 +60,7 @@ mod exposition;
 mod kube;
 mod netlab;
 mod slowdisk;
+mod tool;
 mod wait;
 
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which

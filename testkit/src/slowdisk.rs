@@ -9,10 +9,10 @@
 //! removed by the next one; `Drop` undoes the rest in reverse order.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::netlab::skip_or_fail;
+use crate::tool::run;
 
 const PREFIX: &str = "starling-slowdisk-";
 /// Big enough for etcd's preallocated WAL segments (64 MiB each); sparse,
@@ -229,22 +229,6 @@ fn device_number(device: &str) -> Result<String, String> {
     std::fs::read_to_string(&path)
         .map(|number| number.trim().to_owned())
         .map_err(|e| format!("{path}: {e}"))
-}
-
-/// Runs a tool to completion; its trimmed stdout, or what went wrong.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
