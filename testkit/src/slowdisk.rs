@@ -166,59 +166,51 @@ impl Drop for Cgroup {
 /// Removes the cgroups, mounts, loop devices and directories of slow disks
 /// whose test process is gone.
 fn reap_stale() {
+    // `starling-slowdisk-PID-…` of a process that is gone.
     let dead = |name: &str| {
         name.strip_prefix(PREFIX)
             .and_then(|rest| rest.split('-').next())
             .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
     };
+    // `DEVICE PATH` lines (mounts, `losetup --list`) whose path is a dead test's.
+    let stale_lines = |text: String| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+            })
+            .filter(|(_, path)| path.split('/').any(dead))
+            .collect()
+    };
+    let stale_entries = |parent: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| dead(&entry.file_name().to_string_lossy()))
+            .map(|entry| entry.path())
+            .collect()
+    };
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for line in mounts.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(device), Some(mount_point)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if mount_point
-            .split('/')
-            .any(|part| part.starts_with(PREFIX) && dead(part))
-        {
-            let _ = run("umount", &["--lazy", mount_point]);
-            let _ = run("losetup", &["--detach", device]);
-        }
+    for (device, mount_point) in stale_lines(mounts) {
+        let _ = run("umount", &["--lazy", &mount_point]);
+        let _ = run("losetup", &["--detach", &device]);
     }
-    let listed = run(
+    let attached = run(
         "losetup",
         &["--list", "--noheadings", "--output", "NAME,BACK-FILE"],
     );
-    for line in listed.unwrap_or_default().lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(device), Some(file)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if file
-            .split('/')
-            .any(|part| part.starts_with(PREFIX) && dead(part))
-        {
-            let _ = run("losetup", &["--detach", device]);
-        }
+    for (device, _) in stale_lines(attached.unwrap_or_default()) {
+        let _ = run("losetup", &["--detach", &device]);
     }
-    for parent in [
-        Path::new(CGROUP_V1),
-        Path::new(CGROUP_V2),
-        &std::env::temp_dir(),
-    ] {
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(PREFIX) && dead(&name) {
-                if parent == std::env::temp_dir() {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                } else {
-                    let _ = std::fs::remove_dir(entry.path());
-                }
-            }
-        }
+    for cgroup in [CGROUP_V1, CGROUP_V2]
+        .into_iter()
+        .flat_map(|dir| stale_entries(Path::new(dir)))
+    {
+        let _ = std::fs::remove_dir(cgroup);
+    }
+    for dir in stale_entries(&std::env::temp_dir()) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -137,7 +137,9 @@ pub(super) async fn round(channel: &Channel, node: &str) -> SandboxRound {
     let config = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: format!("starling-runtime-check-{node}"),
-            uid: format!("starling-{}", unix_nanos()),
+            // Differs between runs: the runtime keys a sandbox by name,
+            // namespace, uid and attempt.
+            uid: format!("starling-{}", starling_model::unix_ms_now()),
             namespace: "starling-system".to_owned(),
             attempt: 0,
         }),
@@ -215,12 +217,4 @@ async fn stop_and_remove(channel: &Channel, id: &str) -> Result<(), String> {
             .map_err(|error| format!("cannot {verb} it: {error}"))?;
     }
     Ok(())
-}
-
-/// A uid that differs between runs (the runtime keys a sandbox by name,
-/// namespace, uid and attempt).
-fn unix_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
