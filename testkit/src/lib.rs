@@ -21,11 +21,13 @@
 //!
 //! [`Etcd`] runs a real single-member etcd on loopback (Debian's `etcd-server`, 3.4), plain
 //! or with kubeadm-style client-certificate TLS from a generated [`Pki`]; it can be stopped
-//! and restarted on the same ports and data. Without the `etcd` binary, [`etcd_or_skip`]
+//! and restarted on the same ports and data. [`Etcd::start_cluster`] runs several members
+//! of one cluster, their write-ahead logs optionally on a [`SlowDisk`]. Without the `etcd` binary, [`etcd_or_skip`]
 //! skips etcd tests, or fails them when `STARLING_REQUIRE_ETCD=1` (as `scripts/test` sets).
 //!
 //! [`SlowDisk`] is a real slow disk for it, as root: an ext4 file system on a loop device
-//! whose writes a block-I/O cgroup throttles for the processes admitted to it;
+//! whose writes a block-I/O cgroup throttles (in operations or bytes a second, for as long
+//! as the [`Throttled`] guard lives) for the processes admitted to it;
 //! [`slow_disk_or_skip`] skips without root or loop devices, or fails when
 //! `STARLING_REQUIRE_NETNS=1`.
 //!
@@ -72,5 +74,5 @@ pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
-pub use slowdisk::{SlowDisk, slow_disk_or_skip};
+pub use slowdisk::{SlowDisk, Throttled, slow_disk_or_skip};
 pub use wait::wait_until;

@@ -50,15 +50,37 @@ impl SlowDisk {
 
     /// Limits the admitted processes to `iops` writes per second on this
     /// disk (a local SSD does tens of thousands; a congested network
-    /// volume a few dozen).
-    pub fn throttle_writes(&self, iops: u32) -> Result<(), String> {
+    /// volume a few dozen) until the returned guard is dropped.
+    pub fn throttle_writes(&self, iops: u32) -> Result<Throttled<'_>, String> {
+        self.limit(Limit::Iops(iops))?;
+        Ok(Throttled(self))
+    }
+
+    /// Limits the admitted processes to `bytes_per_second` of writes on
+    /// this disk until the returned guard is dropped: a volume that keeps
+    /// up with a trickle and falls behind under load.
+    pub fn throttle_write_bytes(&self, bytes_per_second: u32) -> Result<Throttled<'_>, String> {
+        self.limit(Limit::Bytes(bytes_per_second))?;
+        Ok(Throttled(self))
+    }
+
+    fn limit(&self, limit: Limit) -> Result<(), String> {
         let device = &self.device_number;
+        // 0 removes a v1 rule; "max" is v2's word for no limit.
+        let (v1_file, v2_key, value) = match limit {
+            Limit::Iops(n) => ("blkio.throttle.write_iops_device", "wiops", n),
+            Limit::Bytes(n) => ("blkio.throttle.write_bps_device", "wbps", n),
+        };
         match &self.cgroup {
-            Cgroup::V1(dir) => write(
-                &dir.join("blkio.throttle.write_iops_device"),
-                &format!("{device} {iops}"),
-            ),
-            Cgroup::V2(dir) => write(&dir.join("io.max"), &format!("{device} wiops={iops}")),
+            Cgroup::V1(dir) => write(&dir.join(v1_file), &format!("{device} {value}")),
+            Cgroup::V2(dir) => {
+                let value = if value == 0 {
+                    "max".to_owned()
+                } else {
+                    value.to_string()
+                };
+                write(&dir.join("io.max"), &format!("{device} {v2_key}={value}"))
+            }
         }
     }
 
@@ -120,6 +142,27 @@ pub fn slow_disk_or_skip() -> Option<SlowDisk> {
             None
         }
     }
+}
+
+/// A write limit on a [`SlowDisk`], lifted when dropped: the writes it
+/// holds back go out at once, so a process of the test that is killed
+/// afterwards exits without waiting for them (a throttled `fdatasync` is not
+/// interruptible, not even by SIGKILL).
+#[must_use = "the limit is lifted when the guard is dropped"]
+#[derive(Debug)]
+pub struct Throttled<'a>(&'a SlowDisk);
+
+impl Drop for Throttled<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.limit(Limit::Iops(0));
+        let _ = self.0.limit(Limit::Bytes(0));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Limit {
+    Iops(u32),
+    Bytes(u32),
 }
 
 #[derive(Debug)]

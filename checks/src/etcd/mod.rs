@@ -181,12 +181,14 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
     match health(client, url, &mut endpoint.server_cert).await {
         Ok(Some(true)) => {}
         Ok(Some(false)) => {
-            // etcd gives no reason, and 3.4 answers 503 with an alarm
-            // raised: an active alarm (NOSPACE, CORRUPT) is the usual one,
-            // so look it up and name it whenever the endpoint says unhealthy.
+            // etcd gives no reason. 3.4 answers 503 while an alarm (NOSPACE,
+            // CORRUPT) is raised, and a member too far behind the leader
+            // fails /health's linearizable read while its status still
+            // answers: look up both, so the verdict can name either.
             let alarms = alarms(client, url).await.unwrap_or_default();
+            let _ = read_status(client, url, &mut endpoint).await;
             let reason = if alarms.is_empty() {
-                "no reason given; no alarm is raised".to_owned()
+                "no alarm is raised".to_owned()
             } else {
                 alarm_advice(&alarms)
             };
@@ -203,15 +205,9 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
             return endpoint;
         }
     }
-    let post = |path: &str, body: Value| client.post(format!("{url}{path}")).json(&body);
-    match get_json(post("/v3/maintenance/status", json!({}))).await {
-        Ok(Some(status)) => {
-            endpoint.leader = id(&status["leader"]).filter(|l| l != "0");
-            endpoint.member = id(&status["header"]["member_id"]);
-            endpoint.raft_index = number(&status["raftIndex"]);
-            endpoint.db_size = number(&status["dbSize"]);
-        }
-        Ok(None) => {
+    match read_status(client, url, &mut endpoint).await {
+        Ok(true) => {}
+        Ok(false) => {
             endpoint.health_only = true;
             endpoint.scrape = scrape(client, url).await;
             return endpoint;
@@ -226,14 +222,38 @@ async fn probe(client: &reqwest::Client, url: &str) -> Endpoint {
         Err(error) => endpoint.problem = Some(format!("alarms: {error}")),
     }
     let key = base64::engine::general_purpose::STANDARD.encode(PROBE_KEY);
+    let range = client
+        .post(format!("{url}/v3/kv/range"))
+        .json(&json!({"key": key}));
     let started = Instant::now();
-    match get_json(post("/v3/kv/range", json!({"key": key}))).await {
+    match get_json(range).await {
         Ok(Some(_)) => endpoint.read = Some(started.elapsed()),
         Ok(None) => {}
         Err(error) => endpoint.problem = Some(format!("read: {error}")),
     }
     endpoint.scrape = scrape(client, url).await;
     endpoint
+}
+
+/// Which member answered, its leader, raft index and database size, from
+/// `/v3/maintenance/status`. `Ok(false)` when the endpoint has no gRPC
+/// gateway (kubeadm's plain metrics port serves `/health` only).
+async fn read_status(
+    client: &reqwest::Client,
+    url: &str,
+    endpoint: &mut Endpoint,
+) -> Result<bool, String> {
+    let request = client
+        .post(format!("{url}/v3/maintenance/status"))
+        .json(&json!({}));
+    let Some(status) = get_json(request).await? else {
+        return Ok(false);
+    };
+    endpoint.leader = member_id(&status["leader"]);
+    endpoint.member = member_id(&status["header"]["member_id"]);
+    endpoint.raft_index = number(&status["raftIndex"]);
+    endpoint.db_size = number(&status["dbSize"]);
+    Ok(true)
 }
 
 /// `/metrics`, when the endpoint serves it (client URLs and kubeadm's
@@ -261,7 +281,7 @@ async fn alarms(client: &reqwest::Client, url: &str) -> Result<Vec<String>, Stri
         .flatten()
         .map(|a| {
             let kind = a["alarm"].as_str().unwrap_or("UNKNOWN");
-            let member = id(&a["memberID"]).unwrap_or_else(|| "?".to_owned());
+            let member = member_id(&a["memberID"]).unwrap_or_else(|| "?".to_owned());
             format!("{kind} on member {member}")
         })
         .collect())
@@ -336,9 +356,17 @@ fn judge(endpoints: &[Endpoint], config: &EtcdConfig) -> Outcome {
             "wal_fsyncs": e.disk.as_ref().map(|d| d.fsyncs),
         })).collect::<Vec<_>>(),
     });
+    let behind = raft_lag(endpoints);
+    // A member too far behind fails /health's read: its lag is the reason.
     let failing: Vec<String> = endpoints
         .iter()
-        .filter_map(|e| e.problem.as_ref().map(|p| format!("{}: {p}", e.url)))
+        .filter_map(|e| {
+            let problem = e.problem.as_ref()?;
+            Some(match behind(e) {
+                Some(lag) => format!("{}: {problem}; {}", e.url, lag_line(e, lag)),
+                None => format!("{}: {problem}", e.url),
+            })
+        })
         .collect();
     if !failing.is_empty() {
         return Outcome::critical(format!("etcd {}", failing.join("; "))).with_details(details);
@@ -409,20 +437,10 @@ fn concerns(endpoints: &[Endpoint], config: &EtcdConfig) -> Vec<(bool, String)> 
             found.push((critical, line));
         }
     }
-    let ahead = endpoints.iter().filter_map(|e| e.raft_index).max();
+    let behind = raft_lag(endpoints);
     for endpoint in endpoints {
-        if let (Some(ahead), Some(index)) = (ahead, endpoint.raft_index)
-            && ahead - index > RAFT_LAG_LIMIT
-        {
-            found.push((
-                false,
-                format!(
-                    "etcd member {} ({}) is {} raft entries behind",
-                    endpoint.member.as_deref().unwrap_or("?"),
-                    endpoint.url,
-                    ahead - index
-                ),
-            ));
+        if let Some(lag) = behind(endpoint) {
+            found.push((false, lag_line(endpoint, lag)));
         }
         let quota = endpoint.scrape.as_ref().and_then(|s| s.quota_bytes);
         if let (Some(size), Some(quota)) = (endpoint.db_size, quota)
@@ -444,24 +462,46 @@ fn concerns(endpoints: &[Endpoint], config: &EtcdConfig) -> Vec<(bool, String)> 
     found
 }
 
+/// How many raft entries an endpoint's member is behind the most advanced
+/// one, when that is more than [`RAFT_LAG_LIMIT`].
+fn raft_lag(endpoints: &[Endpoint]) -> impl Fn(&Endpoint) -> Option<u64> {
+    let ahead = endpoints.iter().filter_map(|e| e.raft_index).max();
+    move |endpoint| {
+        let lag = ahead? - endpoint.raft_index?;
+        (lag > RAFT_LAG_LIMIT).then_some(lag)
+    }
+}
+
+fn lag_line(endpoint: &Endpoint, lag: u64) -> String {
+    format!(
+        "etcd member {} ({}) is {lag} raft entries behind: its disk or its network to the \
+         leader cannot keep up",
+        endpoint.member.as_deref().unwrap_or("?"),
+        endpoint.url,
+    )
+}
+
 fn healthy(body: &Value) -> bool {
     // etcd answers "true" as a string; accept a boolean too.
     matches!(&body["health"], Value::String(s) if s == "true")
         || body["health"] == Value::Bool(true)
 }
 
-/// etcd's JSON gateway renders 64-bit numbers as strings.
+/// etcd's JSON gateway renders 64-bit numbers as strings; accept numbers too.
 fn number(value: &Value) -> Option<u64> {
-    id(value)?.parse().ok()
-}
-
-/// etcd's JSON gateway renders 64-bit ids as strings; accept numbers too.
-fn id(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
         _ => None,
     }
+}
+
+/// A member id in hex, as `etcdctl member list` and etcd's own log show
+/// it (the gateway renders it in decimal); `None` for 0, "no member".
+fn member_id(value: &Value) -> Option<String> {
+    number(value)
+        .filter(|&id| id != 0)
+        .map(|id| format!("{id:x}"))
 }
 
 /// `Ok(None)` for a 404 (the endpoint does not serve this path), the body
@@ -555,8 +595,38 @@ mod tests {
         assert_eq!(verdict.status, Status::Warning);
         assert_eq!(
             verdict.message,
-            "etcd member 8e9e (https://b:2379) is 5000 raft entries behind; etcd's database is \
-             88% of its quota (1800 of 2048 MiB): compact and defragment before it raises NOSPACE"
+            "etcd member 8e9e (https://b:2379) is 5000 raft entries behind: its disk or its \
+             network to the leader cannot keep up; etcd's database is 88% of its quota (1800 of \
+             2048 MiB): compact and defragment before it raises NOSPACE"
+        );
+    }
+
+    #[test]
+    fn member_ids_are_shown_in_hex_as_etcdctl_shows_them() {
+        assert_eq!(
+            member_id(&json!("9511565175137368553")).as_deref(),
+            Some("83ffde21e209f9e9")
+        );
+        assert_eq!(member_id(&json!(255)).as_deref(), Some("ff"));
+        assert_eq!(member_id(&json!("0")), None, "0 is no leader");
+        assert_eq!(member_id(&json!(null)), None);
+    }
+
+    #[test]
+    fn an_unhealthy_member_behind_the_leader_is_named_by_its_lag() {
+        let mut leader = endpoint("https://a:2379");
+        leader.raft_index = Some(9_000);
+        let mut lagging = endpoint("https://b:2379");
+        lagging.member = Some("8e9e".to_owned());
+        lagging.raft_index = Some(800);
+        lagging.problem = Some("reports unhealthy (no alarm is raised)".to_owned());
+        let verdict = judge(&[leader, lagging], &EtcdConfig::default());
+        assert_eq!(verdict.status, Status::Critical);
+        assert_eq!(
+            verdict.message,
+            "etcd https://b:2379: reports unhealthy (no alarm is raised); etcd member 8e9e \
+             (https://b:2379) is 8200 raft entries behind: its disk or its network to the leader \
+             cannot keep up"
         );
     }
 }

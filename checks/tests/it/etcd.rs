@@ -246,7 +246,8 @@ async fn etcd_on_a_throttled_disk_is_named_slow_with_its_fsync_p99() {
     let check = check(vec![etcd.client_url()], ClientTls::default());
     let baseline = check.check().await;
     assert_ne!(baseline.status, Status::Critical, "{baseline:?}");
-    disk.throttle_writes(10)
+    let _throttled = disk
+        .throttle_writes(10)
         .expect("the cgroup takes a write limit");
     write_keys(&etcd.client_url(), 30).await;
     let slow = check.check().await;

@@ -4,6 +4,7 @@
 //! and the runner's timing, as one test binary.
 
 mod etcd;
+mod etcd_lag;
 mod healthz;
 mod kube;
 mod node;

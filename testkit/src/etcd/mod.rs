@@ -1,6 +1,6 @@
 //! A real etcd for tests of starling's etcd checks: Debian's `etcd` (3.4, package
-//! `etcd-server`) as a single-member cluster on 127.0.0.1, optionally behind the same
-//! client-certificate TLS as a kubeadm control plane ([`Pki`]).
+//! `etcd-server`) as a single-member cluster on 127.0.0.1, or several members of one,
+//! optionally behind the same client-certificate TLS as a kubeadm control plane ([`Pki`]).
 //!
 //! Constraints this module keeps:
 //! - everything listens on loopback only, on ports picked free at start, so parallel tests

@@ -34,8 +34,9 @@ struct Tls {
     ca: PathBuf,
 }
 
-/// A single-member etcd cluster on 127.0.0.1, in its own temporary directory (data dir and
-/// log), on ports nobody else uses. Killed and reaped when dropped; the directory goes with
+/// An etcd member on 127.0.0.1 (a single-member cluster, or one of
+/// [`Etcd::start_cluster`]), in its own temporary directory (data dir and log), on ports
+/// nobody else uses. Killed and reaped when dropped; the directory goes with
 /// it.
 #[derive(Debug)]
 pub struct Etcd {
@@ -48,6 +49,12 @@ pub struct Etcd {
     metrics_port: u16,
     /// Flags on top of the fixture's own (`--quota-backend-bytes=…`).
     extra: Vec<String>,
+    /// `--initial-cluster` of a member of [`Etcd::start_cluster`]; `None` for a
+    /// single-member cluster of its own.
+    initial_cluster: Option<String>,
+    /// Its write-ahead log's own directory (`--wal-dir`), e.g. on a
+    /// [`crate::SlowDisk`] while the database stays on a fast one.
+    wal: Option<tempfile::TempDir>,
     dir: tempfile::TempDir,
 }
 
@@ -85,37 +92,79 @@ impl Etcd {
             key: pki.server_key.clone(),
             ca: pki.ca_cert.clone(),
         });
-        let mut attempt = 1;
-        loop {
-            let (name, dir_prefix) = stale::next_names();
-            let dir = tempfile::Builder::new()
+        let extra: Vec<String> = extra.iter().map(|flag| (*flag).to_owned()).collect();
+        retry_taken_ports(|| {
+            let mut etcd = Etcd::unstarted(tls.clone(), extra.clone(), parent, None)?;
+            let started = etcd.spawn().and_then(|()| etcd.wait_healthy());
+            Ok((vec![etcd], started))
+        })
+        .map(|mut started| started.remove(0))
+    }
+
+    /// Starts `members` etcds (plain HTTP) as one cluster and waits until each
+    /// is healthy. The first member starts last, once the others have
+    /// elected a leader among themselves, so it starts as a follower; with
+    /// `first_wal`, its write-ahead log lives in a directory of its own
+    /// inside that path. A [`crate::SlowDisk`] there makes that follower fall
+    /// behind the leader under load, while its database and the other
+    /// members stay fast.
+    pub fn start_cluster(members: usize, first_wal: Option<&Path>) -> Result<Vec<Etcd>, EtcdError> {
+        assert!(members >= 3, "a majority elects without the first member");
+        stale::reap();
+        let temp = std::env::temp_dir();
+        retry_taken_ports(|| {
+            let mut cluster = (0..members)
+                .map(|i| Etcd::unstarted(None, Vec::new(), &temp, first_wal.filter(|_| i == 0)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let initial = cluster
+                .iter()
+                .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+                .collect::<Vec<_>>()
+                .join(",");
+            for member in &mut cluster {
+                member.initial_cluster = Some(initial.clone());
+            }
+            let (first, others) = cluster.split_first_mut().expect("three members");
+            // The others together are a majority: they elect and become
+            // healthy without the first one.
+            let mut started = others.iter_mut().try_for_each(Etcd::spawn);
+            for member in others.iter_mut() {
+                started = started.and_then(|()| member.wait_healthy());
+            }
+            started = started
+                .and_then(|()| first.spawn())
+                .and_then(|()| first.wait_healthy());
+            Ok((cluster, started))
+        })
+    }
+
+    /// A member with fresh names, directories and ports, not yet running.
+    fn unstarted(
+        tls: Option<Tls>,
+        extra: Vec<String>,
+        parent: &Path,
+        wal_parent: Option<&Path>,
+    ) -> Result<Etcd, EtcdError> {
+        let (name, dir_prefix) = stale::next_names();
+        let tempdir = |parent: &Path| {
+            tempfile::Builder::new()
                 .prefix(&dir_prefix)
                 .tempdir_in(parent)
-                .map_err(EtcdError::io("creating a temporary directory for etcd"))?;
-            let [client_port, peer_port, metrics_port] = free_ports()?;
-            let mut etcd = Etcd {
-                child: None,
-                name,
-                tls: tls.clone(),
-                client_port,
-                peer_port,
-                metrics_port,
-                extra: extra.iter().map(|flag| (*flag).to_owned()).collect(),
-                dir,
-            };
-            match etcd.spawn_and_wait() {
-                Ok(()) => return Ok(etcd),
-                // Ports are picked by binding and releasing them, so another process can take
-                // one before etcd binds it; fresh ports and a fresh data dir fix that.
-                Err(EtcdError::NotReady { .. })
-                    if attempt < START_ATTEMPTS
-                        && etcd.log().contains("address already in use") =>
-                {
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+                .map_err(EtcdError::io("creating a temporary directory for etcd"))
+        };
+        let [client_port, peer_port, metrics_port] = free_ports()?;
+        Ok(Etcd {
+            child: None,
+            name,
+            tls,
+            client_port,
+            peer_port,
+            metrics_port,
+            extra,
+            initial_cluster: None,
+            wal: wal_parent.map(tempdir).transpose()?,
+            dir: tempdir(parent)?,
+        })
     }
 
     /// Where clients connect: `http://127.0.0.1:P`, or `https://127.0.0.1:P` with TLS.
@@ -187,7 +236,8 @@ impl Etcd {
     /// tail says `address already in use`.
     pub fn restart(&mut self) -> Result<(), EtcdError> {
         self.stop();
-        self.spawn_and_wait()
+        self.spawn()?;
+        self.wait_healthy()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -205,9 +255,17 @@ impl Etcd {
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}={peer}", self.name),
+            format!(
+                "--initial-cluster={}",
+                self.initial_cluster
+                    .clone()
+                    .unwrap_or_else(|| format!("{}={peer}", self.name))
+            ),
             format!("--listen-metrics-urls={}", self.metrics_url()),
         ];
+        if let Some(wal) = &self.wal {
+            args.push(format!("--wal-dir={}", wal.path().join("wal").display()));
+        }
         if let Some(tls) = &self.tls {
             args.extend([
                 format!("--cert-file={}", tls.cert.display()),
@@ -227,7 +285,7 @@ impl Etcd {
         }
     }
 
-    fn spawn_and_wait(&mut self) -> Result<(), EtcdError> {
+    fn spawn(&mut self) -> Result<(), EtcdError> {
         let args = self.args();
         let cmd = format!("{PROGRAM} {}", args.join(" "));
         let log_action = || format!("opening etcd's log {}", self.log_path().display());
@@ -249,7 +307,7 @@ impl Etcd {
                 _ => EtcdError::Spawn { cmd, source },
             })?;
         self.child = Some(child);
-        self.wait_healthy()
+        Ok(())
     }
 
     fn wait_healthy(&mut self) -> Result<(), EtcdError> {
@@ -321,6 +379,30 @@ fn log_tail(log: &str) -> String {
         .map(|(_, l)| *l)
         .collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// Runs `start` again, on fresh ports and directories, when an etcd it
+/// started failed because another process took one of its ports: ports are
+/// picked by binding and releasing them, so one can go between our pick and
+/// etcd's bind. `start` hands back what it made and how starting went.
+fn retry_taken_ports(
+    mut start: impl FnMut() -> Result<(Vec<Etcd>, Result<(), EtcdError>), EtcdError>,
+) -> Result<Vec<Etcd>, EtcdError> {
+    let mut attempt = 1;
+    loop {
+        match start()? {
+            (started, Ok(())) => return Ok(started),
+            (failed, Err(EtcdError::NotReady { .. }))
+                if attempt < START_ATTEMPTS
+                    && failed
+                        .iter()
+                        .any(|etcd| etcd.log().contains("address already in use")) =>
+            {
+                attempt += 1;
+            }
+            (_, Err(e)) => return Err(e),
+        }
+    }
 }
 
 /// Three distinct loopback ports that were free a moment ago.
