@@ -2,6 +2,7 @@
 //! status page, Prometheus metrics and the dashboard, served from any agent
 //! and read through the [`AgentView`] trait.
 
+mod exposition;
 mod kuberhealthy;
 mod query;
 mod routes;

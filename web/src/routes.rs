@@ -7,13 +7,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::exposition::Dialect;
 use crate::view::AgentView;
 use crate::{kuberhealthy, query};
 use starling_model::{ApiError, ErrorBody, HealthzResponse, NodesResponse};
@@ -212,16 +213,14 @@ async fn readyz(State(view): ViewState) -> Response {
     }
 }
 
-async fn metrics(State(view): ViewState) -> Response {
+async fn metrics(State(view): ViewState, headers: HeaderMap) -> Response {
+    let dialect = Dialect::negotiate(headers.get(header::ACCEPT));
     match view.metrics().await {
         Ok(text) => {
-            let mut response = text.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            let mut response = dialect.render(text).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, dialect.content_type());
             response
         }
         Err(refusal) => refused(refusal),

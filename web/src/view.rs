@@ -19,7 +19,8 @@ pub type Reply<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send>>;
 /// internals private.
 pub trait AgentView: Send + Sync + 'static {
     fn members(&self) -> MembersResponse;
-    /// The Prometheus/OpenMetrics text exposition. A reply, so the agent
+    /// The OpenMetrics text exposition (served as is, or in the classic
+    /// format to scrapers that prefer it). A reply, so the agent
     /// can bring its cluster gauges up to date from the history first.
     fn metrics(&self) -> Reply<String>;
     /// The agent's own loop ticked recently. Never cluster health: a

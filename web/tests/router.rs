@@ -413,15 +413,43 @@ async fn livez_and_readyz_speak_for_the_agent_not_the_cluster() {
 }
 
 #[tokio::test]
-async fn metrics_are_openmetrics_text() {
-    let answer = get("/metrics").await;
-    assert_eq!(answer.status, StatusCode::OK);
+async fn metrics_are_openmetrics_to_prometheus_and_classic_text_to_everyone_else() {
+    let classic = get("/metrics").await;
+    assert_eq!(classic.status, StatusCode::OK);
+    assert_eq!(
+        classic.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(
+        &classic.body[..],
+        b"# TYPE starling_up gauge\nstarling_up 1\n"
+    );
+
+    let request = Request::builder()
+        .uri("/metrics")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .body(Body::empty())
+        .expect("a valid request");
+    let response = starling_web::router(Arc::new(FixedView::new()))
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
     assert!(
-        answer
-            .content_type
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
             .starts_with("application/openmetrics-text")
     );
-    assert!(answer.body.ends_with(b"# EOF\n"));
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    assert!(body.ends_with(b"# EOF\n"));
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ async fn serves_members_metrics_and_liveness() {
 
     let metrics = client
         .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text")
         .send()
         .await
         .expect("reachable");

@@ -108,6 +108,7 @@ impl Alerting {
         let mut sinks = Vec::new();
         for spec in &settings.sinks {
             let sink = Arc::new(build_sink(spec, settings.request_timeout)?);
+            metrics.sink(&spec.name);
             let wake = Arc::new(Notify::new());
             let deliverer = deliver::Deliverer {
                 outbox: outbox.clone(),

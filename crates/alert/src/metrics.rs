@@ -6,7 +6,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::model::AlertKind;
+use super::model::{AlertKind, AlertState};
+
+/// What an attempt to hand a notice to a sink ends in.
+const DELIVERY_RESULTS: [&str; 4] = ["delivered", "failed", "rejected", "superseded"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
@@ -64,15 +67,29 @@ impl AlertMetrics {
             "Alerts whose last transition the cluster sent was firing, by kind",
             metrics.firing.clone(),
         );
+        // Every series exists from the start at 0, so rules over them see
+        // 0 rather than "no data" until the first alert.
         for kind in AlertKind::ALL {
-            metrics
-                .firing
-                .get_or_create(&KindLabel {
-                    kind: kind.as_str(),
-                })
-                .set(0);
+            let kind = kind.as_str();
+            metrics.firing.get_or_create(&KindLabel { kind }).set(0);
+            for state in [AlertState::Firing, AlertState::Resolved] {
+                let state = state.as_str();
+                let _ = metrics
+                    .queued
+                    .get_or_create(&TransitionLabels { kind, state });
+            }
         }
         metrics
+    }
+
+    /// The delivery series of a configured sink, at 0 until it is used.
+    pub(crate) fn sink(&self, sink: &str) {
+        for result in DELIVERY_RESULTS {
+            let _ = self.deliveries.get_or_create(&DeliveryLabels {
+                sink: sink.to_owned(),
+                result,
+            });
+        }
     }
 
     pub(crate) fn queued(&self, kind: AlertKind, state: &'static str) {
@@ -85,6 +102,10 @@ impl AlertMetrics {
     }
 
     pub(crate) fn delivery(&self, sink: &str, result: &'static str) {
+        debug_assert!(
+            DELIVERY_RESULTS.contains(&result),
+            "{result} is exported from the start"
+        );
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 sink: sink.to_owned(),

@@ -51,6 +51,15 @@ pub enum Transition {
 }
 
 impl Transition {
+    pub const ALL: [Transition; 6] = [
+        Transition::Joined,
+        Transition::Suspected,
+        Transition::Recovered,
+        Transition::Failed,
+        Transition::Left,
+        Transition::Rejoined,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transition::Joined => "joined",

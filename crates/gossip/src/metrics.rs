@@ -45,6 +45,9 @@ pub(crate) const DROP_REASONS: [&str; 10] = [
     "rejected",
 ];
 
+/// What a push-pull exchange ends in.
+const PUSH_PULL_RESULTS: [&str; 2] = ["ok", "error"];
+
 /// Handles to every gossip metric; cheap to clone (shared atomics).
 #[derive(Clone, Debug, Default)]
 pub struct GossipMetrics {
@@ -64,10 +67,20 @@ pub struct GossipMetrics {
 impl GossipMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = GossipMetrics::default();
+        // Every labelled counter exists from the start at 0, so a rate or an
+        // increase over it never starts from a missing series.
         for reason in DROP_REASONS {
             let _ = metrics
                 .datagrams_dropped
                 .get_or_create(&ReasonLabel { reason });
+        }
+        for transition in Transition::ALL {
+            let _ = metrics.transitions.get_or_create(&TransitionLabel {
+                transition: transition.as_str(),
+            });
+        }
+        for result in PUSH_PULL_RESULTS {
+            let _ = metrics.push_pulls.get_or_create(&ResultLabel { result });
         }
         let gossip = registry.sub_registry_with_prefix("gossip");
         gossip.register(
@@ -138,6 +151,10 @@ impl GossipMetrics {
     }
 
     pub(crate) fn push_pull(&self, result: &'static str) {
+        debug_assert!(
+            PUSH_PULL_RESULTS.contains(&result),
+            "{result} is exported from the start"
+        );
         self.push_pulls.get_or_create(&ResultLabel { result }).inc();
     }
 

@@ -55,6 +55,9 @@ impl Default for HistoryMetrics {
     }
 }
 
+/// The tables retention deletes from, in [`RetentionReport`]'s order.
+const RETAINED_TABLES: [&str; 3] = ["events", "check_results", "latest_results"];
+
 impl HistoryMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = HistoryMetrics::default();
@@ -68,6 +71,11 @@ impl HistoryMetrics {
         // Exported at 0 from the start, so alerts on them have a series.
         for reason in ["disk_full", "other"] {
             let _ = metrics.write_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for table in RETAINED_TABLES {
+            let _ = metrics
+                .retention_deleted
+                .get_or_create(&TableLabel { table });
         }
         let history = registry.sub_registry_with_prefix("history");
         history.register(
@@ -109,11 +117,12 @@ impl HistoryMetrics {
     }
 
     pub(crate) fn retained(&self, report: &RetentionReport) {
-        for (table, deleted) in [
-            ("events", report.events_deleted),
-            ("check_results", report.results_deleted),
-            ("latest_results", report.latest_deleted),
-        ] {
+        let deleted = [
+            report.events_deleted,
+            report.results_deleted,
+            report.latest_deleted,
+        ];
+        for (table, deleted) in RETAINED_TABLES.into_iter().zip(deleted) {
             if deleted > 0 {
                 self.retention_deleted
                     .get_or_create(&TableLabel { table })

@@ -103,8 +103,14 @@ impl OverlayMetrics {
                 Unit::Seconds,
                 metrics.clock_offset.clone(),
             );
+        // At 0 from the start, so rates over them never miss a series.
         for result in ["accepted", "refused"] {
             let _ = metrics.reports.get_or_create(&ResultLabel { result });
+        }
+        for direction in ["sent", "received"] {
+            let _ = metrics
+                .probe_bytes
+                .get_or_create(&DirectionLabel { direction });
         }
         metrics
     }

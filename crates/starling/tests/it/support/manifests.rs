@@ -287,6 +287,26 @@ pub fn metrics_used() -> std::collections::BTreeSet<String> {
     used
 }
 
+/// Every metric name `docs/reference.md`'s metrics table lists (its first
+/// column), as the classic format names samples (`_total` for counters).
+pub fn metrics_documented() -> std::collections::BTreeSet<String> {
+    let path = repository().join("docs/reference.md");
+    let reference = std::fs::read_to_string(&path).expect("docs/reference.md");
+    let section = reference
+        .split("#### Metrics")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#### ").next())
+        .expect("reference.md has a metrics section");
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `starling_"))
+        .flat_map(|line| {
+            let first_cell = line.split(" |").next().unwrap_or_default();
+            metric_names(&format!("`starling_{first_cell}"))
+        })
+        .collect()
+}
+
 /// `starling_…` names in a PromQL expression.
 fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
