@@ -64,7 +64,8 @@ impl HistoryMetrics {
         registry.register_with_unit(
             "replication_lag",
             "From when an event happened on another node (its clock) to when it was stored \
-             here, for each row new to this node, pushed or pulled",
+             here, for each row new to this node, pushed or pulled, that happened while this \
+             agent ran (older rows are catch-up, not lag)",
             Unit::Seconds,
             metrics.replication_lag.clone(),
         );

@@ -155,6 +155,7 @@ impl Store {
             path: path.clone(),
             config,
             metrics,
+            opened_ms: now_ms(),
         };
         let writer = std::thread::Builder::new()
             .name("history-writer".to_owned())

@@ -30,14 +30,21 @@ pub struct WriteContext<'a> {
     /// For each row from another node that was new: how long after it
     /// happened it was stored here (observed once the commit succeeded).
     pub replication_lags_ms: Vec<u64>,
+    /// When this store was opened: rows that happened before it are
+    /// catch-up (this node could not have had them earlier), not lag.
+    pub opened_ms: u64,
 }
 
 impl WriteContext<'_> {
     /// Notes a row from another node that was new here, for the
-    /// replication-lag histogram.
+    /// replication-lag histogram, unless it happened before this store
+    /// opened: a node that joins or returns pulls days of old rows, and
+    /// counting them would make every autoscaled node "lag" by days.
     pub fn note_replicated(&mut self, event: &crate::Event) {
-        self.replication_lags_ms
-            .push(self.now_ms.saturating_sub(event.at_unix_ms));
+        if event.at_unix_ms >= self.opened_ms {
+            self.replication_lags_ms
+                .push(self.now_ms.saturating_sub(event.at_unix_ms));
+        }
     }
 }
 
@@ -87,6 +94,8 @@ pub(super) struct Writer {
     pub(super) path: PathBuf,
     pub(super) config: StoreConfig,
     pub(super) metrics: HistoryMetrics,
+    /// See [`WriteContext::opened_ms`].
+    pub(super) opened_ms: u64,
 }
 
 impl Writer {
@@ -152,6 +161,7 @@ impl Writer {
             now_ms: now_ms(),
             events_added: 0,
             replication_lags_ms: Vec::new(),
+            opened_ms: self.opened_ms,
         };
         let tx = self
             .conn

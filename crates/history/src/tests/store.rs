@@ -442,3 +442,28 @@ async fn housekeeping_runs_on_its_own_and_closing_keeps_every_write() {
     assert_eq!(events.len(), 2);
     store.close().await;
 }
+
+#[tokio::test]
+async fn rows_from_before_the_store_opened_are_catch_up_not_replication_lag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut registry = prometheus_client::registry::Registry::with_prefix("starling");
+    let metrics = HistoryMetrics::register(&mut registry);
+    let store =
+        Store::open(&db_path(&dir), "node-a", StoreConfig::default(), metrics).expect("opens");
+    let b = origin("b");
+    let an_hour_ago = now() - 3_600_000;
+    let rows = vec![event(&b, 1, an_hour_ago), event(&b, 2, now())];
+    assert_eq!(store.insert_replicated(rows).await.expect("inserts"), 2);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    // One row observed (the one that happened while this node ran), and
+    // it took well under a minute: the hour-old row did not count.
+    assert!(
+        text.contains("starling_replication_lag_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("starling_replication_lag_seconds_bucket{le=\"1.0\"} 1\n"),
+        "{text}"
+    );
+}
