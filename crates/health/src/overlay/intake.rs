@@ -144,8 +144,9 @@ impl OverlayIntake {
             )
             .await;
         }
+        self.metrics
+            .clock_offset(judged.clock.as_ref().map(|(_, offset_ms)| *offset_ms));
         if let Some((verdict, offset_ms)) = &judged.clock {
-            self.metrics.clock_offset(*offset_ms);
             self.record_clock(&mut state, verdict, *offset_ms, now_ms)
                 .await;
         }

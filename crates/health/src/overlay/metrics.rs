@@ -103,6 +103,7 @@ impl OverlayMetrics {
                 Unit::Seconds,
                 metrics.clock_offset.clone(),
             );
+        metrics.clock_offset(None);
         // At 0 from the start, so rates over them never miss a series.
         for result in ["accepted", "refused"] {
             let _ = metrics.reports.get_or_create(&ResultLabel { result });
@@ -175,7 +176,10 @@ impl OverlayMetrics {
         }
     }
 
-    pub fn clock_offset(&self, offset_ms: f64) {
-        self.clock_offset.set(offset_ms / 1000.0);
+    /// The offset from this report, NaN when it gave none: an unknown
+    /// offset must not read as a clock in perfect agreement.
+    pub fn clock_offset(&self, offset_ms: Option<f64>) {
+        self.clock_offset
+            .set(offset_ms.map_or(f64::NAN, |ms| ms / 1000.0));
     }
 }

@@ -21,3 +21,4 @@ mod netns_surface;
 mod netns_upgrade;
 mod node_checks_loopback;
 mod overlay_loopback;
+mod prometheus_rules;

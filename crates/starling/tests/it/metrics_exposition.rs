@@ -17,26 +17,7 @@ use starling_testkit::{
 
 use crate::support::agents as support;
 use crate::support::manifests;
-use support::{ANY_PORT, PATIENCE, fast_overlay, get, keyring, probe, settings};
-
-/// What Prometheus 2.42 sends when it scrapes.
-const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
-     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// `/metrics` as Prometheus gets it: OpenMetrics.
-async fn scrape(api: std::net::SocketAddr) -> String {
-    starling_checks::http_client()
-        .build()
-        .expect("a plain HTTP client")
-        .get(format!("http://{api}/metrics"))
-        .header("accept", PROMETHEUS_ACCEPT)
-        .send()
-        .await
-        .expect("metrics reachable")
-        .text()
-        .await
-        .expect("metrics text")
-}
+use support::{ANY_PORT, PATIENCE, fast_overlay, get, keyring, openmetrics, probe, settings};
 
 /// `/metrics` as `curl` gets it: the classic text format.
 async fn scrape_classic(api: std::net::SocketAddr) -> String {
@@ -110,7 +91,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     .expect("peer starts");
     // Counters whose label values are known are there at 0 before any
     // event, so rules over them see 0 rather than "no data".
-    let fresh = parse_exposition(&scrape(agent.api_addr).await).expect("parses");
+    let fresh = parse_exposition(&openmetrics(agent.api_addr).await).expect("parses");
     for name in [
         "starling_alert_deliveries",
         "starling_alert_transitions_queued",
@@ -122,6 +103,9 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
         let series = &family(&fresh, name).samples;
         assert!(!series.is_empty(), "{name} has its series from the start");
     }
+    // No probe has reported: the clock offset is unknown, not 0.
+    let offset = family(&fresh, "starling_clock_offset_seconds").samples[0].value;
+    assert!(offset.is_nan(), "an unknown clock offset reads {offset}");
     let _probes = [
         probe(&agent, &keyring, SystemClock).await,
         probe(&peer, &keyring, SystemClock).await,
@@ -132,7 +116,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     // node to be healthy.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let text = loop {
-        let text = scrape(agent.api_addr).await;
+        let text = openmetrics(agent.api_addr).await;
         if text.contains("starling_check_duration_seconds_count{check=\"apiserver\"}")
             && text.contains("starling_overlay_loss_ratio{peer=\"peer-node\"}")
             && text.contains("starling_cluster_check_status{check=\"scheduler\"")
@@ -211,7 +195,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
     api.fail_readyz_check(Some("etcd"));
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let families = parse_exposition(&scrape(agent.api_addr).await).expect("parses");
+        let families = parse_exposition(&openmetrics(agent.api_addr).await).expect("parses");
         let failures = family(&families, "starling_check_consecutive_failures")
             .samples
             .iter()

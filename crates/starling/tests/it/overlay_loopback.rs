@@ -121,12 +121,7 @@ async fn probes_fill_the_matrix_find_a_skewed_clock_and_blame_a_silent_pod_netwo
         }
     }
     assert_eq!(metric(&a, "starling_overlay_probed_by ").await, 3.0);
-    let text = get(format!("http://{}/metrics", a.api_addr))
-        .await
-        .expect("metrics reachable")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = agents::openmetrics(a.api_addr).await;
     let families = starling_testkit::parse_exposition(&text).expect("a strict exposition");
     for (name, series) in [
         ("starling_overlay_loss_ratio", 3),

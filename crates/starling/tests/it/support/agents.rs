@@ -101,6 +101,25 @@ pub async fn sees_alive(agent: &RunningAgent, alive: usize) {
     .expect("gossip loop running");
 }
 
+/// What Prometheus 2.42 sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `/metrics` as Prometheus gets it: OpenMetrics, for `parse_exposition`.
+pub async fn openmetrics(api: std::net::SocketAddr) -> String {
+    starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client")
+        .get(format!("http://{api}/metrics"))
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
     let text = get(format!("http://{}/metrics", agent.api_addr))
         .await
