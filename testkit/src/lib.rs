@@ -45,7 +45,8 @@
 //! [`parse_exposition`] reads a `/metrics` text strictly (syntax and naming conventions), for
 //! tests of what an agent exports. [`promtool_or_skip`] hands out Debian's real `promtool`
 //! (metrics linter, rule checker and rule unit tests), or skips without it unless
-//! `STARLING_REQUIRE_PROMETHEUS=1`.
+//! `STARLING_REQUIRE_PROMETHEUS=1`; [`prometheus_or_skip`] a real Prometheus server on
+//! loopback that scrapes the agents a test names and evaluates rule files.
 //!
 //! # Alerts
 //!
@@ -77,6 +78,6 @@ pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
-pub use prometheus::{Promtool, promtool_or_skip};
+pub use prometheus::{Prometheus, PrometheusError, Promtool, prometheus_or_skip, promtool_or_skip};
 pub use slowdisk::{SlowDisk, Throttled, slow_disk_or_skip};
 pub use wait::wait_until;
