@@ -81,6 +81,10 @@ pub struct Situation<'a> {
     pub clear_since_unix_ms: Option<u64>,
     /// The node that queued the newest transition is alive (or is us).
     pub claimant_alive: bool,
+    /// When the condition began as this node knows it (the member went
+    /// down, the check turned critical): a firing's start, so receivers
+    /// show when it happened, not when it was sent.
+    pub began_at_unix_ms: Option<u64>,
     pub now_unix_ms: u64,
 }
 
@@ -92,6 +96,7 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
         noticed_at_unix_ms,
         clear_since_unix_ms,
         claimant_alive,
+        began_at_unix_ms,
         now_unix_ms,
     } = *situation;
     let empty = Ledger::default();
@@ -123,7 +128,8 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
         let (flapping, starts_at_unix_ms) = match want {
             AlertState::Firing => {
                 let fires = ledger.fired_since(now_unix_ms.saturating_sub(window)) + 1;
-                (fires >= timing.flap_fires, now_unix_ms)
+                let began = began_at_unix_ms.map_or(now_unix_ms, |at| at.min(now_unix_ms));
+                (fires >= timing.flap_fires, began)
             }
             AlertState::Resolved => (false, ledger.starts_at_unix_ms),
         };
@@ -177,6 +183,7 @@ mod tests {
             noticed_at_unix_ms: 0,
             clear_since_unix_ms: None,
             claimant_alive: true,
+            began_at_unix_ms: None,
             now_unix_ms: now,
         }
     }
@@ -267,6 +274,7 @@ mod tests {
         assert_eq!(decide(&alive, &timing()), Decision::Nothing);
         let dead = Situation {
             claimant_alive: false,
+            began_at_unix_ms: None,
             ..alive
         };
         let again = Decision::Send(Wanted {
@@ -349,5 +357,20 @@ mod tests {
             panic!("sent");
         };
         assert!(!later.flapping);
+    }
+
+    #[test]
+    fn a_firing_starts_when_the_condition_began_never_in_the_future() {
+        let began = |began_at: Option<u64>| {
+            let mut situation = at(Verdict::Firing, None, 0, 50 * S);
+            situation.began_at_unix_ms = began_at;
+            match decide(&situation, &timing()) {
+                Decision::Send(wanted) => wanted.starts_at_unix_ms,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(began(Some(38 * S)), 38 * S, "the node went down at 38 s");
+        assert_eq!(began(None), 50 * S, "unknown: when it was decided");
+        assert_eq!(began(Some(70 * S)), 50 * S, "a clock ahead is capped");
     }
 }

@@ -215,6 +215,7 @@ impl Evaluator {
             noticed_at_unix_ms: noticed.1,
             clear_since_unix_ms: local.clear_since.get(key).copied(),
             claimant_alive,
+            began_at_unix_ms: observation.began_at_unix_ms,
             now_unix_ms: now,
         })
     }

@@ -20,6 +20,7 @@ mod sinks;
 mod sources;
 mod spec;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,13 +39,18 @@ pub use sinks::{
     IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SinkKind, alertmanager_body, signature, webhook_body,
 };
 pub use sources::SourceConfig;
-pub use spec::{Secret, SinkSpec};
+pub use spec::{Secret, SinkAuth, SinkSpec};
 
 /// Everything alerting needs, checked (see `settings::alert`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertConfig {
     /// No sinks: alerting is off.
     pub sinks: Vec<SinkSpec>,
+    /// Labels on every alert (`cluster="prod-eu"`), so that one
+    /// Alertmanager serving several clusters keeps their alerts apart.
+    pub labels: BTreeMap<String, String>,
+    /// The `runbook_url` annotation, `{alertname}` replaced by the alert's.
+    pub runbook_url: Option<String>,
     pub sources: SourceConfig,
     pub timing: DecideTiming,
     pub evaluate_every: Duration,
@@ -58,6 +64,8 @@ impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             sinks: Vec::new(),
+            labels: BTreeMap::new(),
+            runbook_url: None,
             sources: SourceConfig::default(),
             timing: DecideTiming::default(),
             evaluate_every: Duration::from_secs(1),
@@ -107,7 +115,7 @@ impl Alerting {
         let (release, released) = watch::channel(false);
         let mut sinks = Vec::new();
         for spec in &settings.sinks {
-            let sink = Arc::new(build_sink(spec, settings.request_timeout)?);
+            let sink = Arc::new(build_sink(settings, spec)?);
             metrics.sink(&spec.name);
             let wake = Arc::new(Notify::new());
             let deliverer = deliver::Deliverer {
@@ -131,7 +139,7 @@ impl Alerting {
             .me
             .meta
             .service(starling_model::Service::Api)
-            .map(|addr| format!("http://{addr}/v1/history?kind=alert"));
+            .map(|addr| format!("http://{addr}/#timeline?kind=alert"));
         let evaluator = evaluate::Evaluator {
             sources: settings.sources,
             timing: settings.timing,
@@ -162,34 +170,58 @@ impl Alerting {
     }
 }
 
-fn build_sink(spec: &SinkSpec, timeout: Duration) -> Result<sinks::Sink, SinkError> {
+fn build_sink(settings: &AlertConfig, spec: &SinkSpec) -> Result<sinks::Sink, SinkError> {
     let error = |source: Box<dyn std::error::Error + Send + Sync>| SinkError {
         name: spec.name.clone(),
         source,
     };
+    let (cert, key) = spec.auth.client_cert.clone().unzip();
     let tls = ClientTls {
         ca: spec.ca_file.clone(),
-        cert: None,
-        key: None,
+        cert,
+        key,
     };
     let client = starling_checks::tls_client(&tls)
         .map_err(|e| error(Box::new(e)))?
-        .timeout(timeout)
+        .timeout(settings.request_timeout)
         .build()
         .map_err(|e| error(Box::new(e)))?;
+    let text = |secret: &Secret| String::from_utf8(secret.0.clone());
     let bearer_token = spec
+        .auth
         .bearer_token
         .as_ref()
-        .map(|secret| String::from_utf8(secret.0.clone()))
+        .map(text)
         .transpose()
         .map_err(|e| error(Box::new(e)))?;
+    let basic_auth = spec
+        .auth
+        .basic_auth
+        .as_ref()
+        .map(|(user, password)| text(password).map(|password| (user.clone(), password)))
+        .transpose()
+        .map_err(|e| error(Box::new(e)))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &spec.auth.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| error(Box::new(e)))?;
+        let value =
+            reqwest::header::HeaderValue::from_str(value).map_err(|e| error(Box::new(e)))?;
+        headers.insert(name, value);
+    }
     Ok(sinks::Sink {
         name: spec.name.clone(),
         kind: spec.kind,
         url: spec.url.clone(),
         severities: spec.severities.clone(),
         bearer_token,
+        basic_auth,
+        headers,
         hmac_key: spec.hmac_key.as_ref().map(|secret| secret.0.clone()),
+        presentation: sinks::Presentation {
+            labels: settings.labels.clone(),
+            runbook_url: settings.runbook_url.clone(),
+        },
         client,
     })
 }

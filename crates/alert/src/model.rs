@@ -160,6 +160,9 @@ pub struct Observation {
     /// suspicion witnesses for membership alerts, the members on this
     /// side for a partition.
     pub agreeing: Option<u32>,
+    /// When the condition began as this node knows it: the member's state
+    /// change, the check's critical result. A firing's `startsAt`.
+    pub began_at_unix_ms: Option<u64>,
 }
 
 /// One alert as a sink receives it: a transition, or (Alertmanager only)

@@ -1,13 +1,14 @@
 //! The receivers: Alertmanager's v2 API and a generic JSON webhook, what
 //! each is sent, and which failures are worth a retry.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::model::{AlertState, Notice, Severity};
+use super::model::{AlertKind, AlertState, Notice, Severity};
 
 /// Header carrying the webhook body's HMAC-SHA256, as `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "X-Starling-Signature";
@@ -41,11 +42,33 @@ pub struct Sink {
     pub url: String,
     /// Only alerts of these severities go here.
     pub severities: Vec<Severity>,
-    /// Sent as `Authorization: Bearer …` (webhook only).
+    /// Sent as `Authorization: Bearer …`.
     pub bearer_token: Option<String>,
+    /// Sent as `Authorization: Basic …`: user name and password.
+    pub basic_auth: Option<(String, String)>,
+    /// Sent with every request (a tenant header).
+    pub headers: reqwest::header::HeaderMap,
     /// Signs the webhook body into `X-Starling-Signature`.
     pub hmac_key: Option<Vec<u8>>,
+    pub presentation: Presentation,
     pub client: reqwest::Client,
+}
+
+/// What every alert carries besides its own facts, the same on every node
+/// of a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Presentation {
+    /// Static labels (`cluster`), on every alert.
+    pub labels: BTreeMap<String, String>,
+    /// The `runbook_url` annotation, `{alertname}` replaced.
+    pub runbook_url: Option<String>,
+}
+
+impl Presentation {
+    fn runbook(&self, notice: &Notice) -> Option<String> {
+        let url = self.runbook_url.as_ref()?;
+        Some(url.replace("{alertname}", notice.kind.alertname()))
+    }
 }
 
 impl Sink {
@@ -88,19 +111,23 @@ impl DeliveryError {
 /// Send one notice; `Ok` once the receiver answered 2xx.
 pub async fn deliver(sink: &Sink, notice: &Notice) -> Result<(), DeliveryError> {
     let body = match sink.kind {
-        SinkKind::Alertmanager => alertmanager_body(notice),
-        SinkKind::Webhook => webhook_body(notice),
+        SinkKind::Alertmanager => alertmanager_body(notice, &sink.presentation),
+        SinkKind::Webhook => webhook_body(notice, &sink.presentation),
     };
     let body = serde_json::to_vec(&body).expect("a JSON value always serializes");
     let mut request = sink
         .client
         .post(sink.endpoint())
+        .headers(sink.headers.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = &sink.bearer_token {
+        request = request.bearer_auth(token);
+    }
+    if let Some((user, password)) = &sink.basic_auth {
+        request = request.basic_auth(user, Some(password));
+    }
     if sink.kind == SinkKind::Webhook {
         request = request.header(IDEMPOTENCY_HEADER, notice.id());
-        if let Some(token) = &sink.bearer_token {
-            request = request.bearer_auth(token);
-        }
         if let Some(key) = &sink.hmac_key {
             request = request.header(SIGNATURE_HEADER, signature(key, &body));
         }
@@ -135,8 +162,13 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 /// Alertmanager's `postableAlerts`: a list of one. The labels are the
 /// same for every notice of a key, so Alertmanager's dedup holds across
 /// senders; who sent it and the message are annotations.
-pub fn alertmanager_body(notice: &Notice) -> Value {
+pub fn alertmanager_body(notice: &Notice, presentation: &Presentation) -> Value {
     let mut labels = Map::new();
+    // Static labels first: a reserved one cannot be overridden (the
+    // settings refuse them anyway).
+    for (name, value) in &presentation.labels {
+        labels.insert(name.clone(), value.clone().into());
+    }
     labels.insert("alertname".into(), notice.kind.alertname().into());
     labels.insert("severity".into(), notice.severity.as_str().into());
     labels.insert("alert_key".into(), notice.key.clone().into());
@@ -151,11 +183,14 @@ pub fn alertmanager_body(notice: &Notice) -> Value {
     annotations.insert("summary".into(), summary(notice).into());
     annotations.insert("description".into(), notice.message.clone().into());
     annotations.insert("observer".into(), notice.observer.clone().into());
-    if let Some(agreeing) = notice.agreeing {
-        annotations.insert("agreeing".into(), agreeing.to_string().into());
+    if let Some(seen_by) = seen_by(notice) {
+        annotations.insert("seen_by".into(), seen_by.into());
     }
     if notice.flapping {
         annotations.insert("flapping".into(), "true".into());
+    }
+    if let Some(runbook) = presentation.runbook(notice) {
+        annotations.insert("runbook_url".into(), runbook.into());
     }
     let mut alert = Map::new();
     alert.insert("labels".into(), labels.into());
@@ -171,7 +206,7 @@ pub fn alertmanager_body(notice: &Notice) -> Value {
 }
 
 /// The webhook's body: the notice, flat, with RFC 3339 times.
-pub fn webhook_body(notice: &Notice) -> Value {
+pub fn webhook_body(notice: &Notice, presentation: &Presentation) -> Value {
     json!({
         "id": notice.id(),
         "key": notice.key,
@@ -180,6 +215,7 @@ pub fn webhook_body(notice: &Notice) -> Value {
         "status": notice.state.as_str(),
         "flapping": notice.flapping,
         "severity": notice.severity.as_str(),
+        "labels": presentation.labels,
         "subject": notice.subject,
         "check": notice.check,
         "summary": summary(notice),
@@ -189,21 +225,43 @@ pub fn webhook_body(notice: &Notice) -> Value {
         "generation": notice.generation,
         "starts_at": rfc3339(notice.starts_at_unix_ms),
         "ends_at": notice.ends_at_unix_ms.map(rfc3339),
+        "runbook_url": presentation.runbook(notice),
     })
 }
 
+/// One sentence for the page or chat line that shows only this.
 fn summary(notice: &Notice) -> String {
-    let what = notice
-        .subject
-        .as_deref()
-        .or(notice.check.as_deref())
-        .unwrap_or("cluster");
-    let state = match notice.state {
-        AlertState::Firing if notice.flapping => "flapping",
-        AlertState::Firing => "firing",
-        AlertState::Resolved => "resolved",
+    let node = notice.subject.as_deref().unwrap_or("?");
+    let check = notice.check.as_deref().unwrap_or("?");
+    let firing = notice.state == AlertState::Firing;
+    let said = match (notice.kind, firing) {
+        (AlertKind::NodeDown, true) => format!("Node {node} is down"),
+        (AlertKind::NodeDown, false) => format!("Node {node} is no longer down"),
+        (AlertKind::NodeSuspect, true) => format!("Node {node} does not answer probes"),
+        (AlertKind::NodeSuspect, false) => format!("Node {node} is no longer suspect"),
+        (AlertKind::Partition, true) => "The cluster is partitioned".to_owned(),
+        (AlertKind::Partition, false) => "The partition has healed".to_owned(),
+        (AlertKind::NodeDegraded, true) => format!("Node {node} is degraded"),
+        (AlertKind::NodeDegraded, false) => format!("Node {node} is healthy again"),
+        (AlertKind::CheckCritical, true) => format!("Cluster check {check} is critical"),
+        (AlertKind::CheckCritical, false) => format!("Cluster check {check} has recovered"),
     };
-    format!("{} {what}: {state}", notice.kind.as_str())
+    if firing && notice.flapping {
+        format!("{said} (flapping)")
+    } else {
+        said
+    }
+}
+
+/// Who else saw it, where known: "node-b and 2 other members" reads right
+/// where a bare `agreeing="0"` read as "nobody agrees".
+fn seen_by(notice: &Notice) -> Option<String> {
+    let others = notice.agreeing?;
+    Some(match others {
+        0 => format!("{} alone", notice.observer),
+        1 => format!("{} and 1 other member", notice.observer),
+        n => format!("{} and {n} other members", notice.observer),
+    })
 }
 
 fn rfc3339(unix_ms: u64) -> String {
@@ -226,7 +284,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AlertKind;
 
     fn notice(state: AlertState) -> Notice {
         Notice {
@@ -243,23 +300,71 @@ mod tests {
             generation: 2,
             starts_at_unix_ms: 1_700_000_000_000,
             ends_at_unix_ms: (state == AlertState::Resolved).then_some(1_700_000_060_000),
-            generator_url: Some("http://10.0.0.1:7947/v1/history?kind=alert".to_owned()),
+            generator_url: Some("http://10.0.0.1:7947/#timeline?kind=alert".to_owned()),
+        }
+    }
+
+    fn prod() -> Presentation {
+        Presentation {
+            labels: [("cluster".to_owned(), "prod-eu".to_owned())].into(),
+            runbook_url: Some("https://runbooks.example/starling#{alertname}".to_owned()),
         }
     }
 
     #[test]
     fn alertmanager_gets_stable_labels_and_ends_at_only_on_resolution() {
-        let firing = alertmanager_body(&notice(AlertState::Firing));
+        let firing = alertmanager_body(&notice(AlertState::Firing), &prod());
         let alert = &firing[0];
         assert_eq!(alert["labels"]["alertname"], "StarlingNodeDown");
         assert_eq!(alert["labels"]["node"], "host-1");
         assert_eq!(alert["labels"]["severity"], "critical");
-        assert_eq!(alert["annotations"]["agreeing"], "3");
+        assert_eq!(alert["labels"]["cluster"], "prod-eu");
+        assert_eq!(alert["annotations"]["summary"], "Node host-1 is down");
+        assert_eq!(
+            alert["annotations"]["seen_by"],
+            "host-0 and 3 other members"
+        );
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            "https://runbooks.example/starling#StarlingNodeDown"
+        );
         assert_eq!(alert["startsAt"], "2023-11-14T22:13:20.000Z");
         assert!(alert.get("endsAt").is_none());
-        let resolved = alertmanager_body(&notice(AlertState::Resolved));
+        let resolved = alertmanager_body(&notice(AlertState::Resolved), &prod());
         assert_eq!(resolved[0]["labels"], alert["labels"]);
         assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:14:20.000Z");
+        assert_eq!(
+            resolved[0]["annotations"]["summary"],
+            "Node host-1 is no longer down"
+        );
+    }
+
+    #[test]
+    fn summaries_are_sentences_and_nobody_agreeing_reads_as_alone() {
+        let mut alone = notice(AlertState::Firing);
+        alone.agreeing = Some(0);
+        alone.flapping = true;
+        let body = alertmanager_body(&alone, &Presentation::default());
+        assert_eq!(body[0]["annotations"]["seen_by"], "host-0 alone");
+        assert_eq!(
+            body[0]["annotations"]["summary"],
+            "Node host-1 is down (flapping)"
+        );
+        assert!(body[0]["annotations"].get("runbook_url").is_none());
+        let mut check = Notice::for_tests("check-critical/scheduler", 1, AlertState::Firing);
+        check.agreeing = None;
+        let body = alertmanager_body(&check, &Presentation::default());
+        assert_eq!(
+            body[0]["annotations"]["summary"],
+            "Cluster check scheduler is critical"
+        );
+        assert!(body[0]["annotations"].get("seen_by").is_none());
+        let hook = webhook_body(&check, &prod());
+        assert_eq!(hook["labels"]["cluster"], "prod-eu");
+        assert_eq!(
+            hook["runbook_url"],
+            "https://runbooks.example/starling#StarlingCheckCritical"
+        );
     }
 
     #[test]

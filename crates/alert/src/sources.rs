@@ -59,6 +59,8 @@ pub struct Partition {
     pub known: usize,
     /// This side holds more than half of the known members.
     pub majority: bool,
+    /// When the first of the lost members went down, as seen here.
+    pub began_at_unix_ms: Option<u64>,
 }
 
 /// Everything the sources see now. Keys that had fired and appear here no
@@ -122,6 +124,14 @@ pub fn observe(
                 None,
                 message,
                 None,
+            )
+            .began_at(
+                // Its earliest critical check is when it became degraded.
+                node.checks
+                    .iter()
+                    .filter(|c| c.status == Status::Critical)
+                    .map(|c| c.at_unix_ms)
+                    .min(),
             ),
             verdict,
         ));
@@ -144,7 +154,8 @@ pub fn observe(
                 Some(&check.check),
                 message,
                 None,
-            ),
+            )
+            .began_at(Some(check.at_unix_ms)),
             verdict,
         ));
     }
@@ -174,6 +185,7 @@ pub fn unobserved(key: &str, kind: AlertKind, observer: &str) -> Observation {
         check,
         message,
         agreeing: None,
+        began_at_unix_ms: None,
     }
 }
 
@@ -247,6 +259,7 @@ pub fn partition(view: &MembershipView, settings: &SourceConfig) -> Option<Parti
     let alive = 1 + view.members.iter().filter(|m| m.state.is_active()).count();
     Some(Partition {
         lost,
+        began_at_unix_ms: group.iter().map(|m| m.since_unix_ms).min(),
         known,
         majority: alive * 2 > known,
     })
@@ -282,7 +295,8 @@ fn node_down(member: &MemberView, hold: bool) -> (Observation, Verdict) {
             None,
             message,
             agreeing,
-        ),
+        )
+        .began_at(Some(member.since_unix_ms)),
         verdict,
     )
 }
@@ -313,7 +327,8 @@ fn node_suspect(member: &MemberView, now_unix_ms: u64, after: Duration) -> (Obse
             None,
             message,
             agreeing,
-        ),
+        )
+        .began_at(Some(member.since_unix_ms)),
         verdict,
     )
 }
@@ -350,7 +365,8 @@ fn partition_observation(view: &MembershipView, partition: &Partition) -> (Obser
             None,
             message,
             agreeing,
-        ),
+        )
+        .began_at(partition.began_at_unix_ms),
         Verdict::Firing,
     )
 }
@@ -370,6 +386,14 @@ fn observation(
         check: check.map(str::to_owned),
         message,
         agreeing,
+        began_at_unix_ms: None,
+    }
+}
+
+impl Observation {
+    fn began_at(mut self, at: Option<u64>) -> Observation {
+        self.began_at_unix_ms = at;
+        self
     }
 }
 

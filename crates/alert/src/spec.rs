@@ -23,8 +23,25 @@ pub struct SinkSpec {
     pub kind: SinkKind,
     pub url: String,
     pub severities: Vec<Severity>,
-    pub bearer_token: Option<Secret>,
+    /// How its requests say who sends them.
+    pub auth: SinkAuth,
+    /// Signs webhook bodies (webhooks only).
     pub hmac_key: Option<Secret>,
     /// Roots for an https sink; without it https cannot be verified.
     pub ca_file: Option<PathBuf>,
+}
+
+/// What a receiver behind a proxy or in a multi-tenant service (Mimir's,
+/// Cortex's Alertmanager) wants besides the body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkAuth {
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<Secret>,
+    /// Sent as `Authorization: Basic …`: user name and password.
+    pub basic_auth: Option<(String, Secret)>,
+    /// Sent as they are, e.g. `X-Scope-OrgID: tenant-a`.
+    pub headers: Vec<(String, String)>,
+    /// A client certificate and its key (PEM files) for a receiver that
+    /// requires mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }

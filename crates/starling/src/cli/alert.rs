@@ -43,10 +43,27 @@ pub struct AlertArgs {
 
     /// A JSON file of sinks, each with its own routing: {"sinks": [{"type":
     /// "alertmanager"|"webhook", "url": …, "name": …, "severities":
-    /// ["critical"], "bearer_token_file": …, "hmac_key_file": …,
-    /// "ca_file": …}]}. Adds to the sinks given by flags.
+    /// ["critical"], "bearer_token_file": …, "basic_auth": {"username": …,
+    /// "password_file": …}, "headers": {"X-Scope-OrgID": …}, "cert_file": …,
+    /// "key_file": …, "hmac_key_file": … (webhooks), "ca_file": …}]}. Adds
+    /// to the sinks given by flags.
     #[arg(long, env = "STARLING_ALERT_CONFIG")]
     pub alert_config: Option<PathBuf>,
+
+    /// A label on every alert, NAME=VALUE, e.g. cluster=prod-eu, so that
+    /// one Alertmanager serving several clusters keeps them apart (and
+    /// inhibition can match on it). Comma separated or repeated.
+    #[arg(
+        long = "alert-label",
+        env = "STARLING_ALERT_LABELS",
+        value_delimiter = ','
+    )]
+    pub alert_labels: Vec<String>,
+
+    /// The runbook_url annotation of every alert; {alertname} is replaced
+    /// by the alert's name (e.g. https://wiki.example/starling#{alertname}).
+    #[arg(long, env = "STARLING_ALERT_RUNBOOK_URL")]
+    pub alert_runbook_url: Option<String>,
 
     /// A member suspect this long (not yet down, not refuted) raises a
     /// warning.

@@ -1,7 +1,7 @@
 //! Alerting settings, checked: the sinks (from flags and the config file,
 //! secrets read once at start) and the timing rules.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::cli::AlertArgs;
 use starling_alert::{
-    AlertConfig, Backoff, DecideTiming, Secret, Severity, SinkKind, SinkSpec, SourceConfig,
+    AlertConfig, Backoff, DecideTiming, Secret, Severity, SinkAuth, SinkKind, SinkSpec,
+    SourceConfig,
 };
 
 /// `--alert-config`'s shape; unknown fields are refused, so a typo does
@@ -30,9 +31,32 @@ struct SinkEntry {
     url: String,
     severities: Option<Vec<Severity>>,
     bearer_token_file: Option<PathBuf>,
+    basic_auth: Option<BasicAuthEntry>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     hmac_key_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BasicAuthEntry {
+    username: String,
+    password_file: PathBuf,
+}
+
+/// Labels every alert carries already: a static label must not replace
+/// one, or Alertmanager's dedup and routing would break.
+const RESERVED_LABELS: [&str; 6] = [
+    "alertname",
+    "severity",
+    "alert_key",
+    "source",
+    "node",
+    "check",
+];
 
 pub(super) fn alert(args: &AlertArgs) -> Result<AlertConfig, ConfigError> {
     let invalid = |flag, reason: String| ConfigError::Invalid { flag, reason };
@@ -70,6 +94,10 @@ pub(super) fn alert(args: &AlertArgs) -> Result<AlertConfig, ConfigError> {
                     url: url.clone(),
                     severities: Some(flag_severities.clone()),
                     bearer_token_file: None,
+                    basic_auth: None,
+                    headers: BTreeMap::new(),
+                    cert_file: None,
+                    key_file: None,
                     hmac_key_file: None,
                     ca_file: None,
                 },
@@ -140,20 +168,49 @@ pub(super) fn alert(args: &AlertArgs) -> Result<AlertConfig, ConfigError> {
                 read_secret(flag, entry.bearer_token_file.as_deref())?,
                 read_secret(flag, entry.hmac_key_file.as_deref())?,
             ),
-            _ if entry.bearer_token_file.is_some() || entry.hmac_key_file.is_some() => {
+            _ if entry.hmac_key_file.is_some() => {
                 return Err(invalid(
                     flag,
-                    format!("sink {name:?}: tokens and signatures are for webhooks"),
+                    format!("sink {name:?}: signatures are for webhooks"),
                 ));
             }
-            _ => (None, None),
+            _ => (read_secret(flag, entry.bearer_token_file.as_deref())?, None),
+        };
+        let basic_auth = match &entry.basic_auth {
+            Some(basic) => {
+                let password = read_secret(flag, Some(&basic.password_file))?
+                    .expect("a secret read from a named file");
+                Some((basic.username.clone(), password))
+            }
+            None => None,
+        };
+        if bearer_token.is_some() && basic_auth.is_some() {
+            return Err(invalid(
+                flag,
+                format!("sink {name:?}: a bearer token or basic auth, not both"),
+            ));
+        }
+        let client_cert = match (entry.cert_file, entry.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    flag,
+                    format!("sink {name:?}: \"cert_file\" and \"key_file\" go together"),
+                ));
+            }
         };
         sinks.push(SinkSpec {
             name,
             kind: entry.kind,
             url: entry.url,
             severities,
-            bearer_token,
+            auth: SinkAuth {
+                bearer_token,
+                basic_auth,
+                headers: entry.headers.into_iter().collect(),
+                client_cert,
+            },
             hmac_key,
             ca_file: entry.ca_file,
         });
@@ -187,8 +244,19 @@ pub(super) fn alert(args: &AlertArgs) -> Result<AlertConfig, ConfigError> {
             "must be at least 1".to_owned(),
         ));
     }
+    let runbook_url = match &args.alert_runbook_url {
+        Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            return Err(invalid(
+                "--alert-runbook-url",
+                format!("{url:?}: expected an http:// or https:// URL"),
+            ));
+        }
+        other => other.clone(),
+    };
     Ok(AlertConfig {
         sinks,
+        labels: static_labels(&args.alert_labels)?,
+        runbook_url,
         sources: SourceConfig {
             suspect_after: args.alert_suspect_after,
             partition_window: args.alert_partition_window,
@@ -209,6 +277,43 @@ pub(super) fn alert(args: &AlertArgs) -> Result<AlertConfig, ConfigError> {
             max: args.alert_retry_max,
         },
     })
+}
+
+/// `--alert-label NAME=VALUE`s, checked as Alertmanager checks label
+/// names.
+fn static_labels(given: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        flag: "--alert-label",
+        reason,
+    };
+    let mut labels = BTreeMap::new();
+    for label in given.iter().filter(|l| !l.trim().is_empty()) {
+        let Some((name, value)) = label.split_once('=') else {
+            return Err(invalid(format!("{label:?}: expected NAME=VALUE")));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let valid_name = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid_name {
+            return Err(invalid(format!(
+                "{name:?}: a label name is letters, digits and _, not starting with a digit"
+            )));
+        }
+        if RESERVED_LABELS.contains(&name) {
+            return Err(invalid(format!(
+                "{name:?} is set by starling on every alert; choose another name"
+            )));
+        }
+        if value.is_empty() {
+            return Err(invalid(format!("{name:?} has no value")));
+        }
+        if labels.insert(name.to_owned(), value.to_owned()).is_some() {
+            return Err(invalid(format!("{name:?} is given twice")));
+        }
+    }
+    Ok(labels)
 }
 
 /// The file's content, trimmed of surrounding whitespace (an editor's

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use starling::settings::{AgentConfig, Secret, SinkSpec};
 use starling_agent::daemon::{self, RunningAgent};
-use starling_alert::{AlertConfig, Backoff, DecideTiming, Severity, SinkKind, signature};
+use starling_alert::{AlertConfig, Backoff, DecideTiming, Severity, SinkAuth, SinkKind, signature};
 use starling_checks::{PluginSpec, Schedule, Status};
 use starling_history::{EventFilter, EventKind};
 use starling_seal::Keyring;
@@ -33,7 +33,10 @@ fn alerting(receiver: &AlertReceiver, flap_fires: usize, flap_window: Duration) 
         kind,
         url,
         severities: vec![Severity::Warning, Severity::Critical],
-        bearer_token: (kind == SinkKind::Webhook).then(|| Secret(TOKEN.as_bytes().to_vec())),
+        auth: SinkAuth {
+            bearer_token: (kind == SinkKind::Webhook).then(|| Secret(TOKEN.as_bytes().to_vec())),
+            ..SinkAuth::default()
+        },
         hmac_key: (kind == SinkKind::Webhook).then(|| Secret(HMAC_KEY.to_vec())),
         ca_file: None,
     };
@@ -233,7 +236,7 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     );
     assert!(
         alert["generatorURL"].as_str().is_some_and(
-            |u| u.starts_with("http://127.0.0.1:") && u.ends_with("/v1/history?kind=alert")
+            |u| u.starts_with("http://127.0.0.1:") && u.ends_with("/#timeline?kind=alert")
         ),
         "{alert}"
     );

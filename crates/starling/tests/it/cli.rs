@@ -59,6 +59,19 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
                       {"type": "alertmanager", "name": "a", "url": "http://y"}]}"#,
     );
     let empty_token = alert_config("empty.token", "\n");
+    let half_cert = alert_config(
+        "half-cert.json",
+        r#"{"sinks": [{"type": "alertmanager", "url": "http://x", "cert_file": "/c.pem"}]}"#,
+    );
+    let signed_alertmanager = alert_config(
+        "signed.json",
+        r#"{"sinks": [{"type": "alertmanager", "url": "http://x", "hmac_key_file": "/k"}]}"#,
+    );
+    let no_password = alert_config(
+        "no-password.json",
+        r#"{"sinks": [{"type": "alertmanager", "url": "http://x",
+             "basic_auth": {"username": "u", "password_file": "/nonexistent/p"}}]}"#,
+    );
 
     fails_naming(&["--gossip-bind", "nope"], "--gossip-bind");
     for (flags, named) in [
@@ -96,6 +109,26 @@ fn bad_configuration_exits_with_one_line_naming_the_flag() {
         (vec!["--alert-config", typo.as_str()], "--alert-config"),
         (vec!["--alert-config", https.as_str()], "--alert-config"),
         (vec!["--alert-config", twice.as_str()], "--alert-config"),
+        (vec!["--alert-config", half_cert.as_str()], "--alert-config"),
+        (
+            vec!["--alert-config", signed_alertmanager.as_str()],
+            "--alert-config",
+        ),
+        (
+            vec!["--alert-config", no_password.as_str()],
+            "--alert-config",
+        ),
+        (vec!["--alert-label", "cluster"], "--alert-label"),
+        (vec!["--alert-label", "alertname=x"], "--alert-label"),
+        (vec!["--alert-label", "9lives=x"], "--alert-label"),
+        (
+            vec!["--alert-label", "cluster=a,cluster=b"],
+            "--alert-label",
+        ),
+        (
+            vec!["--alert-runbook-url", "wiki/starling"],
+            "--alert-runbook-url",
+        ),
         (
             vec![
                 "--alert-webhook",
@@ -269,6 +302,9 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "STARLING_ALERTMANAGERS",
         "--alert-webhook ",
         "--alert-config",
+        "--alert-label",
+        "STARLING_ALERT_LABELS",
+        "--alert-runbook-url",
         "--alert-flap-window",
         "--alert-resend-interval",
     ] {

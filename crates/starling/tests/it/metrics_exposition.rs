@@ -66,7 +66,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
                 kind: SinkKind::Webhook,
                 url: receiver.url(),
                 severities: vec![Severity::Warning, Severity::Critical],
-                bearer_token: None,
+                auth: Default::default(),
                 hmac_key: None,
                 ca_file: None,
             }],

@@ -152,7 +152,9 @@ fn the_dashboard_has_units_thresholds_and_a_cluster_variable() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard"))
             .expect("the dashboard is JSON");
-    let variables = dashboard["templating"]["list"].as_array().expect("variables");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
     assert!(variables.iter().any(|v| v["name"] == "cluster"));
     for panel in dashboard["panels"].as_array().expect("panels") {
         let title = panel["title"].as_str().expect("a title");
@@ -160,7 +162,10 @@ fn the_dashboard_has_units_thresholds_and_a_cluster_variable() {
         assert!(defaults["unit"].is_string(), "{title} has a unit");
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("an expression");
-            assert!(expr.contains("$cluster"), "{title} follows the cluster variable");
+            assert!(
+                expr.contains("$cluster"),
+                "{title} follows the cluster variable"
+            );
         }
         match panel["type"].as_str() {
             // A stat that says 0 must not be green when 0 is bad.
