@@ -50,6 +50,8 @@
 //!
 //! # Alerts
 //!
+//! [`alertmanager_or_skip`] runs Debian's real Alertmanager on loopback (alone, as one HA
+//! replica), and [`amtool_check_config`] checks a configuration with `amtool`.
 //! [`AlertReceiver`] records every request an agent sends to Alertmanager or a webhook and
 //! answers a status the test chooses (503 to play a receiver that is down);
 //! `stl-alert-receiver` is the same as a process for the namespace lab, logging requests to a
@@ -57,6 +59,7 @@
 //!
 //! This crate is a dev-dependency only; it never ships in the product path.
 
+mod alertmanager;
 mod alerts;
 mod containerd;
 mod dns;
@@ -65,6 +68,7 @@ mod exposition;
 mod kube;
 mod netlab;
 mod prometheus;
+mod served;
 mod slowdisk;
 mod tool;
 mod wait;
@@ -72,12 +76,14 @@ mod wait;
 // `self::` because unit tests also see the `kube` client crate (a dev-dependency), which
 // would make a bare `kube::` path ambiguous.
 pub use self::kube::{FAKE_TOKEN, FakeApiServer};
+pub use alertmanager::{Alertmanager, alertmanager_or_skip, amtool_check_config};
 pub use alerts::{AlertReceiver, Received, read_received_log};
 pub use containerd::{Containerd, PAUSE_IMAGE, containerd_or_skip};
 pub use dns::{DnsReply, DnsServer};
 pub use etcd::{Etcd, EtcdError, Pki, etcd_installed_or_skip, etcd_or_skip, etcd_with_or_skip};
 pub use exposition::{MetricFamily, Sample, parse_exposition};
 pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_unsupported};
-pub use prometheus::{Prometheus, PrometheusError, Promtool, prometheus_or_skip, promtool_or_skip};
+pub use prometheus::{Prometheus, Promtool, prometheus_or_skip, promtool_or_skip};
+pub use served::ServedError;
 pub use slowdisk::{SlowDisk, Throttled, slow_disk_or_skip};
 pub use wait::wait_until;

@@ -6,9 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Set to 1 (as `scripts/test` does as root, after installing the
-/// package) to fail rather than skip when `promtool` is missing.
-const REQUIRE_VAR: &str = "STARLING_REQUIRE_PROMETHEUS";
+use crate::served::{Served, ServedError, or_skip};
+
 const PROGRAM: &str = "promtool";
 
 /// The `promtool` on `PATH`.
@@ -27,11 +26,7 @@ pub fn promtool_or_skip() -> Option<Promtool> {
     if installed {
         return Some(Promtool(()));
     }
-    let reason = "promtool is not installed (Debian: prometheus)";
-    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-        panic!("{REQUIRE_VAR}=1 but {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
+    crate::served::skip_or_fail_missing("promtool (Debian: prometheus)");
     None
 }
 
@@ -98,20 +93,12 @@ impl Promtool {
     }
 }
 
-/// How long [`Prometheus::start`] waits for `/-/ready`: it loads its rules
-/// and opens an empty database in well under a second.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
 /// A real Prometheus server (Debian's `prometheus`) on 127.0.0.1 that
 /// scrapes the given agents every second as Prometheus does in a cluster
 /// (asking for OpenMetrics) and evaluates rule files every second. Killed
 /// on drop; its database and configuration go with its directory.
 #[derive(Debug)]
-pub struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+pub struct Prometheus(Served);
 
 /// A Prometheus, or `None` after printing why when it is not installed;
 /// panics instead when `STARLING_REQUIRE_PROMETHEUS=1`.
@@ -119,44 +106,14 @@ pub fn prometheus_or_skip(
     targets: &[std::net::SocketAddr],
     rule_files: &[&Path],
 ) -> Option<Prometheus> {
-    match Prometheus::start(targets, rule_files) {
-        Ok(prometheus) => Some(prometheus),
-        Err(PrometheusError::Missing) => {
-            let reason = "prometheus is not installed (Debian: prometheus)";
-            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                panic!("{REQUIRE_VAR}=1 but {reason}");
-            }
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-        Err(error) => panic!("{error}"),
-    }
-}
-
-/// Why a [`Prometheus`] did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PrometheusError {
-    #[error("prometheus is not installed")]
-    Missing,
-    #[error("{0}")]
-    Setup(String),
-    #[error("prometheus was not ready within {READY_TIMEOUT:?}; its log ends:\n{0}")]
-    NotReady(String),
+    or_skip(Prometheus::start(targets, rule_files), "prometheus")
 }
 
 impl Prometheus {
     pub fn start(
         targets: &[std::net::SocketAddr],
         rule_files: &[&Path],
-    ) -> Result<Prometheus, PrometheusError> {
-        let setup = |what: &str| {
-            let what = what.to_owned();
-            move |e: std::io::Error| PrometheusError::Setup(format!("{what}: {e}"))
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("starling-prometheus-")
-            .tempdir()
-            .map_err(setup("a temporary directory"))?;
+    ) -> Result<Prometheus, ServedError> {
         let quoted = |items: Vec<String>| {
             items
                 .iter()
@@ -172,50 +129,24 @@ impl Prometheus {
             quoted(rule_files.iter().map(|p| p.display().to_string()).collect()),
             quoted(targets.iter().map(ToString::to_string).collect()),
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).map_err(setup("writing prometheus.yml"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(setup("picking a port"))?
-            .port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .map_err(setup("the log file"))?;
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(setup("the log file"))?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => PrometheusError::Missing,
-                _ => PrometheusError::Setup(format!("starting prometheus: {e}")),
-            })?;
-        let prometheus = Prometheus { child, port, dir };
-        let ready = crate::wait_until(READY_TIMEOUT, std::time::Duration::from_millis(100), || {
-            ready(port)
-        });
-        if !ready {
-            return Err(PrometheusError::NotReady(prometheus.log_tail()));
-        }
-        Ok(prometheus)
+        Served::start(
+            "prometheus",
+            "prometheus.yml",
+            &config,
+            |dir, config, listen| {
+                vec![
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--web.listen-address={listen}"),
+                ]
+            },
+        )
+        .map(Prometheus)
     }
 
     /// `http://127.0.0.1:PORT`, for its HTTP API (`/api/v1/query`, …).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The last lines of what it logged.
-    pub fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.0.url()
     }
 }
 
@@ -223,33 +154,3 @@ impl Prometheus {
 /// it): here the target's address stands for the pod.
 const RELABEL_POD: &str = "    relabel_configs:\n      - source_labels: [__address__]\n        \
      target_label: pod\n";
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("prometheus fixture: end of its log:\n{}", self.log_tail());
-        }
-    }
-}
-
-/// Whether `GET /-/ready` answers 200, over a bare socket (HTTP/1.0: the
-/// server closes the connection after the answer).
-fn ready(port: u16) -> bool {
-    use std::io::Read;
-    let answer = (|| -> std::io::Result<String> {
-        let timeout = std::time::Duration::from_secs(1);
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.take(4096).read_to_string(&mut answer)?;
-        Ok(answer)
-    })();
-    answer.is_ok_and(|a| {
-        a.lines()
-            .next()
-            .is_some_and(|status| status.contains(" 200 "))
-    })
-}

@@ -26,6 +26,7 @@ const HMAC_KEY: &[u8] = b"an hmac key";
 const HOOK: &str = "/hook";
 const ALERTMANAGER: &str = "/api/v2/alerts";
 const KEY: &str = "node-degraded/a";
+const TENANT_HEADER: &str = "X-Scope-OrgID";
 
 fn alerting(receiver: &AlertReceiver, flap_fires: usize, flap_window: Duration) -> AlertConfig {
     let sink = |name: &str, kind, url: String| SinkSpec {
@@ -35,6 +36,11 @@ fn alerting(receiver: &AlertReceiver, flap_fires: usize, flap_window: Duration) 
         severities: vec![Severity::Warning, Severity::Critical],
         auth: SinkAuth {
             bearer_token: (kind == SinkKind::Webhook).then(|| Secret(TOKEN.as_bytes().to_vec())),
+            // A multi-tenant Alertmanager (Mimir, Cortex) takes the tenant
+            // from a header.
+            headers: (kind == SinkKind::Alertmanager)
+                .then(|| vec![(TENANT_HEADER.to_owned(), "tenant-a".to_owned())])
+                .unwrap_or_default(),
             ..SinkAuth::default()
         },
         hmac_key: (kind == SinkKind::Webhook).then(|| Secret(HMAC_KEY.to_vec())),
@@ -208,8 +214,10 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let am = receiver.accepted(ALERTMANAGER);
     assert_eq!(am.len(), 1, "one Alertmanager post, from one node: {am:#?}");
+    assert_eq!(am[0].headers["x-scope-orgid"], "tenant-a");
     let alert = &am[0].body[0];
     assert_eq!(alert["labels"]["alertname"], "StarlingNodeDegraded");
+    assert_eq!(alert["annotations"]["summary"], "Node a is degraded");
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["labels"]["node"], "a");
     assert_eq!(alert["labels"]["alert_key"], KEY);

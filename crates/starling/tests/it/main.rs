@@ -7,6 +7,7 @@ mod support;
 
 mod agents_loopback;
 mod alert_loopback;
+mod alertmanager;
 mod cli;
 mod deploy_manifests;
 mod history_loopback;

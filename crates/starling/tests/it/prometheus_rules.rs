@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use starling_seal::Keyring;
 use starling_testkit::{Prometheus, prometheus_or_skip, promtool_or_skip};
 
+use crate::support::agents::{self, AgentProcess};
 use crate::support::manifests::{self, PrometheusRule, deploy, render};
-use crate::support::{agents, lab};
 
 /// The unit tests, next to this crate's tests.
 fn rule_tests() -> std::path::PathBuf {
@@ -82,7 +82,7 @@ async fn a_real_prometheus_evaluates_the_rules_and_dashboard_on_live_agents() {
     let key = Keyring::generate_key();
     let keyring = Keyring::parse(&key).expect("a generated key parses");
     let (survivor, _data) = agents::agent("survivor", &keyring, None).await;
-    let mut doomed = Doomed::start(&key, survivor.gossip_addr, dir.path());
+    let mut doomed = AgentProcess::start("doomed", &key, survivor.gossip_addr, dir.path());
     agents::sees_alive(&survivor, 1).await;
     let Some(prometheus) = prometheus_or_skip(&[survivor.api_addr, doomed.api], &[rules.as_path()])
     else {
@@ -214,52 +214,6 @@ fn value(answer: &serde_json::Value) -> Option<f64> {
     match result.as_slice() {
         [only] => only["value"][1].as_str()?.parse().ok(),
         _ => None,
-    }
-}
-
-/// An agent process the test kills with SIGKILL: no leave, as a node dies.
-struct Doomed {
-    child: std::process::Child,
-    api: std::net::SocketAddr,
-}
-
-impl Doomed {
-    fn start(key: &str, join: std::net::SocketAddr, dir: &std::path::Path) -> Doomed {
-        let key_file = dir.join("gossip.key");
-        std::fs::write(&key_file, key).expect("writes the key");
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-        };
-        let (gossip, api) = (port(), port());
-        let child = std::process::Command::new(lab::STARLING)
-            .args(["agent", "--node-name", "doomed"])
-            .args(["--gossip-bind", &gossip.to_string()])
-            .args(["--api-bind", &api.to_string()])
-            .args(["--join", &join.to_string()])
-            .arg("--gossip-key-file")
-            .arg(&key_file)
-            .arg("--data-dir")
-            .arg(dir.join("doomed"))
-            .arg("--disk-path")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the agent starts");
-        Doomed { child, api }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Doomed {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -176,3 +176,78 @@ pub async fn probe(
     }));
     stop
 }
+
+/// A `starling agent` process on loopback that a test kills with SIGKILL
+/// (no leave, as a node dies) and may start again with the same name and
+/// data, as a node comes back.
+pub struct AgentProcess {
+    child: Option<std::process::Child>,
+    args: Vec<std::ffi::OsString>,
+    pub api: SocketAddr,
+}
+
+impl AgentProcess {
+    /// Named `name`, sealing with `key` (a key file's text), joining
+    /// `join`, its data and key file in `dir`.
+    pub fn start(name: &str, key: &str, join: SocketAddr, dir: &std::path::Path) -> AgentProcess {
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(&key_file, key).expect("writes the key");
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (gossip, api) = (port(), port());
+        let args = [
+            "agent".into(),
+            "--node-name".into(),
+            name.into(),
+            "--gossip-bind".into(),
+            gossip.to_string().into(),
+            "--api-bind".into(),
+            api.to_string().into(),
+            "--join".into(),
+            join.to_string().into(),
+            "--gossip-key-file".into(),
+            key_file.into_os_string(),
+            "--data-dir".into(),
+            dir.join(name).into_os_string(),
+            "--disk-path".into(),
+            dir.as_os_str().to_owned(),
+        ]
+        .to_vec();
+        let mut process = AgentProcess {
+            child: None,
+            args,
+            api,
+        };
+        process.restart();
+        process
+    }
+
+    /// Starts it (again), on the same addresses and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new(super::lab::STARLING)
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the agent starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
