@@ -9,7 +9,7 @@ mod routes;
 mod server;
 mod view;
 
-pub use kuberhealthy::{KuberhealthyState, WorkloadDetails};
+pub use kuberhealthy::{CheckDetailV3, KuberhealthyState, StateV3, WorkloadDetails};
 pub use routes::router;
 pub use server::serve;
 pub use view::{AgentView, Reply};

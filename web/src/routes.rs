@@ -172,8 +172,30 @@ async fn annotate(State(view): ViewState, body: Result<Bytes, BytesRejection>) -
     }
 }
 
-async fn kuberhealthy_json(State(view): ViewState) -> Response {
-    json(view.status().await.map(|s| kuberhealthy::from_status(&s)))
+/// v3's shape, or v2's with `?v=2`.
+async fn kuberhealthy_json(
+    State(view): ViewState,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let version = match params
+        .as_ref()
+        .map(|Query(p)| p.get("v").map(String::as_str))
+    {
+        Ok(None | Some("3")) => kuberhealthy::Version::V3,
+        Ok(Some("2")) => kuberhealthy::Version::V2,
+        Ok(Some(other)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("v={other:?}: Kuberhealthy's shapes are v=3 (the default) and v=2"),
+            );
+        }
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
+    json(
+        view.status()
+            .await
+            .map(|status| kuberhealthy::render(&status, version)),
+    )
 }
 
 async fn healthz(State(view): ViewState) -> Response {

@@ -14,6 +14,9 @@ use starling_model::{
     Status, StatusResponse,
 };
 use starling_web::{AgentView, KuberhealthyState, Reply};
+
+#[path = "kuberhealthy_go.rs"]
+mod kuberhealthy_go;
 use tower::ServiceExt;
 
 const AT: u64 = 1_795_428_000_000;
@@ -355,31 +358,65 @@ async fn a_bad_history_filter_is_400_naming_the_parameter() {
 }
 
 #[tokio::test]
-async fn kuberhealthy_clients_read_json_with_their_field_names() {
+async fn kuberhealthy_v3_clients_decode_json_into_their_own_structs() {
     let answer = get("/json").await;
     assert_eq!(answer.status, StatusCode::OK);
-    insta::assert_json_snapshot!("kuberhealthy", answer.value());
-    // What a Kuberhealthy client decodes: these exact keys and types.
-    let state = answer.value();
-    assert_eq!(state["OK"], false);
-    assert_eq!(state["CurrentMaster"], "n1");
-    assert!(state["JobDetails"].as_object().expect("a map").is_empty());
-    let errors = state["Errors"].as_array().expect("a list");
-    assert_eq!(errors.len(), 2);
-    let etcd = &state["CheckDetails"]["n2/etcd"];
-    assert_eq!(etcd["OK"], false);
-    assert_eq!(etcd["Errors"][0], "1 of 3 members unhealthy");
-    assert_eq!(etcd["Namespace"], "starling");
-    assert_eq!(etcd["Node"], "n2");
-    assert_eq!(etcd["AuthoritativePod"], "n1");
-    assert!(etcd["LastRun"].as_str().expect("RFC 3339").ends_with('Z'));
-    assert!(etcd["RunDuration"].is_string());
-    assert!(etcd["uuid"].is_string());
-    assert_eq!(state["CheckDetails"]["cluster/scheduler"]["OK"], true);
-    assert_eq!(state["CheckDetails"]["n3/gossip"]["OK"], false);
-    // And the typed decoder agrees.
+    insta::assert_json_snapshot!("kuberhealthy_v3", answer.value());
+    let state: kuberhealthy_go::StateV3 = answer.json();
+    assert!(!state.OK);
+    assert_eq!(state.CurrentMaster, "n1");
+    assert_eq!(state.Errors.len(), 2);
+    let etcd = &state.CheckDetails["n2/etcd"];
+    assert!(!etcd.ok);
+    assert_eq!(
+        etcd.errors.as_deref(),
+        Some(&["1 of 3 members unhealthy".to_owned()][..])
+    );
+    assert_eq!(etcd.namespace.as_deref(), Some("starling"));
+    assert!(etcd.lastRunUnix.is_some_and(|at| at > 1_600_000_000));
+    assert_eq!(etcd.lastFailureUnix, etcd.lastRunUnix);
+    assert_eq!(
+        etcd.runDuration, None,
+        "unknown, so left out as Go's omitempty does"
+    );
+    assert!(state.CheckDetails["cluster/scheduler"].ok);
+    // A node gossip cannot reach is an entry that is not OK, named the
+    // same on every request.
+    let gossip = &state.CheckDetails["n3/gossip"];
+    assert!(!gossip.ok);
+    let again: kuberhealthy_go::StateV3 = get("/json?v=3").await.json();
+    assert_eq!(
+        again.CheckDetails["n3/gossip"].currentUUID,
+        gossip.currentUUID
+    );
+}
+
+#[tokio::test]
+async fn kuberhealthy_v2_clients_get_their_shape_with_v_2() {
+    let answer = get("/json?v=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    insta::assert_json_snapshot!("kuberhealthy_v2", answer.value());
+    let state: kuberhealthy_go::StateV2 = answer.json();
+    assert!(!state.OK);
+    assert!(state.JobDetails.is_empty());
+    let etcd = &state.CheckDetails["n2/etcd"];
+    assert!(!etcd.OK);
+    assert_eq!(etcd.Node, "n2");
+    assert_eq!(etcd.AuthoritativePod, "n1");
+    assert!(
+        kuberhealthy_go::go_duration(&etcd.RunDuration),
+        "{:?} is a Go duration",
+        etcd.RunDuration
+    );
+    let last_run = etcd.LastRun.as_deref().expect("it ran");
+    humantime::parse_rfc3339(last_run).expect("RFC 3339 to the second, as metav1.Time");
+    // And the typed decoder of this crate agrees.
     let typed: KuberhealthyState = answer.json();
     assert!(!typed.ok);
+
+    let unknown = get("/json?v=7").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(unknown.error().contains("v=3"), "{}", unknown.error());
 }
 
 #[tokio::test]

@@ -160,6 +160,14 @@ fn any_surviving_node_answers_and_the_dashboard_shows_who_is_gone() {
     assert!(dom.contains("data-healthy=\"false\""), "{dom}");
     assert!(dom.contains(&row(0, "unreachable")), "{dom}");
     assert!(dom.contains(&member(0, "down")), "{dom}");
+    // Its checks are history now, not green lights.
+    let dead_row = dom
+        .split(&row(0, "unreachable"))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the dead node's row");
+    assert!(!dead_row.contains("badge s-ok"), "{dead_row}");
+    assert!(dead_row.contains("ok, last known"), "{dead_row}");
     for host in [1, 2] {
         assert!(dom.contains(&row(host, "healthy")), "{dom}");
     }
