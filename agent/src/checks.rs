@@ -80,7 +80,7 @@ pub(crate) async fn runner(settings: &AgentConfig) -> Result<Runner, ChecksError
     Ok(runner)
 }
 
-async fn kube_config(source: &KubeSource) -> Result<kube::Config, ChecksError> {
+pub(crate) async fn kube_config(source: &KubeSource) -> Result<kube::Config, ChecksError> {
     match source {
         KubeSource::Kubeconfig(path) => {
             let fail = |reason: String| ChecksError::Kubeconfig {

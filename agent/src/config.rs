@@ -52,6 +52,10 @@ pub enum KubeSource {
     InCluster,
 }
 
+/// A round of node conditions every 10 s: a change shows within one round
+/// of the roll-up seeing it.
+pub const NODE_CONDITIONS_EVERY: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct KubeChecksConfig {
     pub source: KubeSource,
@@ -61,6 +65,11 @@ pub struct KubeChecksConfig {
     pub failures: u32,
     /// The CA or client certificate ending sooner than this is a warning.
     pub cert_warning: Duration,
+    /// Write the StarlingHealthy condition and Events to the Node objects,
+    /// a round every this long (opt in: it needs RBAC to patch
+    /// nodes/status and create events). `--kube-node-conditions` gives
+    /// [`NODE_CONDITIONS_EVERY`].
+    pub node_conditions: Option<Duration>,
 }
 
 /// A checked loopback health URL, and the check's name.

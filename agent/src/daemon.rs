@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use starling_alert::{AlertMetrics, Alerting, SinkError};
 use starling_checks::Runner;
+use starling_conditions::{ConditionMetrics, ConditionsConfig};
 use starling_gossip::{
     DataDirError, Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
     SERVICE_SLOTS,
@@ -31,6 +32,12 @@ pub use starling_history::HISTORY_FILE;
 
 /// Check results queued between the runner and the history.
 const CHECK_RESULTS_BUFFER: usize = 256;
+/// Node conditions: a heartbeat every minute, at most 50 patches a round
+/// (a 5,000-node cluster spreads them over its members), and 5 s per
+/// request, so an API server that hangs costs a round, not the agent.
+const NODE_CONDITIONS_HEARTBEAT: Duration = Duration::from_secs(60);
+const NODE_CONDITIONS_WRITES: usize = 50;
+const NODE_CONDITIONS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -141,6 +148,26 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         config.overlay.report_interval,
         serving.stopped(),
     ));
+    if let Some((kube, every)) = config
+        .kube
+        .as_ref()
+        .and_then(|kube| Some((kube, kube.node_conditions?)))
+    {
+        let conditions = ConditionsConfig {
+            kube: checks::kube_config(&kube.source).await?,
+            every,
+            heartbeat: NODE_CONDITIONS_HEARTBEAT,
+            writes_per_round: NODE_CONDITIONS_WRITES,
+            request_timeout: NODE_CONDITIONS_TIMEOUT,
+        };
+        serving.spawn(starling_conditions::run(
+            conditions,
+            handle.clone(),
+            history.clone(),
+            ConditionMetrics::register(&mut registry),
+            serving.stopped(),
+        ));
+    }
     let alerting = Alerting::start(
         &config.alert,
         handle.clone(),

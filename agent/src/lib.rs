@@ -11,7 +11,10 @@ mod stage;
 mod view;
 
 pub use checks::ChecksError;
-pub use config::{AgentConfig, HealthzCheckSpec, KubeChecksConfig, KubeSource, NodeChecksConfig};
+pub use config::{
+    AgentConfig, HealthzCheckSpec, KubeChecksConfig, KubeSource, NODE_CONDITIONS_EVERY,
+    NodeChecksConfig,
+};
 pub use daemon::{AgentError, HISTORY_FILE, RunningAgent};
 pub use starling_gossip::DataDirError;
 

@@ -1,5 +1,6 @@
 //! A fake kube-apiserver for tests of starling's Kubernetes checks: the REST subset they
-//! use (health and version endpoints, namespaces, pods, nodes, leases) over plain HTTP,
+//! use (health and version endpoints, namespaces, pods, nodes and their status conditions,
+//! events, leases) over plain HTTP,
 //! with a fake scheduler and kubelet, and switches that inject the failures the checks
 //! must detect (a failing `/readyz` sub-check, latency, 500s, a server that never answers,
 //! a scheduler that does not schedule).
@@ -14,6 +15,7 @@
 //! - no watches: a watch request is refused with 400, so checks must poll with GET.
 
 mod error;
+mod nodes;
 mod objects;
 mod pods;
 mod routes;

@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 
 use super::error::ApiError;
 use super::objects::{self, active_namespace};
-use super::pods;
 use super::state::{self, Shared};
+use super::{nodes, pods};
 
 /// The router serving every path through [`handle`].
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -147,6 +147,15 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> Result<Res
             };
             json(StatusCode::OK, &list)
         }
+        ("GET", ["api", "v1", "nodes", name]) => json(StatusCode::OK, &nodes::get(&state, name)?),
+        ("PATCH", ["api", "v1", "nodes", name, "status"]) => json(
+            StatusCode::OK,
+            &nodes::patch_status(&mut state, name, body)?,
+        ),
+        ("POST", ["api", "v1", "namespaces", ns, "events"]) => json(
+            StatusCode::CREATED,
+            &nodes::create_event(&mut state, ns, body)?,
+        ),
         (
             "GET",
             [

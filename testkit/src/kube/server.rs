@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::state::{Shared, timestamp};
-use super::{objects, pods, routes, scheduler};
+use super::{nodes, objects, pods, routes, scheduler};
 
 /// The bearer token in [`FakeApiServer::write_kubeconfig`]'s kubeconfig. The fake accepts
 /// any credentials (or none); the token is there so clients take their real auth path.
@@ -140,6 +140,17 @@ impl FakeApiServer {
     /// `fake-node`; pods are bound to the first node.
     pub fn add_node(&self, name: &str) {
         self.shared.lock().add_node(name);
+    }
+
+    /// Node `name` as the API would return it now (with the conditions
+    /// patched into its status).
+    pub fn node(&self, name: &str) -> Option<Node> {
+        nodes::get(&self.shared.lock(), name).ok()
+    }
+
+    /// Every Event created so far, by namespace and name.
+    pub fn events(&self) -> Vec<Event> {
+        self.shared.lock().events.values().cloned().collect()
     }
 
     /// Stores `pod` directly, e.g. a probe pod left over by a "crashed earlier run". Fills

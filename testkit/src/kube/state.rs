@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
@@ -55,6 +55,8 @@ pub(super) struct State {
     pub pods: BTreeMap<(String, String), StoredPod>,
     pub nodes: Vec<Node>,
     pub leases: BTreeMap<(String, String), Lease>,
+    /// Keyed by (namespace, name).
+    pub events: BTreeMap<(String, String), Event>,
     /// `METHOD /path[?query]` of every request, in arrival order.
     pub requests: Vec<String>,
     /// The cluster-wide resource version: bumped by every change, like etcd's revision.
@@ -75,6 +77,7 @@ impl State {
             pods: BTreeMap::new(),
             nodes: Vec::new(),
             leases: BTreeMap::new(),
+            events: BTreeMap::new(),
             requests: Vec::new(),
             revision: 0,
         };

@@ -179,6 +179,13 @@ pub struct KubeArgs {
     #[arg(long, env = "STARLING_NO_KUBE_CHECKS")]
     pub no_kube_checks: bool,
 
+    /// Write each node's verdict to its Node object, as a StarlingHealthy
+    /// condition and an Event per change (one agent writes each node),
+    /// for tools that act on node conditions. Needs the RBAC of
+    /// deploy/components/node-conditions.
+    #[arg(long, env = "STARLING_KUBE_NODE_CONDITIONS")]
+    pub kube_node_conditions: bool,
+
     /// The scheduler probe pods' namespace (created when missing).
     #[arg(
         long,

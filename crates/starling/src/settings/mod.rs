@@ -190,14 +190,23 @@ fn kube_checks(
     args: &KubeArgs,
     cert_warning: Duration,
 ) -> Result<Option<KubeChecksConfig>, ConfigError> {
-    if args.no_kube_checks {
-        return Ok(None);
-    }
     let in_cluster = args.kubernetes_service_host.is_some();
     let source = match (&args.kubeconfig, in_cluster) {
-        (Some(path), _) => KubeSource::Kubeconfig(path.clone()),
-        (None, true) => KubeSource::InCluster,
-        (None, false) => return Ok(None),
+        _ if args.no_kube_checks => None,
+        (Some(path), _) => Some(KubeSource::Kubeconfig(path.clone())),
+        (None, true) => Some(KubeSource::InCluster),
+        (None, false) => None,
+    };
+    let Some(source) = source else {
+        if args.kube_node_conditions {
+            return Err(ConfigError::Invalid {
+                flag: "--kube-node-conditions",
+                reason: "needs Kubernetes access: --kubeconfig, or run in a pod (and not \
+                         --no-kube-checks)"
+                    .to_owned(),
+            });
+        }
+        return Ok(None);
     };
     let dns_url = match (&args.apiserver_dns_url, &source) {
         (Some(url), _) => Some(url.as_str()),
@@ -232,6 +241,9 @@ fn kube_checks(
         interval: args.kube_interval,
         failures: args.kube_failures,
         cert_warning,
+        node_conditions: args
+            .kube_node_conditions
+            .then_some(starling_agent::NODE_CONDITIONS_EVERY),
     }))
 }
 

@@ -38,9 +38,11 @@ fn alerting(receiver: &AlertReceiver, flap_fires: usize, flap_window: Duration) 
             bearer_token: (kind == SinkKind::Webhook).then(|| Secret(TOKEN.as_bytes().to_vec())),
             // A multi-tenant Alertmanager (Mimir, Cortex) takes the tenant
             // from a header.
-            headers: (kind == SinkKind::Alertmanager)
-                .then(|| vec![(TENANT_HEADER.to_owned(), "tenant-a".to_owned())])
-                .unwrap_or_default(),
+            headers: if kind == SinkKind::Alertmanager {
+                vec![(TENANT_HEADER.to_owned(), "tenant-a".to_owned())]
+            } else {
+                Vec::new()
+            },
             ..SinkAuth::default()
         },
         hmac_key: (kind == SinkKind::Webhook).then(|| Secret(HMAC_KEY.to_vec())),

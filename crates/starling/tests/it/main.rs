@@ -21,5 +21,6 @@ mod netns_overlay;
 mod netns_surface;
 mod netns_upgrade;
 mod node_checks_loopback;
+mod node_conditions;
 mod overlay_loopback;
 mod prometheus_rules;

@@ -58,6 +58,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
             interval: Duration::from_secs(1),
             failures: 1,
             cert_warning: starling_checks::DEFAULT_CERT_WARNING,
+            node_conditions: None,
         });
         settings.overlay = fast_overlay();
         settings.alert = AlertConfig {
