@@ -148,6 +148,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         config.overlay.report_interval,
         serving.stopped(),
     ));
+    // Registered whether on or off: the documented series are always there.
+    let condition_metrics = ConditionMetrics::register(&mut registry);
     if let Some((kube, every)) = config
         .kube
         .as_ref()
@@ -164,7 +166,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             conditions,
             handle.clone(),
             history.clone(),
-            ConditionMetrics::register(&mut registry),
+            condition_metrics,
             serving.stopped(),
         ));
     }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::{ArgAction, CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::support::manifests;
@@ -403,84 +403,22 @@ fn every_flag_and_variable_in_the_manifests_is_accepted_by_the_agent() {
     assert_eq!(flags.node, manifests::NODE_NAME);
 }
 
-/// (API group, resource, names, verbs, namespace), sorted, for comparing.
-type Grant = (String, String, Vec<String>, Vec<String>, String);
-
-fn grants(rules: &[PolicyRule], namespace: &str) -> Vec<Grant> {
-    let mut out = Vec::new();
-    for rule in rules {
-        assert!(rule.non_resource_urls.is_none());
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                let mut names = rule.resource_names.clone().unwrap_or_default();
-                let mut verbs = rule.verbs.clone();
-                names.sort();
-                verbs.sort();
-                out.push((
-                    group.clone(),
-                    resource.clone(),
-                    names,
-                    verbs,
-                    namespace.to_owned(),
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The table between the `rbac-table` markers of docs/operations.md.
-fn documented_grants() -> Vec<Grant> {
-    let path = manifests::repository().join("docs/operations.md");
-    let text = std::fs::read_to_string(&path).expect("docs/operations.md");
-    let table = text
-        .split_once("<!-- rbac-table -->")
-        .and_then(|(_, rest)| rest.split_once("<!-- /rbac-table -->"))
-        .expect("the RBAC table's markers")
-        .0;
-    let list = |cell: &str| -> Vec<String> {
-        let mut items: Vec<String> = cell
-            .split(',')
-            .map(|s| s.trim().trim_matches('`').to_owned())
-            .filter(|s| !s.is_empty() && !s.starts_with('('))
-            .collect();
-        items.sort();
-        items
-    };
-    table
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|line| {
-            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-            let group = cells[0].trim_matches('`').trim_matches('"').to_owned();
-            let namespace = match cells[4] {
-                "(cluster)" => String::new(),
-                ns => ns.trim_matches('`').to_owned(),
-            };
-            (
-                group,
-                cells[1].trim_matches('`').to_owned(),
-                list(cells[2]),
-                list(cells[3]),
-                namespace,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn the_rbac_is_exactly_the_documented_verbs_bound_to_the_agents_account() {
     let documents = base();
     let mut granted = Vec::new();
     for role in all_of::<ClusterRole>(&documents, "ClusterRole") {
-        granted.extend(grants(&role.rules.unwrap_or_default(), ""));
+        granted.extend(manifests::grants(&role.rules.unwrap_or_default(), ""));
     }
     for role in all_of::<Role>(&documents, "Role") {
         let namespace = role.metadata.namespace.clone().expect("namespaced");
-        granted.extend(grants(&role.rules.unwrap_or_default(), &namespace));
+        granted.extend(manifests::grants(
+            &role.rules.unwrap_or_default(),
+            &namespace,
+        ));
     }
     granted.sort();
-    let mut documented = documented_grants();
+    let mut documented = manifests::documented_grants("rbac-table");
     documented.sort();
     assert_eq!(
         granted, documented,

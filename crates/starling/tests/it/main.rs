@@ -9,6 +9,7 @@ mod agents_loopback;
 mod alert_loopback;
 mod alertmanager;
 mod cli;
+mod deploy_components;
 mod deploy_manifests;
 mod history_loopback;
 mod lab_loopback;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -127,26 +128,35 @@ pub fn render(dir: &Path) -> Vec<Document> {
             documents.extend(render(&target));
             continue;
         }
-        let text = std::fs::read_to_string(&target)
-            .unwrap_or_else(|e| panic!("{} lists {resource}: {e}", path.display()));
-        let values: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", target.display()));
-        let file = target
-            .strip_prefix(repository())
-            .unwrap_or(&target)
-            .display()
-            .to_string();
-        documents.extend(
-            values
-                .into_iter()
-                .filter(|v| !v.is_null())
-                .map(|value| Document {
-                    file: file.clone(),
-                    value,
-                }),
+        assert!(
+            target.is_file(),
+            "{} lists {resource}, which is missing",
+            path.display()
         );
+        documents.extend(documents_in(&target));
     }
     documents
+}
+
+/// Every document of one YAML file.
+pub fn documents_in(target: &Path) -> Vec<Document> {
+    let text =
+        std::fs::read_to_string(target).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+    let file = target
+        .strip_prefix(repository())
+        .unwrap_or(target)
+        .display()
+        .to_string();
+    values
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .map(|value| Document {
+            file: file.clone(),
+            value,
+        })
+        .collect()
 }
 
 /// The Prometheus operator's `PodMonitor`, as far as the manifests use it.
@@ -320,4 +330,70 @@ fn metric_names(expr: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// One RBAC grant: (API group, resource, names, verbs, namespace or "").
+pub type Grant = (String, String, Vec<String>, Vec<String>, String);
+
+/// The grants of a role's rules, names and verbs sorted.
+pub fn grants(rules: &[PolicyRule], namespace: &str) -> Vec<Grant> {
+    let mut out = Vec::new();
+    for rule in rules {
+        assert!(rule.non_resource_urls.is_none());
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                let mut names = rule.resource_names.clone().unwrap_or_default();
+                let mut verbs = rule.verbs.clone();
+                names.sort();
+                verbs.sort();
+                out.push((
+                    group.clone(),
+                    resource.clone(),
+                    names,
+                    verbs,
+                    namespace.to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The table between the `<!-- MARKER -->` markers of docs/operations.md.
+pub fn documented_grants(marker: &str) -> Vec<Grant> {
+    let path = repository().join("docs/operations.md");
+    let text = std::fs::read_to_string(&path).expect("docs/operations.md");
+    let table = text
+        .split_once(&format!("<!-- {marker} -->"))
+        .and_then(|(_, rest)| rest.split_once(&format!("<!-- /{marker} -->")))
+        .unwrap_or_else(|| panic!("the {marker} markers"))
+        .0;
+    let list = |cell: &str| -> Vec<String> {
+        let mut items: Vec<String> = cell
+            .split(',')
+            .map(|s| s.trim().trim_matches('`').to_owned())
+            .filter(|s| !s.is_empty() && !s.starts_with('('))
+            .collect();
+        items.sort();
+        items
+    };
+    table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let group = cells[0].trim_matches('`').trim_matches('"').to_owned();
+            let namespace = match cells[4] {
+                "(cluster)" => String::new(),
+                ns => ns.trim_matches('`').to_owned(),
+            };
+            (
+                group,
+                cells[1].trim_matches('`').to_owned(),
+                list(cells[2]),
+                list(cells[3]),
+                namespace,
+            )
+        })
+        .collect()
 }
