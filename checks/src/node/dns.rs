@@ -77,6 +77,12 @@ impl Checker for DnsCheck {
                         Status::Critical,
                         "the name exists but has no A record".to_owned(),
                     ),
+                    Answer::Truncated => (
+                        Status::Warning,
+                        "the answer was truncated (TC) before any address: the server wants \
+                         TCP, which this check does not use"
+                            .to_owned(),
+                    ),
                     Answer::NxDomain => (
                         Status::Critical,
                         "NXDOMAIN: the server says the name does not exist".to_owned(),
@@ -135,6 +141,9 @@ pub enum Answer {
     NxDomain,
     /// Any other non-zero RCODE (SERVFAIL, REFUSED, ...).
     Failed(u8),
+    /// Truncated (TC) before any address: the server wants the question
+    /// over TCP, which this check does not ask.
+    Truncated,
     /// The server's host answered ICMP port unreachable.
     PortUnreachable,
     Timeout,
@@ -247,6 +256,10 @@ pub fn decode_answer(id: u16, packet: &[u8]) -> Option<Answer> {
         }
         at += 10 + length;
     }
+    // A truncated answer is not "no A record": what it holds is partial.
+    if flags & 0x0200 != 0 && addresses.is_empty() {
+        return Some(Answer::Truncated);
+    }
     Some(Answer::Addresses(addresses))
 }
 
@@ -298,5 +311,17 @@ mod tests {
         answer[2] |= 0x80;
         answer[7] = 1; // claims one answer that is not there
         assert_eq!(decode_answer(7, &answer), None);
+    }
+
+    #[test]
+    fn a_truncated_answer_without_addresses_is_not_a_missing_record() {
+        let mut answer = encode_dns_query(9, "a.b").expect("valid");
+        answer[2] |= 0x80 | 0x02; // a response, TC
+        assert_eq!(decode_answer(9, &answer), Some(Answer::Truncated));
+        answer[2] &= !0x02;
+        assert_eq!(
+            decode_answer(9, &answer),
+            Some(Answer::Addresses(Vec::new()))
+        );
     }
 }
