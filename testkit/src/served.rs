@@ -160,6 +160,11 @@ fn ready(port: u16) -> bool {
             .unwrap_or_default()
             .to_owned())
     })();
-    // 401: it serves, behind the basic auth its web config asks for.
-    status_line.is_ok_and(|status| status.contains(" 200 ") || status.contains(" 401 "))
+    // It serves, behind what its web config asks for: 401 for basic auth,
+    // 400 ("an HTTP request to an HTTPS server") for TLS.
+    status_line.is_ok_and(|status| {
+        [" 200 ", " 401 ", " 400 "]
+            .iter()
+            .any(|code| status.contains(code))
+    })
 }

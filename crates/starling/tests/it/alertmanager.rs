@@ -1,10 +1,10 @@
 //! Alerts into real Alertmanagers (Debian's 0.25): the routing example in
 //! `docs/examples/alertmanager.yml` passes `amtool check-config` and runs;
-//! two replicas, one behind basic auth, each receive every alert; a killed
-//! node's alert reads back through Alertmanager's API with the cluster
-//! label and a sentence for a summary, a partition in another cluster does
-//! not inhibit it while one in its own does, and it resolves when the node
-//! returns.
+//! three replicas, one behind basic auth and one behind mutual TLS, each
+//! receive every alert; a killed node's alert reads back through
+//! Alertmanager's API with the cluster label and a sentence for a summary,
+//! a partition in another cluster does not inhibit it while one in its own
+//! does, and it resolves when the node returns.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use starling_alert::{
     AlertConfig, Backoff, DecideTiming, Severity, SinkAuth, SinkKind, SourceConfig,
 };
 use starling_seal::Keyring;
-use starling_testkit::{Alertmanager, alertmanager_or_skip, amtool_check_config};
+use starling_testkit::{Alertmanager, Pki, alertmanager_or_skip, amtool_check_config};
 
 use crate::support::agents::{self, AgentProcess, PATIENCE};
 use crate::support::manifests::repository;
@@ -26,7 +26,7 @@ const PASSWORD_BCRYPT: &str = "$2b$04$oaOSVzZlt1pjxCchY9MG.e0u5fRDHma2xpgnwVV4B0
 const CLUSTER: &str = "lab-a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_replicas_get_a_dead_nodes_alert_with_its_cluster_and_its_resolution() {
+async fn every_replica_gets_a_dead_nodes_alert_with_its_cluster_and_its_resolution() {
     let example = repository().join("docs/examples/alertmanager.yml");
     let checked = amtool_check_config(&example).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked.contains("SUCCESS"), "{checked}");
@@ -36,6 +36,16 @@ async fn both_replicas_get_a_dead_nodes_alert_with_its_cluster_and_its_resolutio
     };
     let web = format!("basic_auth_users:\n  {USER}: {PASSWORD_BCRYPT}\n");
     let guarded = alertmanager_or_skip(&config, Some(&web)).expect("started like the first");
+    // A third that takes only clients with a certificate its CA signed.
+    let pki = Pki::generate();
+    let mutual = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca_cert.display()
+    );
+    let mtls = alertmanager_or_skip(&config, Some(&mutual)).expect("started like the first");
     let replicas = [Replica::open(&open), Replica::guarded(&guarded)];
     // Basic auth is enforced: without it, the guarded replica refuses.
     let anonymous = starling_checks::http_client()
@@ -50,7 +60,7 @@ async fn both_replicas_get_a_dead_nodes_alert_with_its_cluster_and_its_resolutio
     let dir = tempfile::tempdir().expect("a temporary directory");
     let key = Keyring::generate_key();
     let keyring = Keyring::parse(&key).expect("a generated key parses");
-    let alerting = alerting(&open, &guarded);
+    let alerting = alerting(&open, &guarded, &mtls, &pki);
     let (first, _first_data) =
         agents::agent_with("first", &keyring, None, |s| s.alert = alerting.clone()).await;
     let (second, _second_data) =
@@ -95,6 +105,27 @@ async fn both_replicas_get_a_dead_nodes_alert_with_its_cluster_and_its_resolutio
         );
     }
 
+    // The third replica, behind mutual TLS, took it too: the agents'
+    // delivery count says so (the test has no client certificate to ask).
+    let delivered_mtls = |agent: &starling_agent::daemon::RunningAgent| {
+        let addr = agent.api_addr;
+        async move {
+            agents::metric_at(
+                addr,
+                "starling_alert_deliveries_total{sink=\"am-2\",result=\"delivered\"}",
+            )
+            .await
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while delivered_mtls(&first).await + delivered_mtls(&second).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery over mutual TLS within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Inhibition keeps clusters apart: another cluster's partition leaves
     // this node-down alone, this cluster's own mutes it.
     let open_replica = &replicas[0];
@@ -120,15 +151,20 @@ async fn both_replicas_get_a_dead_nodes_alert_with_its_cluster_and_its_resolutio
     first.shutdown().await.expect("clean shutdown");
 }
 
-fn alerting(open: &Alertmanager, guarded: &Alertmanager) -> AlertConfig {
+fn alerting(
+    open: &Alertmanager,
+    guarded: &Alertmanager,
+    mtls: &Alertmanager,
+    pki: &Pki,
+) -> AlertConfig {
     let sink = |name: &str, url: String, auth: SinkAuth| SinkSpec {
         name: name.to_owned(),
         kind: SinkKind::Alertmanager,
+        ca_file: url.starts_with("https://").then(|| pki.ca_cert.clone()),
         url,
         severities: vec![Severity::Warning, Severity::Critical],
         auth,
         hmac_key: None,
-        ca_file: None,
     };
     AlertConfig {
         // HA done right: every replica is a sink of its own.
@@ -139,6 +175,17 @@ fn alerting(open: &Alertmanager, guarded: &Alertmanager) -> AlertConfig {
                 guarded.url(),
                 SinkAuth {
                     basic_auth: Some((USER.to_owned(), Secret(PASSWORD.as_bytes().to_vec()))),
+                    ..SinkAuth::default()
+                },
+            ),
+            sink(
+                "am-2",
+                mtls.url().replace("http://", "https://"),
+                SinkAuth {
+                    client_cert: Some((
+                        pki.healthcheck_client_cert.clone(),
+                        pki.healthcheck_client_key.clone(),
+                    )),
                     ..SinkAuth::default()
                 },
             ),

@@ -121,7 +121,13 @@ pub async fn openmetrics(api: std::net::SocketAddr) -> String {
 }
 
 pub async fn metric(agent: &RunningAgent, line_prefix: &str) -> f64 {
-    let text = get(format!("http://{}/metrics", agent.api_addr))
+    metric_at(agent.api_addr, line_prefix).await
+}
+
+/// The value of the first `/metrics` line at `api` that starts with
+/// `line_prefix`; 0 when there is none.
+pub async fn metric_at(api: SocketAddr, line_prefix: &str) -> f64 {
+    let text = get(format!("http://{api}/metrics"))
         .await
         .expect("metrics reachable")
         .text()
