@@ -3,7 +3,6 @@
 //! routing example to the real configuration checker.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::served::{Served, ServedError, or_skip};
 
@@ -61,18 +60,5 @@ impl Alertmanager {
 /// `amtool check-config FILE`: its report, `Err` when the configuration is
 /// refused (or amtool is missing).
 pub fn amtool_check_config(config: &Path) -> Result<String, String> {
-    let output = Command::new("amtool")
-        .args(["check-config", &config.display().to_string()])
-        .output()
-        .map_err(|e| format!("cannot run amtool: {e}"))?;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        Ok(said)
-    } else {
-        Err(said)
-    }
+    crate::tool::report("amtool", &["check-config", &config.display().to_string()])
 }

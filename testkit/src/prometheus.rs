@@ -76,20 +76,7 @@ impl Promtool {
     }
 
     fn run(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(PROGRAM)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {PROGRAM}: {e}"))?;
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if output.status.success() {
-            Ok(said)
-        } else {
-            Err(said)
-        }
+        crate::tool::report(PROGRAM, args)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Running the machine's own tools (`losetup`, `tar`, `ctr`) from
-//! fixtures, with what went wrong said in one line.
+//! Running the machine's own tools (`losetup`, `tar`, `ctr`, `promtool`,
+//! `amtool`) from fixtures, with what went wrong said in one line.
 
 use std::process::Command;
 
@@ -17,4 +17,23 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Runs a checker (`promtool`, `amtool`) to completion: what it printed on
+/// both streams, as `Ok` when it exited 0 and `Err` otherwise.
+pub(crate) fn report(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(said)
+    } else {
+        Err(said)
+    }
 }

@@ -7,13 +7,11 @@
 //! The subject is node `a`, degraded by an exec plugin whose verdict the
 //! test flips with a file.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use starling::settings::{AgentConfig, Secret, SinkSpec};
 use starling_agent::daemon::{self, RunningAgent};
 use starling_alert::{AlertConfig, Backoff, DecideTiming, Severity, SinkAuth, SinkKind, signature};
-use starling_checks::{PluginSpec, Schedule, Status};
 use starling_history::{EventFilter, EventKind};
 use starling_seal::Keyring;
 use starling_testkit::{AlertReceiver, Received};
@@ -70,28 +68,6 @@ fn alerting(receiver: &AlertReceiver, flap_fires: usize, flap_window: Duration) 
         },
         ..AlertConfig::default()
     }
-}
-
-/// A plugin check on `a` that is critical while `flag` exists.
-fn canary(settings: &mut AgentConfig, flag: &Path) {
-    settings.node.plugins = vec![PluginSpec {
-        name: "canary".to_owned(),
-        path: PathBuf::from("/bin/sh"),
-        args: vec![
-            "-c".to_owned(),
-            format!(
-                "if test -e {}; then echo canary broken; exit 1; fi; echo fine",
-                flag.display()
-            ),
-        ],
-        timeout: Duration::from_secs(5),
-        problem: Status::Critical,
-    }];
-    settings.node.schedule = Schedule {
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_secs(6),
-        failures_before_critical: 1,
-    };
 }
 
 struct Node {
@@ -191,7 +167,7 @@ async fn a_degraded_node_is_one_alert_with_every_field_then_one_resolution() {
     let flag = dir.path().join("broken");
     let window = Duration::from_secs(600);
     let a = start("a", &keyring, None, None, |s| {
-        canary(s, &flag);
+        support::canary(s, &flag);
         s.alert = alerting(&receiver, 3, window);
     })
     .await;
@@ -319,7 +295,7 @@ async fn a_receiver_down_then_up_gets_every_transition_once_in_order_across_a_re
     let flag = dir.path().join("broken");
     let window = Duration::from_secs(600);
     let a = start("a", &keyring, None, None, |s| {
-        canary(s, &flag);
+        support::canary(s, &flag);
         s.alert = alerting(&receiver, 10, window);
     })
     .await;
@@ -400,7 +376,7 @@ async fn a_flapping_alert_is_sent_once_as_flapping_then_resolved_when_quiet() {
     let flag = dir.path().join("broken");
     let window = Duration::from_secs(8);
     let a = start("a", &keyring, None, None, |s| {
-        canary(s, &flag);
+        support::canary(s, &flag);
         s.alert = alerting(&receiver, 3, window);
     })
     .await;

@@ -7,21 +7,10 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
 use serde_json::Value;
 
-use crate::support::manifests::{self, Document, deploy, documents_in};
+use crate::support::manifests::{self, all_of, deploy, documents_in};
 use crate::support::starling;
 
 const SWITCH: &str = "STARLING_KUBE_NODE_CONDITIONS";
-
-fn of<T>(documents: &[Document], kind: &str) -> Vec<T>
-where
-    T: serde::de::DeserializeOwned + serde::Serialize,
-{
-    documents
-        .iter()
-        .filter(|d| d.kind().1 == kind)
-        .map(Document::strict)
-        .collect()
-}
 
 #[test]
 fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on() {
@@ -33,10 +22,10 @@ fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on(
     );
     let rbac = documents_in(&dir.join("rbac.yaml"));
     let mut granted = Vec::new();
-    for role in of::<ClusterRole>(&rbac, "ClusterRole") {
+    for role in all_of::<ClusterRole>(&rbac, "ClusterRole") {
         granted.extend(manifests::grants(&role.rules.unwrap_or_default(), ""));
     }
-    for role in of::<Role>(&rbac, "Role") {
+    for role in all_of::<Role>(&rbac, "Role") {
         let namespace = role.metadata.namespace.clone().expect("namespaced");
         granted.extend(manifests::grants(
             &role.rules.unwrap_or_default(),
@@ -54,12 +43,12 @@ fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on(
             && subjects[0].namespace.as_deref() == Some("starling")
     };
     assert!(
-        of::<ClusterRoleBinding>(&rbac, "ClusterRoleBinding")
+        all_of::<ClusterRoleBinding>(&rbac, "ClusterRoleBinding")
             .into_iter()
             .all(|b| agent(b.subjects))
     );
     assert!(
-        of::<RoleBinding>(&rbac, "RoleBinding")
+        all_of::<RoleBinding>(&rbac, "RoleBinding")
             .into_iter()
             .all(|b| agent(b.subjects))
     );

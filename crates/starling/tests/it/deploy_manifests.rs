@@ -16,7 +16,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::support::manifests;
-use manifests::{Document, PodMonitor, PrometheusRule, deploy, environment, referenced, render};
+use manifests::{
+    Document, PodMonitor, PrometheusRule, all_of, deploy, environment, referenced, render,
+};
 use starling::cli::{Cli, Command};
 use starling_gossip::Role as NodeRole;
 
@@ -31,17 +33,6 @@ fn base() -> Vec<Document> {
 
 fn prometheus_overlay() -> Vec<Document> {
     render(&deploy("overlays/prometheus"))
-}
-
-fn all_of<T>(documents: &[Document], kind: &str) -> Vec<T>
-where
-    T: serde::de::DeserializeOwned + serde::Serialize,
-{
-    documents
-        .iter()
-        .filter(|d| d.kind().1 == kind)
-        .map(Document::strict)
-        .collect()
 }
 
 fn daemonset(documents: &[Document], name: &str) -> DaemonSet {

@@ -6,13 +6,13 @@
 //! answers again the conditions say the truth with no Event for what was
 //! never written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, NodeCondition};
 use starling::settings::{AgentConfig, KubeChecksConfig, KubeSource};
 use starling_agent::daemon::RunningAgent;
-use starling_checks::{PluginSpec, Schedule, SchedulerConfig, Status};
+use starling_checks::SchedulerConfig;
 use starling_testkit::FakeApiServer;
 
 use crate::support::agents::{self, PATIENCE};
@@ -35,7 +35,7 @@ async fn nodes_carry_starlings_verdict_and_one_event_per_change() {
         let tune = |settings: &mut AgentConfig| {
             with_conditions(settings, &kubeconfig);
             if name == "node-a" {
-                canary_check(settings, &canary);
+                agents::canary(settings, &canary);
             }
         };
         running.push(agents::agent_with(name, &keyring, join, tune).await);
@@ -128,28 +128,6 @@ fn with_conditions(settings: &mut AgentConfig, kubeconfig: &Path) {
         cert_warning: starling_checks::DEFAULT_CERT_WARNING,
         node_conditions: Some(Duration::from_millis(300)),
     });
-}
-
-/// A plugin check that is critical while `flag` exists.
-fn canary_check(settings: &mut AgentConfig, flag: &Path) {
-    settings.node.plugins = vec![PluginSpec {
-        name: "canary".to_owned(),
-        path: PathBuf::from("/bin/sh"),
-        args: vec![
-            "-c".to_owned(),
-            format!(
-                "if test -e {}; then echo canary broken; exit 1; fi; echo fine",
-                flag.display()
-            ),
-        ],
-        timeout: Duration::from_secs(5),
-        problem: Status::Critical,
-    }];
-    settings.node.schedule = Schedule {
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_secs(6),
-        failures_before_critical: 1,
-    };
 }
 
 fn condition(api: &FakeApiServer, node: &str) -> Option<NodeCondition> {

@@ -2,12 +2,14 @@
 //! uses a subset of these helpers).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use starling::settings::OverlayConfig;
 use starling_agent::AgentConfig;
 use starling_agent::daemon::{self, RunningAgent};
+use starling_checks::{PluginSpec, Schedule, Status};
 use starling_gossip::{GossipConfig, JoinTargets, MemberState, Role};
 use starling_history::StoreConfig;
 use starling_probe::{ProbeConfig, WallClock, run};
@@ -256,4 +258,27 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A plugin check, `canary`, critical (saying "canary broken") while
+/// `flag` exists, run every 200 ms.
+pub fn canary(settings: &mut AgentConfig, flag: &Path) {
+    settings.node.plugins = vec![PluginSpec {
+        name: "canary".to_owned(),
+        path: PathBuf::from("/bin/sh"),
+        args: vec![
+            "-c".to_owned(),
+            format!(
+                "if test -e {}; then echo canary broken; exit 1; fi; echo fine",
+                flag.display()
+            ),
+        ],
+        timeout: Duration::from_secs(5),
+        problem: Status::Critical,
+    }];
+    settings.node.schedule = Schedule {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(6),
+        failures_before_critical: 1,
+    };
 }

@@ -397,3 +397,15 @@ pub fn documented_grants(marker: &str) -> Vec<Grant> {
         })
         .collect()
 }
+
+/// Every document of `kind`, decoded strictly into `T`.
+pub fn all_of<T>(documents: &[Document], kind: &str) -> Vec<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    documents
+        .iter()
+        .filter(|d| d.kind().1 == kind)
+        .map(Document::strict)
+        .collect()
+}
