@@ -112,11 +112,13 @@ fn to_classic(openmetrics: &str) -> String {
     out
 }
 
-/// `x_created` of a counter or histogram family `x`.
+/// `x_created` of a counter, histogram or summary family `x` (a gauge
+/// has no such sample: one of that name is a family of its own).
 fn is_created_sample(line: &str, kinds: &std::collections::HashMap<&str, &str>) -> bool {
     let name = line.split(['{', ' ']).next().unwrap_or_default();
     name.strip_suffix("_created")
-        .is_some_and(|family| kinds.contains_key(family))
+        .and_then(|family| kinds.get(family))
+        .is_some_and(|kind| matches!(*kind, "counter" | "histogram" | "summary"))
 }
 
 #[cfg(test)]
@@ -146,6 +148,13 @@ mod tests {
             Dialect::Classic
         );
         assert_eq!(Dialect::negotiate(None), Dialect::Classic);
+    }
+
+    #[test]
+    fn a_gauge_named_like_a_created_sample_is_kept() {
+        let openmetrics = "# TYPE starling_x gauge\nstarling_x 1\n\
+                           # TYPE starling_x_created gauge\nstarling_x_created 2\n# EOF\n";
+        assert!(to_classic(openmetrics).contains("\nstarling_x_created 2\n"));
     }
 
     #[test]

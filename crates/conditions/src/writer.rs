@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -318,9 +318,7 @@ fn time(unix_ms: u64) -> Time {
     )
 }
 
+/// To the second, as the API server writes condition times.
 fn rfc3339(unix_ms: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(unix_ms);
-    k8s_openapi::jiff::Timestamp::try_from(at)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    time(unix_ms).0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
