@@ -115,6 +115,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         Duration::ZERO,
     );
     let keyring = Arc::new(config.keyring.clone());
+    keyring.replays().register(&mut registry);
     log_keyring(&keyring, gossip_addr);
     let has_seeds = !config.join.is_empty();
     let (gossip, handle) = Gossip::new(

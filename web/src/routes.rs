@@ -271,6 +271,7 @@ fn refused(refusal: ApiError) -> Response {
     let status = match refusal {
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Replayed(_) => StatusCode::CONFLICT,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };

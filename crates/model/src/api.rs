@@ -170,6 +170,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A sealed request that authenticated but was taken before, or is too
+    /// old to tell: a replay.
+    #[error("{0}")]
+    Replayed(String),
     #[error("{0}")]
     NotFound(String),
     /// The agent cannot answer now (its history failed, the disk is full).

@@ -119,6 +119,7 @@ pub fn refusal<E: Into<WireError>>(what: &'static str) -> impl Fn(E) -> ApiError
         WireError::Seal(error) => ApiError::Unauthorized(format!(
             "{what}: the request must be sealed with the cluster key ({error})"
         )),
+        WireError::Replay(error) => ApiError::Replayed(format!("{what}: {error}")),
         other => ApiError::BadRequest(format!("{what}: {other}")),
     }
 }

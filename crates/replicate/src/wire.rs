@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use starling_history::{Event, SyncBatch, VersionVector, valid_origin};
-use starling_seal::{Keyring, OpenError, Purpose, SealedJsonError};
+use starling_seal::{Keyring, OpenError, Purpose, ReplayError, SealedJsonError};
 
 /// `POST /v1/sync` body, once opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub(crate) struct SyncReply {
 pub enum WireError {
     #[error("not sealed with the cluster key: {0}")]
     Seal(#[from] OpenError),
+    #[error("refused: {0}")]
+    Replay(#[from] ReplayError),
     #[error("malformed body: {0}")]
     Json(#[from] serde_json::Error),
     #[error("malformed body: {0}")]
@@ -41,6 +43,7 @@ impl From<SealedJsonError> for WireError {
     fn from(error: SealedJsonError) -> Self {
         match error {
             SealedJsonError::Seal(error) => WireError::Seal(error),
+            SealedJsonError::Replay(error) => WireError::Replay(error),
             SealedJsonError::Json(error) => WireError::Json(error),
         }
     }

@@ -57,6 +57,30 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// The channels whose bodies are sealed JSON over HTTP, stamped
+    /// against replay (see `replay`).
+    pub const SEALED_JSON: [Purpose; 5] = [
+        Purpose::SyncRequest,
+        Purpose::SyncReply,
+        Purpose::Annotation,
+        Purpose::ProbeReport,
+        Purpose::ProbeAssignment,
+    ];
+
+    /// A short label, used as a Prometheus label value; keep them stable.
+    pub fn label(self) -> &'static str {
+        match self {
+            Purpose::Datagram => "datagram",
+            Purpose::PushPull => "push_pull",
+            Purpose::SyncRequest => "sync_request",
+            Purpose::SyncReply => "sync_reply",
+            Purpose::Annotation => "annotation",
+            Purpose::Echo => "echo",
+            Purpose::ProbeReport => "probe_report",
+            Purpose::ProbeAssignment => "probe_assignment",
+        }
+    }
+
     fn byte(self) -> u8 {
         match self {
             Purpose::Datagram => 1,

@@ -8,12 +8,15 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{CHACHA20_POLY1305, LessSafeKey, UnboundKey};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::replay::ReplayMemory;
 
 /// Length of a raw key: what ChaCha20-Poly1305 takes.
 pub const KEY_LEN: usize = 32;
@@ -60,10 +63,14 @@ enum Keys {
     Keyed(Vec<Key>),
 }
 
-/// The keys this node seals and opens gossip with, or the insecure marker.
+/// The keys this node seals and opens gossip with, or the insecure marker;
+/// and what this process has opened with them. A sealed request is good
+/// once, so whatever opens one must remember it: keeping that memory with
+/// the keys means no opener can forget to ask. Clones share it.
 #[derive(Clone)]
 pub struct Keyring {
     keys: Keys,
+    replays: Arc<ReplayMemory>,
 }
 
 /// Why a key file was refused. Messages name the file or line, never key
@@ -154,16 +161,26 @@ impl Keyring {
         if keys.is_empty() {
             return Err(KeyringError::Empty { origin: origin() });
         }
-        Ok(Keyring {
-            keys: Keys::Keyed(keys),
-        })
+        Ok(Keyring::with(Keys::Keyed(keys)))
     }
 
     /// No encryption: only with `--insecure-gossip`, for labs and tests.
     pub fn insecure() -> Keyring {
+        Keyring::with(Keys::Insecure)
+    }
+
+    /// The replay memory starts now: nothing sealed before this process
+    /// loaded its keys is taken (see `replay`).
+    fn with(keys: Keys) -> Keyring {
         Keyring {
-            keys: Keys::Insecure,
+            keys,
+            replays: Arc::new(ReplayMemory::new(starling_model::unix_ms_now())),
         }
+    }
+
+    /// What this process has opened, to refuse replays.
+    pub fn replays(&self) -> &ReplayMemory {
+        &self.replays
     }
 
     pub fn is_insecure(&self) -> bool {

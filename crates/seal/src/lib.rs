@@ -9,18 +9,31 @@
 
 mod envelope;
 mod keyring;
+mod replay;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use starling_model::unix_ms_now;
 
 pub use envelope::{OVERHEAD, OpenError, Purpose, open, seal};
 pub use keyring::{KEY_LEN, KeyId, Keyring, KeyringError};
+pub use replay::{MEMORY, ReplayError, ReplayMemory, SKEW_WINDOW, STAMP_LEN, Stamp};
 
-/// `value` as JSON, sealed for `purpose`: the body of every sealed HTTP
-/// request between agents, probes and the CLI.
+/// `value` as JSON, stamped and sealed for `purpose`: the body of every
+/// sealed HTTP request and answer between agents, probes and the CLI.
 pub fn seal_json(keyring: &Keyring, purpose: Purpose, value: &impl Serialize) -> Vec<u8> {
-    let plain =
+    let json =
         serde_json::to_vec(value).expect("wire types serialize: no maps with non-string keys");
+    seal_stamped(keyring, purpose, Stamp::new(unix_ms_now()), &json)
+}
+
+/// `json` (any bytes) behind `stamp`, sealed for `purpose`: what
+/// [`seal_json`] sends, for tests and fuzzing that need other bytes or
+/// another time.
+pub fn seal_stamped(keyring: &Keyring, purpose: Purpose, stamp: Stamp, json: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(STAMP_LEN + json.len());
+    plain.extend_from_slice(&stamp.encode());
+    plain.extend_from_slice(json);
     let mut sealed = Vec::with_capacity(plain.len() + OVERHEAD);
     seal(keyring, purpose, &plain, &mut sealed);
     sealed
@@ -31,17 +44,34 @@ pub fn seal_json(keyring: &Keyring, purpose: Purpose, value: &impl Serialize) ->
 pub enum SealedJsonError {
     #[error("not sealed with the cluster key: {0}")]
     Seal(#[from] OpenError),
+    #[error("refused: {0}")]
+    Replay(#[from] ReplayError),
     #[error("malformed body: {0}")]
     Json(#[from] serde_json::Error),
 }
 
-/// Opens a body [`seal_json`] sealed for `purpose`; nothing of it is
-/// parsed unless it authenticates.
+/// Opens a body [`seal_json`] sealed for `purpose`, now; nothing of it is
+/// parsed unless it authenticates and its stamp is fresh and new.
 pub fn open_json<T: DeserializeOwned>(
     keyring: &Keyring,
     purpose: Purpose,
+    sealed: Vec<u8>,
+) -> Result<T, SealedJsonError> {
+    open_json_at(keyring, purpose, sealed, unix_ms_now())
+}
+
+/// [`open_json`] as if the clock said `now_unix_ms`.
+pub fn open_json_at<T: DeserializeOwned>(
+    keyring: &Keyring,
+    purpose: Purpose,
     mut sealed: Vec<u8>,
+    now_unix_ms: u64,
 ) -> Result<T, SealedJsonError> {
     let plain = open(keyring, purpose, &mut sealed)?;
-    Ok(serde_json::from_slice(plain)?)
+    let (stamp, json) = match Stamp::split(plain) {
+        Some((stamp, json)) => (Some(stamp), json),
+        None => (None, plain),
+    };
+    keyring.replays().take(purpose, stamp, now_unix_ms)?;
+    Ok(serde_json::from_slice(json)?)
 }

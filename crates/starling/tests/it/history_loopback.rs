@@ -8,10 +8,11 @@ use starling_model::AnnotationRequest;
 use starling_agent::daemon::{self, RunningAgent};
 use starling_client as client;
 use starling_history::{Event, EventFilter, EventKind, VersionVector};
-use starling_seal::{Keyring, Purpose, open, seal};
+use starling_model::unix_ms_now;
+use starling_seal::{Keyring, Purpose, Stamp, open_json, seal, seal_stamped};
 
 use crate::support::agents;
-use agents::{ANY_PORT, PATIENCE, agent, keyring, sees_alive, settings};
+use agents::{ANY_PORT, AgentProcess, PATIENCE, agent, keyring, sees_alive, settings};
 
 async fn note(agent: &RunningAgent, key: &Keyring, message: &str) -> (String, u64) {
     let request = AnnotationRequest {
@@ -175,11 +176,15 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
         let text = response.text().await.expect("a body");
         (status, text)
     };
-    let sealed = |keyring: &Keyring, purpose, plain: &[u8]| {
+    let sealed = |keyring: &Keyring, purpose, json: &[u8]| {
+        seal_stamped(keyring, purpose, Stamp::new(unix_ms_now()), json)
+    };
+    let unstamped = |keyring: &Keyring, purpose, json: &[u8]| {
         let mut out = Vec::new();
-        seal(keyring, purpose, plain, &mut out);
+        seal(keyring, purpose, json, &mut out);
         out
     };
+    let minute_ago = Stamp::new(unix_ms_now() - 61_000);
     let request = br#"{"vector":{},"max_rows":10}"#;
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         (
@@ -202,6 +207,32 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
             sealed(&key, Purpose::SyncReply, request),
             401,
             "cluster key",
+        ),
+        (
+            "unstamped, as a release before the stamp sealed it",
+            "/v1/sync",
+            unstamped(&key, Purpose::SyncRequest, request),
+            409,
+            "no stamp",
+        ),
+        (
+            "sealed more than a minute ago",
+            "/v1/sync",
+            seal_stamped(&key, Purpose::SyncRequest, minute_ago, request),
+            409,
+            "more than 60s",
+        ),
+        (
+            "annotation, sealed more than a minute ago",
+            "/v1/events",
+            seal_stamped(
+                &key,
+                Purpose::Annotation,
+                minute_ago,
+                br#"{"message":"old"}"#,
+            ),
+            409,
+            "more than 60s",
         ),
         (
             "huge body",
@@ -309,10 +340,9 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
             .await
             .expect("answers");
         let status = response.status().as_u16();
-        let mut body = response.bytes().await.expect("body").to_vec();
-        let plain =
-            open(&key, Purpose::SyncReply, &mut body).expect("the answer is sealed with our key");
-        let reply: serde_json::Value = serde_json::from_slice(plain).expect("JSON inside");
+        let body = response.bytes().await.expect("body").to_vec();
+        let reply: serde_json::Value =
+            open_json(&key, Purpose::SyncReply, body).expect("the answer is sealed with our key");
         assert_eq!(
             reply["unknown_origins"],
             serde_json::json!(["ghost#0123456789abcdef"])
@@ -377,4 +407,112 @@ async fn history_refuses_an_unknown_node_and_an_empty_range_as_nodes_does() {
         .expect("a note about a member is accepted");
     b.shutdown().await.expect("b stops");
     a.shutdown().await.expect("a stops");
+}
+
+/// The request body the real `starling annotate` sends, caught by a
+/// listener that answers 503 to it.
+async fn capture_annotate(key_file: &std::path::Path, message: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("bound");
+    let catch = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("the CLI connects");
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = socket.read(&mut chunk).await.expect("reads");
+            assert!(read > 0, "the CLI closed before its body arrived");
+            request.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a content length");
+            if request.len() >= end + 4 + length {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                return request[end + 4..end + 4 + length].to_vec();
+            }
+        }
+    });
+    let cli = tokio::process::Command::new(crate::support::lab::STARLING)
+        .args(["annotate", "--addr", &addr.to_string(), "--gossip-key-file"])
+        .arg(key_file)
+        .arg(message)
+        .output();
+    let (body, _) = tokio::join!(catch, cli);
+    body.expect("caught the request")
+}
+
+/// A captured `starling annotate` request, replayed at once and after the
+/// agent restarted (its memory of taken requests gone with the process),
+/// is refused each time: one note, not six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_annotation_is_recorded_once_even_across_a_restart() {
+    let key_text = Keyring::generate_key();
+    let key = Keyring::parse(&key_text).expect("a generated key parses");
+    let (seed, _seed_data) = agent("seed", &key, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut target = AgentProcess::start("target", &key_text, seed.gossip_addr, dir.path());
+    sees_alive(&seed, 1).await;
+    let captured = capture_annotate(&dir.path().join("target.key"), "captured once").await;
+
+    let http = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client");
+    let url = format!("http://{}/v1/events", target.api);
+    let post = async || {
+        let response = http
+            .post(&url)
+            .body(captured.clone())
+            .send()
+            .await
+            .expect("the agent answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a body"))
+    };
+    assert_eq!(post().await.0, 201, "the first delivery is recorded");
+    for _ in 0..5 {
+        let (status, text) = post().await;
+        assert_eq!(status, 409, "{text}");
+        assert!(text.contains("already received"), "{text}");
+    }
+    let notes = async || {
+        events(&seed)
+            .await
+            .iter()
+            .filter(|e| e.message == "captured once")
+            .count()
+    };
+    eventually("the note reaches the seed", async || notes().await == 1).await;
+
+    target.restart();
+    eventually("the restarted agent answers", async || {
+        agents::get(format!("http://{}/readyz", target.api))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let (status, text) = post().await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("before this agent started"), "{text}");
+    assert_eq!(
+        agents::metric_at(
+            target.api,
+            "starling_sealed_refused_total{channel=\"annotation\",reason=\"before_memory\"}"
+        )
+        .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(notes().await, 1, "one note in the cluster's history");
+    drop(target);
+    seed.shutdown().await.expect("clean shutdown");
 }

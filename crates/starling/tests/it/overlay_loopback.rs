@@ -273,5 +273,23 @@ async fn reports_for_another_node_or_without_the_key_are_refused() {
             .is_none(),
         "nothing was published"
     );
+
+    // A captured report sent again is refused: a dead probe's figures
+    // cannot be kept alive by replaying its last report.
+    let captured = seal_json(&key, Purpose::ProbeReport, &report("a", "10.0.0.1:7949"));
+    let first = post(captured.clone()).await.expect("agent reachable");
+    assert_eq!(first.status().as_u16(), 200);
+    let again = post(captured).await.expect("agent reachable");
+    assert_eq!(again.status().as_u16(), 409);
+    let text = again.text().await.expect("body");
+    assert!(text.contains("already received"), "{text}");
+    assert_eq!(
+        metric(
+            &a,
+            "starling_sealed_refused_total{channel=\"probe_report\",reason=\"replayed\"}"
+        )
+        .await,
+        1.0
+    );
     a.shutdown().await.expect("clean shutdown");
 }

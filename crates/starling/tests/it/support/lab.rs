@@ -141,10 +141,22 @@ impl Cluster {
 
     /// `starling annotate` through `host`'s agent: (origin, seq) once the
     /// agent acknowledged it.
+    /// `starling annotate` with the host's own binary, as `kubectl exec`
+    /// into its pod would: sealed bodies do not cross releases.
     pub fn annotate(&self, host: usize, message: &str) -> Option<(String, u64)> {
         let key = path(&self.key);
-        let stdout = self.cli(host, &["annotate", "--gossip-key-file", &key, message])?;
-        parse_ack(&String::from_utf8_lossy(&stdout))
+        let addr = format!("{}:7947", self.lab.addr(host));
+        let args = [
+            "annotate",
+            "--gossip-key-file",
+            &key,
+            message,
+            "--addr",
+            &addr,
+        ];
+        let exe = self.exes[host].to_string_lossy();
+        let output = self.lab.run_in(host, &exe, &args).ok()?;
+        parse_ack(&String::from_utf8_lossy(&output.stdout))
     }
 
     /// `starling status --output json`, run inside the observer's host.
