@@ -8,7 +8,9 @@
 //! periods and sends only if no queued mark reached its history by then.
 //! A queued mark whose node is no longer alive, or that stays undelivered
 //! past the takeover time, is sent again under the same generation, so
-//! receivers see the same idempotency key.
+//! receivers see the same idempotency key. A resolution whose claim is
+//! settled is sent again, under its generation, only to a sink that heard
+//! the alert firing after it was queued.
 
 use std::time::Duration;
 
@@ -81,6 +83,9 @@ pub struct Situation<'a> {
     pub clear_since_unix_ms: Option<u64>,
     /// The node that queued the newest transition is alive (or is us).
     pub claimant_alive: bool,
+    /// The newest transition is a resolution, and some sink this node
+    /// serves heard the firing only after it was queued.
+    pub resolution_owed: bool,
     /// When the condition began as this node knows it (the member went
     /// down, the check turned critical): a firing's start, so receivers
     /// show when it happened, not when it was sent.
@@ -96,6 +101,7 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
         noticed_at_unix_ms,
         clear_since_unix_ms,
         claimant_alive,
+        resolution_owed,
         began_at_unix_ms,
         now_unix_ms,
     } = *situation;
@@ -141,7 +147,8 @@ pub fn decide(situation: &Situation<'_>, timing: &DecideTiming) -> Decision {
         });
     }
     let stale_claim = match &ledger.claimed_by {
-        _ if ledger.generation == 0 || ledger.delivered => false,
+        _ if ledger.generation == 0 => false,
+        _ if ledger.delivered => resolution_owed && sent == AlertState::Resolved,
         None => true,
         Some(_) => !claimant_alive || ledger.claim_expired(now_unix_ms, timing.takeover_after),
     };
@@ -183,6 +190,7 @@ mod tests {
             noticed_at_unix_ms: 0,
             clear_since_unix_ms: None,
             claimant_alive: true,
+            resolution_owed: false,
             began_at_unix_ms: None,
             now_unix_ms: now,
         }
@@ -199,6 +207,7 @@ mod tests {
                     state: *state,
                     flapping: false,
                     starts_at_unix_ms: *at,
+                    sink: Some("hook".to_owned()),
                     observer: "a".to_owned(),
                     at_unix_ms: *at,
                 });
@@ -267,6 +276,7 @@ mod tests {
             state: AlertState::Firing,
             flapping: false,
             starts_at_unix_ms: 0,
+            sink: None,
             observer: "a".to_owned(),
             at_unix_ms: 0,
         });
@@ -320,6 +330,7 @@ mod tests {
             state: Firing,
             flapping: true,
             starts_at_unix_ms: 40 * S,
+            sink: Some("hook".to_owned()),
             observer: "a".to_owned(),
             at_unix_ms: 40 * S,
         });
@@ -372,5 +383,32 @@ mod tests {
         assert_eq!(began(Some(38 * S)), 38 * S, "the node went down at 38 s");
         assert_eq!(began(None), 50 * S, "unknown: when it was decided");
         assert_eq!(began(Some(70 * S)), 50 * S, "a clock ahead is capped");
+    }
+
+    #[test]
+    fn a_settled_resolution_is_sent_again_only_when_owed() {
+        let resolved = ledger_after(&[(AlertState::Firing, 0), (AlertState::Resolved, 10 * S)]);
+        let settled = at(Verdict::Clear, Some(&resolved), 0, 20 * S);
+        assert_eq!(decide(&settled, &timing()), Decision::Nothing);
+        let owed = Situation {
+            resolution_owed: true,
+            ..settled
+        };
+        assert_eq!(
+            decide(&owed, &timing()),
+            Decision::Send(Wanted {
+                state: AlertState::Resolved,
+                generation: 2,
+                flapping: false,
+                starts_at_unix_ms: 10 * S,
+            })
+        );
+        // Owed means nothing while the alert fires again.
+        let fired = ledger_after(&[(AlertState::Firing, 0)]);
+        let firing = Situation {
+            resolution_owed: true,
+            ..at(Verdict::Firing, Some(&fired), 0, 20 * S)
+        };
+        assert_eq!(decide(&firing, &timing()), Decision::Nothing);
     }
 }

@@ -22,7 +22,7 @@ use super::metrics::AlertMetrics;
 use super::model::{self, AlertKind, AlertState, Notice, Observation};
 use super::outbox::Outbox;
 use super::sinks::{Sink, SinkKind};
-use super::sources::{self, SourceConfig, Verdict};
+use super::sources::{self, Downs, Flaps, SourceConfig, Verdict};
 
 /// What the loop needs; built by `alert::start`.
 #[derive(Debug)]
@@ -98,8 +98,9 @@ impl Evaluator {
             .send_if_modified(|released| !std::mem::replace(released, true));
         let latest = store.latest_results().await?;
         let status = roll_up(&view, &latest, false, now);
+        let flaps = self.flaps(store, now).await?;
         let mut seen: HashMap<String, (Observation, Verdict)> =
-            sources::observe(&view, &status, now, &self.sources)
+            sources::observe(&view, &status, now, &self.sources, &flaps)
                 .into_iter()
                 .map(|(observation, verdict)| (observation.key.clone(), (observation, verdict)))
                 .collect();
@@ -137,10 +138,12 @@ impl Evaluator {
                 Decision::Nothing | Decision::WaitUntil(_) => {}
                 Decision::Send(wanted) => {
                     let notice = self.notice(observation, wanted, now);
-                    let mark = self.queue(&notice, now).await?;
+                    let sinks = self.sinks_for(&notice, ledger).await?;
                     // Now, not at the next catch-up: the refresh below must
                     // see this transition.
-                    ledgers.apply(&mark);
+                    for mark in self.queue(&notice, sinks, now).await? {
+                        ledgers.apply(&mark);
+                    }
                     local.refreshed.insert(key.clone(), now);
                 }
             }
@@ -164,11 +167,75 @@ impl Evaluator {
         Ok(())
     }
 
+    /// Every member's Down records within the flap window.
+    async fn flaps(&self, store: &Store, now: u64) -> Result<Flaps, starling_history::StoreError> {
+        let window = self.timing.flap_window;
+        let since = now.saturating_sub(window.as_millis() as u64) as i64;
+        let downs = store
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT node, count(*), max(at_ms) FROM events
+                     WHERE kind = 'membership' AND new_state = 'down' AND at_ms >= ?1
+                     GROUP BY node",
+                )?;
+                let rows = statement.query_map([since], |row| {
+                    let count: i64 = row.get(1)?;
+                    let last: i64 = row.get(2)?;
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        Downs {
+                            count: count.max(0) as usize,
+                            last_unix_ms: last.max(0) as u64,
+                        },
+                    ))
+                })?;
+                rows.collect::<Result<HashMap<_, _>, _>>()
+            })
+            .await?;
+        Ok(Flaps {
+            downs,
+            window,
+            at_least: self.timing.flap_fires,
+        })
+    }
+
     /// Some sink takes this kind's severity.
     fn routed(&self, kind: AlertKind) -> bool {
         self.sinks
             .iter()
             .any(|(sink, _)| sink.wants(kind.severity()))
+    }
+
+    /// The sinks a notice goes to: a firing to every sink that takes its
+    /// severity; a resolution only to those that heard it firing, or will
+    /// (this node's outbox holds the firing, and sends in order), so no
+    /// receiver is told "resolved" about an alert it never saw.
+    async fn sinks_for(
+        &self,
+        notice: &Notice,
+        ledger: Option<&ledger::Ledger>,
+    ) -> Result<Vec<&(Arc<Sink>, Arc<Notify>)>, starling_history::StoreError> {
+        let heard: Vec<&str> = ledger
+            .map(|l| l.heard_firing().collect())
+            .unwrap_or_default();
+        let mut sinks = Vec::new();
+        for entry in self
+            .sinks
+            .iter()
+            .filter(|(sink, _)| sink.wants(notice.severity))
+        {
+            let name = entry.0.name.as_str();
+            if notice.state == AlertState::Firing
+                || heard.contains(&name)
+                || self
+                    .outbox
+                    .holds(name.to_owned(), notice.key.clone())
+                    .await?
+            {
+                sinks.push(entry);
+            }
+        }
+        Ok(sinks)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -190,6 +257,14 @@ impl Evaluator {
             .and_then(|l| l.claimed_by.as_ref())
             .map(|(name, _)| name.as_str());
         let claimant_alive = claimant.is_none_or(|name| view.alive_names().any(|n| n == name));
+        let resolution_owed = ledger.is_some_and(|l| {
+            l.sent() == AlertState::Resolved
+                && l.heard_firing_late().any(|late| {
+                    self.sinks.iter().any(|(sink, _)| {
+                        sink.name == late && sink.wants(observation.kind.severity())
+                    })
+                })
+        });
         // A live claimant that cannot deliver is passed over for the takeover.
         let expired = ledger.is_some_and(|l| l.claim_expired(now, self.timing.takeover_after));
         let passed_over = claimant.filter(|_| expired);
@@ -215,6 +290,7 @@ impl Evaluator {
             noticed_at_unix_ms: noticed.1,
             clear_since_unix_ms: local.clear_since.get(key).copied(),
             claimant_alive,
+            resolution_owed,
             began_at_unix_ms: observation.began_at_unix_ms,
             now_unix_ms: now,
         })
@@ -240,31 +316,46 @@ impl Evaluator {
     }
 
     /// Into the outbox first (it survives a crash), then the queued mark
-    /// that tells the others this node has it.
+    /// that tells the others this node has it. With no sink to send to (a
+    /// resolution none heard firing), a withheld mark settles it at once.
     async fn queue(
         &self,
         notice: &Notice,
+        sinks: Vec<&(Arc<Sink>, Arc<Notify>)>,
         now: u64,
-    ) -> Result<ledger::Mark, starling_history::StoreError> {
-        let sinks: Vec<&(Arc<Sink>, Arc<Notify>)> = self
-            .sinks
-            .iter()
-            .filter(|(sink, _)| sink.wants(notice.severity))
-            .collect();
-        let names = sinks.iter().map(|(sink, _)| sink.name.clone()).collect();
+    ) -> Result<Vec<ledger::Mark>, starling_history::StoreError> {
+        let names: Vec<String> = sinks.iter().map(|(sink, _)| sink.name.clone()).collect();
+        let withheld = names.is_empty();
         let dropped = self.outbox.enqueue(notice, names, true, now).await?;
-        let recorded = self
-            .publisher
-            .record(ledger::mark_event(Step::Queued, notice, None, now))
-            .await?;
+        let mut steps = vec![Step::Queued];
+        if withheld {
+            steps.push(Step::Withheld);
+            // Our own undelivered firing of this key (queued while cut off)
+            // is now news of the past: nobody heard it, nobody will.
+            for sink in self
+                .outbox
+                .drop_superseded(notice.key.clone(), notice.generation)
+                .await?
+            {
+                self.metrics.delivery(&sink, "superseded");
+            }
+        }
+        let mut marks = Vec::new();
+        for step in steps {
+            let recorded = self
+                .publisher
+                .record(ledger::mark_event(step, notice, None, now))
+                .await?;
+            marks.push(ledger::mark_of(&recorded).expect("a mark reads back as one"));
+        }
         self.metrics.queued(notice.kind, notice.state.as_str());
         self.note_dropped(dropped);
         tracing::info!(id = %notice.id(), state = notice.state.as_str(), flapping = notice.flapping,
-            message = %notice.message, "alert queued");
+            withheld, message = %notice.message, "alert queued");
         for (_, wake) in sinks {
             wake.notify_one();
         }
-        Ok(ledger::mark_of(&recorded).expect("a queued mark reads back as one"))
+        Ok(marks)
     }
 
     /// Alertmanager forgets a firing alert not sent again within its

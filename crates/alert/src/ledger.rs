@@ -3,7 +3,9 @@
 //! its outbox, a *delivered* mark per sink that accepted it, and a
 //! *failed* note now and then while a sink refuses. Every node folds the
 //! marks into one ledger per key, so whoever owns a key next knows what
-//! was sent, and nothing is sent twice because a node restarted.
+//! was sent, and nothing is sent twice because a node restarted. A
+//! resolution goes only to the sinks that heard the alert firing; when none
+//! did, a *withheld* mark settles it without a notice.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +27,9 @@ const MARK_PREFIX: &str = "alert:";
 pub enum Step {
     Queued,
     Delivered,
+    /// A resolution no sink needs: none heard the alert firing (its firing
+    /// was queued by a node that could not deliver it, then overtaken).
+    Withheld,
 }
 
 impl Step {
@@ -32,6 +37,7 @@ impl Step {
         match self {
             Step::Queued => "queued",
             Step::Delivered => "delivered",
+            Step::Withheld => "withheld",
         }
     }
 }
@@ -45,6 +51,8 @@ pub struct Mark {
     pub state: AlertState,
     pub flapping: bool,
     pub starts_at_unix_ms: u64,
+    /// The sink a delivered mark names.
+    pub sink: Option<String>,
     /// The node that wrote it.
     pub observer: String,
     pub at_unix_ms: u64,
@@ -54,6 +62,7 @@ pub struct Mark {
 pub fn mark_event(step: Step, notice: &Notice, sink: Option<&str>, at_unix_ms: u64) -> NewEvent {
     let what = match (step, sink) {
         (Step::Delivered, Some(sink)) => format!("delivered to {sink}"),
+        (Step::Withheld, _) => "withheld: no receiver heard it firing".to_owned(),
         _ => "queued".to_owned(),
     };
     let message = format!(
@@ -134,6 +143,7 @@ pub fn parse_mark(dedupe_key: &str, observer: &str, at_unix_ms: u64) -> Option<M
     let step = match fields.next()? {
         "queued" => Step::Queued,
         "delivered" => Step::Delivered,
+        "withheld" => Step::Withheld,
         _ => return None,
     };
     let generation = fields.next()?.parse().ok()?;
@@ -144,7 +154,7 @@ pub fn parse_mark(dedupe_key: &str, observer: &str, at_unix_ms: u64) -> Option<M
         _ => return None,
     };
     let starts_at_unix_ms = fields.next()?.parse().ok()?;
-    let _sink = fields.next()?;
+    let who = fields.next()?;
     let key = fields.next()?.to_owned();
     Some(Mark {
         step,
@@ -153,6 +163,7 @@ pub fn parse_mark(dedupe_key: &str, observer: &str, at_unix_ms: u64) -> Option<M
         state,
         flapping,
         starts_at_unix_ms,
+        sink: (step == Step::Delivered).then(|| who.to_owned()),
         observer: observer.to_owned(),
         at_unix_ms,
     })
@@ -169,10 +180,22 @@ pub struct Ledger {
     /// Who queued the newest transition, and when; a second claim of the
     /// same generation (a takeover) replaces the first.
     pub claimed_by: Option<(String, u64)>,
-    /// Some sink accepted the newest transition.
+    /// Some sink accepted the newest transition, or none needed it.
     pub delivered: bool,
     /// Start of every firing transition, by generation: flap counting.
     pub fired: BTreeMap<u64, u64>,
+    /// Per sink, the newest transition it accepted: a resolution is owed
+    /// only to a sink that last heard the alert firing.
+    pub heard: BTreeMap<String, Heard>,
+}
+
+/// The newest transition one sink accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub generation: u64,
+    pub state: AlertState,
+    /// When it was delivered (the delivering node's clock).
+    pub at_unix_ms: u64,
 }
 
 impl Ledger {
@@ -189,6 +212,28 @@ impl Ledger {
                 .claimed_by
                 .as_ref()
                 .is_some_and(|(_, at)| now_unix_ms.saturating_sub(*at) >= after.as_millis() as u64)
+    }
+
+    /// Sinks whose last word on this key was "firing" while the cluster's
+    /// is "resolved" (or is about to be): each is owed a resolution.
+    pub fn heard_firing(&self) -> impl Iterator<Item = &str> {
+        self.heard
+            .iter()
+            .filter(|(_, heard)| heard.state == AlertState::Firing)
+            .map(|(sink, _)| sink.as_str())
+    }
+
+    /// Sinks that heard the alert firing after the newest claim was queued:
+    /// that claim did not count them (a node cut off from the cluster
+    /// delivered its firing late), so they are owed the resolution again.
+    pub fn heard_firing_late(&self) -> impl Iterator<Item = &str> {
+        let claimed_at = self.claimed_by.as_ref().map_or(0, |(_, at)| *at);
+        self.heard
+            .iter()
+            .filter(move |(_, heard)| {
+                heard.state == AlertState::Firing && heard.at_unix_ms > claimed_at
+            })
+            .map(|(sink, _)| sink.as_str())
     }
 
     /// Firing transitions that started at or after `since`.
@@ -219,9 +264,26 @@ impl Ledger {
                 claimed_by: None,
                 delivered: false,
                 fired: std::mem::take(&mut self.fired),
+                heard: std::mem::take(&mut self.heard),
             };
             // A firing claim that lost its generation's race did not fire.
             self.fired.remove(&mark.generation);
+        }
+        // What a sink heard counts whichever generation is current: a sink
+        // that took a firing late, after its resolution, is owed another.
+        if let (Step::Delivered, Some(sink)) = (mark.step, &mark.sink) {
+            let newest = self
+                .heard
+                .get(sink)
+                .is_none_or(|heard| mark.generation >= heard.generation);
+            if newest {
+                let heard = Heard {
+                    generation: mark.generation,
+                    state: mark.state,
+                    at_unix_ms: mark.at_unix_ms,
+                };
+                self.heard.insert(sink.clone(), heard);
+            }
         }
         let current = mark.generation == self.generation && Some(mark.state) == self.state;
         // Older generations count too: replicated marks may arrive out of order.
@@ -234,10 +296,21 @@ impl Ledger {
         match mark.step {
             Step::Queued => {
                 if self.is_later_claim(mark) {
+                    // A new claim of the same transition (a takeover, or a
+                    // resolution re-sent to a sink that heard a late firing)
+                    // is undelivered until its own delivery.
+                    if self.claimed_by.is_some() {
+                        self.delivered = false;
+                    }
                     self.claimed_by = Some((mark.observer.clone(), mark.at_unix_ms));
                 }
             }
             Step::Delivered => self.delivered = true,
+            Step::Withheld => {
+                if self.claimed_by.as_ref().map(|(name, _)| name) == Some(&mark.observer) {
+                    self.delivered = true;
+                }
+            }
         }
     }
 
@@ -420,5 +493,50 @@ mod tests {
             0,
             "the losing firing claim did not fire"
         );
+    }
+
+    #[test]
+    fn a_resolution_is_owed_only_to_sinks_that_heard_the_firing() {
+        let firing = notice(1, AlertState::Firing);
+        let resolved = notice(2, AlertState::Resolved);
+        let delivered_to = |notice: &Notice, sink: &str, at: u64| {
+            let event = mark_event(Step::Delivered, notice, Some(sink), at);
+            parse_mark(event.dedupe_key.as_deref().expect("a key"), "a", at).expect("a mark")
+        };
+        // The isolated node queued the firing; no sink heard it; another
+        // node's resolution is withheld and settles the key.
+        let mut ledger = Ledger::default();
+        ledger.apply(&mark(Step::Queued, &firing, "isolated", 10));
+        assert_eq!(ledger.heard_firing().count(), 0);
+        ledger.apply(&mark(Step::Queued, &resolved, "b", 20));
+        ledger.apply(&mark(Step::Withheld, &resolved, "b", 20));
+        assert!(ledger.delivered, "a withheld resolution is settled");
+        assert_eq!(ledger.heard_firing_late().count(), 0);
+        // A withheld mark from another node than the claimant settles nothing.
+        let mut other = Ledger::default();
+        other.apply(&mark(Step::Queued, &resolved, "b", 20));
+        other.apply(&mark(Step::Withheld, &resolved, "c", 21));
+        assert!(!other.delivered);
+
+        // The isolated node's firing reaches one sink late, after the heal:
+        // that sink, and only it, is owed the resolution.
+        ledger.apply(&delivered_to(&firing, "hook", 30));
+        assert_eq!(ledger.heard_firing().collect::<Vec<_>>(), ["hook"]);
+        assert_eq!(ledger.heard_firing_late().collect::<Vec<_>>(), ["hook"]);
+        assert_eq!(
+            (ledger.generation, ledger.sent()),
+            (2, AlertState::Resolved)
+        );
+        // Re-sent under its generation: undelivered until delivered.
+        ledger.apply(&mark(Step::Queued, &resolved, "b", 31));
+        assert!(!ledger.delivered);
+        assert_eq!(
+            ledger.heard_firing_late().count(),
+            0,
+            "the new claim covers it"
+        );
+        ledger.apply(&delivered_to(&resolved, "hook", 32));
+        assert!(ledger.delivered);
+        assert_eq!(ledger.heard_firing().count(), 0);
     }
 }

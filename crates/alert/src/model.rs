@@ -16,6 +16,9 @@ pub enum AlertKind {
     NodeDown,
     /// A member stayed suspect longer than `--alert-suspect-after`.
     NodeSuspect,
+    /// A member went down and came back again and again within the flap
+    /// window, however short each outage.
+    NodeFlapping,
     /// A large share of the members was lost at once.
     Partition,
     /// A node's own checks found a critical problem.
@@ -25,9 +28,10 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 6] = [
         AlertKind::NodeDown,
         AlertKind::NodeSuspect,
+        AlertKind::NodeFlapping,
         AlertKind::Partition,
         AlertKind::NodeDegraded,
         AlertKind::CheckCritical,
@@ -37,6 +41,7 @@ impl AlertKind {
         match self {
             AlertKind::NodeDown => "node-down",
             AlertKind::NodeSuspect => "node-suspect",
+            AlertKind::NodeFlapping => "node-flapping",
             AlertKind::Partition => "partition",
             AlertKind::NodeDegraded => "node-degraded",
             AlertKind::CheckCritical => "check-critical",
@@ -49,6 +54,7 @@ impl AlertKind {
         match self {
             AlertKind::NodeDown => "StarlingNodeDown",
             AlertKind::NodeSuspect => "StarlingNodeSuspect",
+            AlertKind::NodeFlapping => "StarlingNodeFlapping",
             AlertKind::Partition => "StarlingPartition",
             AlertKind::NodeDegraded => "StarlingNodeDegraded",
             AlertKind::CheckCritical => "StarlingCheckCritical",
@@ -58,7 +64,7 @@ impl AlertKind {
     /// Fixed per kind, so a key's Alertmanager labels never change.
     pub fn severity(self) -> Severity {
         match self {
-            AlertKind::NodeSuspect => Severity::Warning,
+            AlertKind::NodeSuspect | AlertKind::NodeFlapping => Severity::Warning,
             _ => Severity::Critical,
         }
     }

@@ -239,6 +239,8 @@ fn summary(notice: &Notice) -> String {
         (AlertKind::NodeDown, false) => format!("Node {node} is no longer down"),
         (AlertKind::NodeSuspect, true) => format!("Node {node} does not answer probes"),
         (AlertKind::NodeSuspect, false) => format!("Node {node} is no longer suspect"),
+        (AlertKind::NodeFlapping, true) => format!("Node {node} keeps going down and coming back"),
+        (AlertKind::NodeFlapping, false) => format!("Node {node} has stopped flapping"),
         (AlertKind::Partition, true) => "The cluster is partitioned".to_owned(),
         (AlertKind::Partition, false) => "The partition has healed".to_owned(),
         (AlertKind::NodeDegraded, true) => format!("Node {node} is degraded"),

@@ -33,6 +33,14 @@ pub struct GossipConfig {
     /// lone suspicion is the usual symptom of packet loss, so it gets the
     /// time to be refuted.
     pub suspicion_max_mult: f64,
+    /// No suspicion times out sooner, however many confirm it: a node
+    /// frozen for a moment (a GC pause, a CPU-starved container, SIGSTOP)
+    /// must be able to wake and refute before it is declared down. With a
+    /// 0.4 s probe period the earliest a frozen node is suspected is 0.4 s
+    /// into the freeze, so 2 s here lets freezes of up to 2 s pass as
+    /// suspicions (it wakes at 2 s, its refutation arrives by 2.4 s).
+    /// Lifeguard's formula alone gives 0.4 s at 10 members or fewer.
+    pub suspicion_floor: Duration,
     pub confirmations: usize,
     /// Full-state exchange with one random member over TCP; scaled up for
     /// large clusters as memberlist does, since each exchange is O(n).
@@ -55,6 +63,7 @@ impl Default for GossipConfig {
             gossip_fanout: 3,
             suspicion_mult: 1.0,
             suspicion_max_mult: 6.0,
+            suspicion_floor: Duration::from_secs(2),
             confirmations: 2,
             push_pull_interval: Duration::from_secs(15),
             max_local_health: 8,
@@ -64,11 +73,14 @@ impl Default for GossipConfig {
 }
 
 impl GossipConfig {
-    /// The (min, max) suspicion timeout for a cluster of `members`.
+    /// The (min, max) suspicion timeout for a cluster of `members`: the
+    /// floor holds for both, at every size.
     pub fn suspicion_bounds(&self, members: usize) -> (Duration, Duration) {
         let scale = (members.max(10) as f64).log10();
-        let min = self.probe_period.mul_f64(self.suspicion_mult * scale);
-        (min, min.mul_f64(self.suspicion_max_mult))
+        let lifeguard = self.probe_period.mul_f64(self.suspicion_mult * scale);
+        let min = lifeguard.max(self.suspicion_floor);
+        let max = lifeguard.mul_f64(self.suspicion_max_mult).max(min);
+        (min, max)
     }
 
     /// Confirmations needed to reach the minimum timeout: never more than
@@ -133,13 +145,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suspicion_grows_with_the_cluster_and_max_exceeds_min() {
+    fn suspicion_grows_with_the_cluster_and_never_undercuts_the_floor() {
         let config = GossipConfig::default();
-        let (small_min, small_max) = config.suspicion_bounds(5);
-        let (big_min, big_max) = config.suspicion_bounds(1000);
-        assert!(small_min < big_min);
-        assert!(small_max > small_min && big_max > big_min);
-        assert_eq!(config.foca_config(1000).suspect_to_down_after, big_max);
+        for members in [2, 5, 10, 50, 1000, 5000, 100_000] {
+            let (min, max) = config.suspicion_bounds(members);
+            assert!(min >= config.suspicion_floor, "{members}: {min:?}");
+            assert!(max >= min, "{members}");
+        }
+        let (_, small_max) = config.suspicion_bounds(5);
+        let (big_min, big_max) = config.suspicion_bounds(100_000);
+        assert!(big_max > small_max);
+        assert!(
+            big_min > config.suspicion_floor,
+            "past the floor, Lifeguard's formula rules"
+        );
+        assert_eq!(
+            config.suspicion_bounds(5).0,
+            Duration::from_secs(2),
+            "a 2 s freeze is not a death"
+        );
+        assert_eq!(
+            config.foca_config(1000).suspect_to_down_after,
+            config.suspicion_bounds(1000).1
+        );
     }
 
     #[test]

@@ -13,7 +13,15 @@
 //!
 //! Views can disagree for a moment, so two nodes may both record the same
 //! fact; rows carry a dedupe key and the history shows one of them.
+//!
+//! A view is not a fact when its node is cut off: on the minority side of
+//! a split, or with its own probes failing (Lifeguard's local health). Such
+//! a node would record every healthy member down, and after the heal those
+//! rows would replicate everywhere. So a Down is judged after a short
+//! settle, and a cut-off node records one event about itself instead ("n3
+//! lost contact with 4 of 4 members"); the majority records the facts.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +29,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use starling_gossip::rendezvous;
-use starling_gossip::{GossipHandle, MemberEvent, MemberState, NodeId, Transition};
+use starling_gossip::{GossipHandle, MemberEvent, MemberState, MembershipView, NodeId, Transition};
 use starling_history::{EventKind, NewEvent};
 
 use super::publisher::Publisher;
@@ -30,12 +38,23 @@ use super::publisher::Publisher;
 /// one's record to arrive. Push delivers in well under a second; pull
 /// within a few.
 pub const DEFAULT_RECORD_GRACE: Duration = Duration::from_secs(3);
+/// How long a Down waits before it is judged: long enough for the view to
+/// show whether more losses follow (an isolated node loses its peers a
+/// probe or two apart), short next to the grace periods.
+const DOWN_SETTLE: Duration = Duration::from_secs(2);
+/// Losses this close together are one episode when judging a cut-off.
+const LOSS_SPAN_MS: u64 = 15_000;
+/// Lifeguard's score when this node's own probes keep failing: a lone dead
+/// member raises it by one and the next good probe lowers it again.
+const FAILING_PROBES: u32 = 3;
 
 /// A record this node may have to make, unless someone else does first.
 #[derive(Debug)]
 struct Pending {
     due: Instant,
     event: NewEvent,
+    /// A Down from this node's view: recorded only if the view is a fact.
+    judged: bool,
 }
 
 /// Records membership transitions until `shutdown`, then records our own
@@ -53,10 +72,16 @@ pub(crate) async fn run(
         own_event(&me, Transition::Joined, starling_model::unix_ms_now()),
     )
     .await;
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut recorder = Recorder {
+        publisher,
+        grace,
+        pending: Vec::new(),
+        suspected: HashSet::new(),
+        cut_off_recorded: false,
+    };
     tokio::pin!(shutdown);
     loop {
-        let next_due = pending.iter().map(|p| p.due).min();
+        let next_due = recorder.pending.iter().map(|p| p.due).min();
         let wait_due = async move {
             match next_due {
                 Some(due) => tokio::time::sleep_until(due).await,
@@ -66,81 +91,199 @@ pub(crate) async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             received = events.recv() => match received {
-                Ok(event) => on_event(&publisher, &gossip, grace, event, &mut pending).await,
+                Ok(event) => {
+                    let view = Arc::clone(&gossip.view.borrow());
+                    recorder.on_event(&view, event).await;
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "membership events missed by the history recorder");
                 }
                 Err(RecvError::Closed) => break,
             },
             () = wait_due => {
-                let now = Instant::now();
-                let (due, later): (Vec<_>, Vec<_>) =
-                    pending.drain(..).partition(|p| p.due <= now);
-                pending = later;
-                for Pending { event, .. } in due {
-                    record_unless_known(&publisher, event).await;
-                }
+                let view = Arc::clone(&gossip.view.borrow());
+                recorder.record_due(&view).await;
             }
         }
     }
     let me = gossip.view.borrow().me.clone();
     record(
-        &publisher,
+        &recorder.publisher,
         own_event(&me, Transition::Left, starling_model::unix_ms_now()),
     )
     .await;
 }
 
-async fn on_event(
-    publisher: &Publisher,
-    gossip: &GossipHandle,
+/// The recorder's own memory: nothing in it is shared.
+#[derive(Debug)]
+struct Recorder {
+    publisher: Publisher,
     grace: Duration,
-    event: MemberEvent,
-    pending: &mut Vec<Pending>,
-) {
-    let view = Arc::clone(&gossip.view.borrow());
-    let is_me = event.member.name == view.me.name && event.member.addr == view.me.addr;
-    if is_me {
-        if event.transition == Transition::Rejoined {
-            record(
-                publisher,
-                own_event(&event.member, Transition::Rejoined, event.at_unix_ms),
-            )
-            .await;
+    pending: Vec<Pending>,
+    /// Identities (name, incarnation) this node saw suspected. A Down that
+    /// arrives without one was learned from another node's rumor alone:
+    /// after a heal, the side that was cut off spreads its Downs of healthy
+    /// members, and those are its view, not what this node could check.
+    suspected: HashSet<(String, u64)>,
+    /// This episode of being cut off is recorded; cleared once the view
+    /// stands for the cluster's again.
+    cut_off_recorded: bool,
+}
+
+impl Recorder {
+    async fn on_event(&mut self, view: &MembershipView, event: MemberEvent) {
+        self.judge_cut_off(view).await;
+        let is_me = event.member.name == view.me.name && event.member.addr == view.me.addr;
+        if is_me {
+            if event.transition == Transition::Rejoined {
+                let own = own_event(&event.member, Transition::Rejoined, event.at_unix_ms);
+                record(&self.publisher, own).await;
+            }
+            return;
         }
-        return;
-    }
-    // Joins and renewals are recorded by their subject; suspicion and its
-    // refutation are per-observer judgements, too many and too local for
-    // a cluster-wide log (alerting watches them live instead).
-    let head_start = match event.transition {
-        Transition::Failed => 0,
-        Transition::Left => 1,
-        _ => return,
-    };
-    let new = observed_event(&event);
-    let key = new
-        .dedupe_key
-        .clone()
-        .expect("observed events carry a dedupe key");
-    let eligible = std::iter::once(view.me.name.as_str()).chain(
-        view.members
+        let identity = (event.member.name.clone(), event.member.incarnation);
+        // Joins and renewals are recorded by their subject; suspicion and
+        // its refutation are per-observer judgements, too many and too
+        // local for a cluster-wide log (alerting watches them live).
+        let head_start = match event.transition {
+            Transition::Suspected => {
+                self.suspected.insert(identity);
+                return;
+            }
+            Transition::Failed if !self.suspected.remove(&identity) => {
+                tracing::info!(node = %event.member.name,
+                    "not recorded down: learned from a rumor, never suspected here");
+                return;
+            }
+            Transition::Failed => 0,
+            Transition::Left => 1,
+            _ => {
+                self.suspected.remove(&identity);
+                return;
+            }
+        };
+        let new = observed_event(&event);
+        let key = new
+            .dedupe_key
+            .clone()
+            .expect("observed events carry a dedupe key");
+        let eligible = std::iter::once(view.me.name.as_str()).chain(
+            view.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive && m.id.name != event.member.name)
+                .map(|m| m.id.name.as_str()),
+        );
+        let rank = rendezvous::rank(&key, eligible)
             .iter()
-            .filter(|m| m.state == MemberState::Alive && m.id.name != event.member.name)
-            .map(|m| m.id.name.as_str()),
-    );
-    let rank = rendezvous::rank(&key, eligible)
-        .iter()
-        .position(|name| *name == view.me.name)
-        .expect("this node is among the candidates it ranked");
-    let waits = head_start + rank as u32;
-    if waits == 0 {
-        record_unless_known(publisher, new).await;
-    } else {
-        pending.push(Pending {
-            due: Instant::now() + grace * waits,
+            .position(|name| *name == view.me.name)
+            .expect("this node is among the candidates it ranked");
+        let judged = event.transition == Transition::Failed;
+        let settle = if judged { DOWN_SETTLE } else { Duration::ZERO };
+        self.pending.push(Pending {
+            due: Instant::now() + settle + self.grace * (head_start + rank as u32),
             event: new,
+            judged,
         });
+    }
+
+    async fn record_due(&mut self, view: &MembershipView) {
+        self.judge_cut_off(view).await;
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|p| p.due <= now);
+        self.pending = later;
+        for Pending { event, .. } in due {
+            record_unless_known(&self.publisher, event).await;
+        }
+    }
+
+    /// When this node is cut off, the Downs it is waiting to judge are its
+    /// view: dropped, and the episode recorded once in their place.
+    async fn judge_cut_off(&mut self, view: &MembershipView) {
+        let now_ms = starling_model::unix_ms_now();
+        let Some(lost) = cut_off(view, now_ms) else {
+            self.cut_off_recorded = false;
+            return;
+        };
+        let before = self.pending.len();
+        self.pending.retain(|p| !p.judged);
+        let dropped = before - self.pending.len();
+        if dropped == 0 {
+            // Nothing was about to be recorded from the view (a starved
+            // node with a suspicion or two): nothing to set straight.
+            return;
+        }
+        tracing::info!(
+            dropped,
+            "not recording Downs: this node is cut off from the cluster"
+        );
+        if !std::mem::replace(&mut self.cut_off_recorded, true) {
+            record(&self.publisher, cut_off_event(view, &lost, now_ms)).await;
+        }
+    }
+}
+
+/// The members this node lost lately, when its view of them is its own
+/// rather than the cluster's: it lost two or more within one span and is
+/// not on a majority side, or its own probes keep failing. `None` when its
+/// view stands for the cluster's.
+fn cut_off(view: &MembershipView, now_unix_ms: u64) -> Option<Vec<String>> {
+    let known = 1 + view
+        .members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .count();
+    let alive = 1 + view
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Alive)
+        .count();
+    let mut lost: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| matches!(m.state, MemberState::Down | MemberState::Suspect))
+        .filter(|m| now_unix_ms.saturating_sub(m.since_unix_ms) <= LOSS_SPAN_MS)
+        .map(|m| m.id.name.clone())
+        .collect();
+    let minority = lost.len() >= 2 && alive * 2 <= known;
+    let failing = view.local_health >= FAILING_PROBES && !lost.is_empty();
+    if !(minority || failing) {
+        return None;
+    }
+    lost.sort();
+    Some(lost)
+}
+
+/// One event for the episode, filed under this node: what it lost, and
+/// that those members' downs are its view, not recorded as facts.
+fn cut_off_event(view: &MembershipView, lost: &[String], at_unix_ms: u64) -> NewEvent {
+    let me = &view.me;
+    let others = view
+        .members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .count();
+    const NAMED: usize = 10;
+    let mut names = lost[..lost.len().min(NAMED)].join(", ");
+    if lost.len() > NAMED {
+        names.push_str(&format!(" and {} more", lost.len() - NAMED));
+    }
+    NewEvent {
+        at_unix_ms,
+        kind: EventKind::Membership,
+        node: me.name.clone(),
+        check: None,
+        old_state: Some("alive".to_owned()),
+        new_state: Some("isolated".to_owned()),
+        message: format!(
+            "{} lost contact with {} of {others} members ({names}): it was cut off, or its \
+             own probes were failing; their downs are not recorded from its view",
+            me.name,
+            lost.len()
+        ),
+        dedupe_key: Some(format!(
+            "membership:{}:{}:isolated:{at_unix_ms}",
+            me.name, me.incarnation
+        )),
     }
 }
 
@@ -225,5 +368,93 @@ fn observed_event(event: &MemberEvent) -> NewEvent {
         new_state: Some(new.to_owned()),
         message,
         dedupe_key: Some(dedupe_key(member, event.transition)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn view(me: &str, others: &[(&str, MemberState)], local_health: u32) -> MembershipView {
+        let mut view = MembershipView::for_tests(me, others);
+        for member in &mut view.members {
+            member.since_unix_ms = NOW - 1_000;
+        }
+        view.local_health = local_health;
+        view
+    }
+
+    #[test]
+    fn a_lone_node_that_lost_everyone_is_cut_off_and_the_majority_is_not() {
+        use MemberState::{Alive, Down, Suspect};
+        let isolated = view(
+            "n3",
+            &[("n1", Down), ("n2", Down), ("n4", Suspect), ("n5", Down)],
+            0,
+        );
+        assert_eq!(
+            cut_off(&isolated, NOW),
+            Some(vec!["n1".into(), "n2".into(), "n4".into(), "n5".into()])
+        );
+        let majority = view(
+            "n1",
+            &[("n2", Alive), ("n3", Down), ("n4", Alive), ("n5", Alive)],
+            0,
+        );
+        assert_eq!(cut_off(&majority, NOW), None);
+    }
+
+    #[test]
+    fn one_loss_is_a_fact_even_in_a_pair_unless_our_probes_fail() {
+        use MemberState::{Alive, Down};
+        // Two nodes, one crashed: the survivor cannot tell, and records it.
+        assert_eq!(cut_off(&view("a", &[("b", Down)], 0), NOW), None);
+        assert_eq!(cut_off(&view("a", &[("b", Down)], 1), NOW), None);
+        // Its own probes failing: its losses say more about it.
+        let failing = view(
+            "a",
+            &[("b", Down), ("c", Alive), ("d", Alive)],
+            FAILING_PROBES,
+        );
+        assert_eq!(cut_off(&failing, NOW), Some(vec!["b".into()]));
+    }
+
+    #[test]
+    fn old_losses_and_left_members_do_not_make_a_cut_off() {
+        use MemberState::{Alive, Down, Left};
+        let mut old = view("a", &[("b", Down), ("c", Down), ("d", Alive)], 0);
+        for member in &mut old.members {
+            member.since_unix_ms = NOW - LOSS_SPAN_MS - 1;
+        }
+        assert_eq!(
+            cut_off(&old, NOW),
+            None,
+            "losses from long ago were judged then"
+        );
+        let left = view(
+            "a",
+            &[("b", Left), ("c", Left), ("d", Alive), ("e", Down)],
+            0,
+        );
+        assert_eq!(cut_off(&left, NOW), None);
+    }
+
+    #[test]
+    fn the_cut_off_event_names_the_node_and_what_it_lost() {
+        use MemberState::Down;
+        let isolated = view("n3", &[("n1", Down), ("n2", Down)], 0);
+        let lost = cut_off(&isolated, NOW).expect("cut off");
+        let event = cut_off_event(&isolated, &lost, NOW);
+        assert_eq!(event.node, "n3");
+        assert_eq!(event.new_state.as_deref(), Some("isolated"));
+        assert!(
+            event
+                .message
+                .starts_with("n3 lost contact with 2 of 2 members (n1, n2)"),
+            "{}",
+            event.message
+        );
     }
 }

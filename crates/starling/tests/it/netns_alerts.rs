@@ -2,8 +2,10 @@
 //! receiver (`stl-alert-receiver`, playing Alertmanager and a webhook) in
 //! a sixth: a killed node is one alert however many see it, even when the
 //! node that queued it dies before delivering; a partition is one alert
-//! per side naming the members lost; a member in a restart loop is one
-//! flapping alert.
+//! per side naming the members lost; an isolated node's alert, never
+//! delivered, is never resolved to a receiver; a member in a restart loop
+//! is one flapping alert; a node whose link flaps is one `node-flapping`
+//! alert.
 //!
 //! Needs root (namespaces); skips with a message without it, and fails
 //! instead when STARLING_REQUIRE_NETNS=1 (as in CI).
@@ -338,6 +340,130 @@ fn a_partition_is_one_alert_per_side_naming_the_members_it_lost() {
     for notice in &fired {
         lab.assert_once(&notice.key, 1);
     }
+}
+
+/// In arrival order per key, no resolution before a firing: a receiver is
+/// never told "resolved" about an alert it never saw.
+fn assert_no_resolution_without_a_firing(lab: &AlertLab) {
+    let mut firing_seen = BTreeSet::new();
+    for notice in lab.notices() {
+        match notice.status.as_str() {
+            "firing" => {
+                firing_seen.insert(notice.key.clone());
+            }
+            _ => assert!(
+                firing_seen.contains(&notice.key),
+                "resolved before any firing: {notice:?} in {:#?}",
+                lab.notices()
+            ),
+        }
+    }
+    for key in lab.notices().iter().map(|n| &n.key) {
+        if lab.alertmanager_posts(key, false) == 0 {
+            assert_eq!(lab.alertmanager_posts(key, true), 0, "{key}");
+        }
+    }
+}
+
+#[test]
+fn an_isolated_node_s_undelivered_alert_is_never_resolved_to_a_receiver() {
+    let Some(lab) = AlertLab::start(&[]) else {
+        return;
+    };
+    // Host 0 is cut off from the cluster and from the receiver: what it
+    // queues cannot be delivered.
+    lab.cluster
+        .lab
+        .partition(&[0], &[1, 2, 3, 4, RECEIVER])
+        .expect("partition");
+    let isolated = Cluster::name(0);
+    let queued_alone = || -> Option<String> {
+        lab.cluster
+            .history(0)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Alert && e.observer == isolated)
+            .filter(|e| e.message.contains("firing #1 queued"))
+            .find_map(|e| e.check.filter(|key| key.starts_with("partition/")))
+    };
+    lab.cluster.expect(
+        "the isolated node queues its partition alert",
+        PATIENCE,
+        || queued_alone().is_some(),
+    );
+    let key = queued_alone().expect("just seen");
+    lab.cluster
+        .expect("the others alert the isolated node down", PATIENCE, || {
+            !lab.of(&node_down(0), "firing").is_empty()
+        });
+    lab.cluster.lab.heal().expect("heal");
+    lab.cluster
+        .expect("the isolated node's down alert resolves", PATIENCE, || {
+            !lab.of(&node_down(0), "resolved").is_empty()
+        });
+    let settled = |observer: usize| {
+        lab.alert_events(observer, &key)
+            .iter()
+            .any(|e| e.message.contains("withheld") || e.message.contains("resolved #2 delivered"))
+    };
+    lab.cluster.expect(
+        "the partition alert is settled in every history",
+        PATIENCE,
+        || (0..AGENTS).all(settled),
+    );
+    std::thread::sleep(SETTLE);
+    assert_no_resolution_without_a_firing(&lab);
+    assert!(
+        lab.of(&key, "resolved").len() <= lab.of(&key, "firing").len(),
+        "{:#?}",
+        lab.notices()
+    );
+    lab.assert_once(&node_down(0), 1);
+}
+
+/// Issue: a node whose link went down 3 s and up 3 s, ten times, raised
+/// no alert at all: each outage was shorter than the time losses must
+/// pause before `node-down` is judged. Now it is one `node-flapping`
+/// alert, and one resolution after a quiet flap window.
+#[test]
+fn a_node_whose_link_flaps_is_one_flapping_alert_then_one_resolution() {
+    let window = Duration::from_secs(30);
+    let flags = ["--alert-flap-window", "30s"];
+    let Some(lab) = AlertLab::start(&flags) else {
+        return;
+    };
+    let (flapping, rest) = ([2], [0, 1, 3, 4, RECEIVER]);
+    let key = format!("node-flapping/{}", Cluster::name(flapping[0]));
+    for _ in 0..10 {
+        lab.cluster
+            .lab
+            .partition(&flapping, &rest)
+            .expect("partition");
+        std::thread::sleep(Duration::from_secs(3));
+        lab.cluster.lab.heal().expect("heal");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    lab.cluster.expect("one flapping alert", PATIENCE, || {
+        !lab.of(&key, "firing").is_empty()
+    });
+    let fired = lab.of(&key, "firing");
+    assert!(fired[0].message.contains("went down"), "{:#?}", fired[0]);
+    lab.cluster.expect(
+        "one resolution once quiet for the flap window",
+        window * 3,
+        || !lab.of(&key, "resolved").is_empty(),
+    );
+    std::thread::sleep(SETTLE);
+    lab.assert_once(&key, 1);
+    // The healthy members were never alerted down, from either side.
+    for host in [0, 1, 3, 4] {
+        assert!(
+            lab.of(&node_down(host), "firing").is_empty(),
+            "{:#?}",
+            lab.notices()
+        );
+    }
+    assert_no_resolution_without_a_firing(&lab);
 }
 
 #[test]

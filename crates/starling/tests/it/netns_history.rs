@@ -77,15 +77,78 @@ fn events_from_both_sides_of_a_partition_reach_all_five_after_it_heals() {
     for side in [&left, &right] {
         assert!(keys(&events).contains(side), "{side:?} missing");
     }
-    // Both sides saw the other go down; each Down appears once.
-    for node in ["host-0", "host-1", "host-2", "host-3", "host-4"] {
-        assert!(
-            downs_of(&events, node) <= 1,
-            "{node} down recorded twice: {events:#?}"
-        );
+    // The majority recorded each member it lost, once; the minority, whose
+    // view is not the cluster's, recorded that it was cut off instead.
+    for node in ["host-0", "host-1"] {
+        assert_eq!(downs_of(&events, node), 1, "{node}: {events:#?}");
+        assert_eq!(isolations_of(&events, node), 1, "{node}: {events:#?}");
     }
-    assert_eq!(downs_of(&events, "host-0"), 1, "{events:#?}");
-    assert_eq!(downs_of(&events, "host-3"), 1, "{events:#?}");
+    for node in ["host-2", "host-3", "host-4"] {
+        assert_eq!(downs_of(&events, node), 0, "{node}: {events:#?}");
+    }
+}
+
+fn isolations_of(events: &[HistoryEvent], node: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::Membership
+                && e.node == node
+                && e.new_state.as_deref() == Some("isolated")
+        })
+        .count()
+}
+
+/// Issue: a node whose link flapped (down 3 s, up 3 s) recorded the
+/// healthy members down from its side, and after each heal those rows
+/// said healthy nodes went down in every history. Now the flapping node
+/// records that it was cut off, the others record it down, and no healthy
+/// node is ever recorded down: with the flap, and with one longer cut.
+#[test]
+fn a_cut_off_node_records_its_isolation_and_no_healthy_node_is_recorded_down() {
+    let Some(cluster) = Cluster::new(5) else {
+        return;
+    };
+    let all: Vec<usize> = (0..5).collect();
+    let (cut, rest) = ([2], [0, 1, 3, 4]);
+    cluster.expect("5 agents see 5 alive", FORM, || {
+        cluster.all_see(&all, &all, "alive")
+    });
+    for _ in 0..5 {
+        cluster.lab.partition(&cut, &rest).expect("partition");
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.lab.heal().expect("heal");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    cluster.lab.partition(&cut, &rest).expect("partition");
+    cluster.expect("the cut node sees everyone down", CONVERGE, || {
+        cluster.all_see(&cut, &rest, "down") && cluster.all_see(&rest, &cut, "down")
+    });
+    cluster.lab.heal().expect("heal");
+    cluster.expect("all five alive again", FORM, || {
+        cluster.all_see(&all, &all, "alive")
+    });
+    cluster.expect("all five hold the same log", CONVERGE, || {
+        let logs: Vec<_> = all
+            .iter()
+            .map(|&h| cluster.history(h).map(|e| keys(&e)))
+            .collect();
+        logs.iter().all(|log| log.is_some() && log == &logs[0])
+    });
+    for host in all {
+        let events = cluster.history(host).expect("answers");
+        for healthy in rest {
+            let name = Cluster::name(healthy);
+            assert_eq!(
+                downs_of(&events, &name),
+                0,
+                "{name} recorded down: {events:#?}"
+            );
+        }
+        let name = Cluster::name(cut[0]);
+        assert!(downs_of(&events, &name) >= 1, "{events:#?}");
+        assert!(isolations_of(&events, &name) >= 1, "{events:#?}");
+    }
 }
 
 #[test]
@@ -184,13 +247,21 @@ fn two_survivors_of_five_answer_with_the_whole_clusters_history() {
     cluster.expect("the survivors see the three down", CONVERGE, || {
         cluster.all_see(&[0, 1], &[2, 3, 4], "down")
     });
+    // Two of five cannot tell three deaths from their own isolation: each
+    // records that it lost contact with the three, not three Downs.
     cluster.expect(
-        "each survivor holds one Down per dead node",
+        "each survivor holds both survivors' losses, naming the three",
         CONVERGE,
         || {
             [0, 1].iter().all(|&h| {
                 cluster.history(h).is_some_and(|events| {
-                    (2..5).all(|d| downs_of(&events, &format!("host-{d}")) == 1)
+                    (0..2).all(|s| {
+                        events.iter().any(|e| {
+                            e.node == format!("host-{s}")
+                                && e.new_state.as_deref() == Some("isolated")
+                                && e.message.contains("lost contact with")
+                        })
+                    }) && (2..5).all(|d| downs_of(&events, &format!("host-{d}")) == 0)
                 })
             })
         },
