@@ -153,7 +153,7 @@ mod tests {
             assert!(max >= min, "{members}");
         }
         let (_, small_max) = config.suspicion_bounds(5);
-        let (big_min, big_max) = config.suspicion_bounds(100_000);
+        let (big_min, big_max) = config.suspicion_bounds(1_000_000);
         assert!(big_max > small_max);
         assert!(
             big_min > config.suspicion_floor,

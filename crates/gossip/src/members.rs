@@ -188,7 +188,18 @@ impl MemberTable {
         }
     }
 
-    pub fn mark_leaving(&mut self, who: &NodeId) {
+    pub fn mark_leaving(&mut self, who: &NodeId, now: Duration) {
+        // The leave's Down update can overtake its rumor (a member busy or
+        // unlucky in gossip order hears of the Down first): a Down of this
+        // very identity was the leave, and is corrected to it.
+        if self
+            .by_addr
+            .get(&who.addr)
+            .is_some_and(|r| r.id == *who && r.state == MemberState::Down)
+        {
+            self.set(who, MemberState::Left, now, Some(Transition::Left));
+            return;
+        }
         if self.leaving.len() >= REMEMBERED_LEAVERS {
             self.leaving.clear();
         }
@@ -299,7 +310,7 @@ mod tests {
     fn announced_departure_is_a_leave_not_a_failure() {
         let mut table = MemberTable::default();
         table.up(&id(3, 1), secs(0));
-        table.mark_leaving(&id(3, 1));
+        table.mark_leaving(&id(3, 1), secs(1));
         table.down(&id(3, 1), secs(1));
         assert_eq!(
             transitions(&mut table),
@@ -308,6 +319,32 @@ mod tests {
         assert_eq!(
             table.get(&id(3, 1).addr).map(|r| r.state),
             Some(MemberState::Left)
+        );
+    }
+
+    /// Issue: one agent of 49 logged *down* for a graceful leave, under
+    /// load: the Down update overtook the leave rumor there.
+    #[test]
+    fn a_leave_rumor_after_the_down_turns_it_into_a_leave() {
+        let mut table = MemberTable::default();
+        table.up(&id(3, 1), secs(0));
+        table.down(&id(3, 1), secs(1));
+        table.mark_leaving(&id(3, 1), secs(2));
+        assert_eq!(
+            transitions(&mut table),
+            vec![Transition::Joined, Transition::Failed, Transition::Left]
+        );
+        assert_eq!(
+            table.get(&id(3, 1).addr).map(|r| r.state),
+            Some(MemberState::Left)
+        );
+        // Another identity at that address (a restart) is not corrected.
+        table.up(&id(5, 1), secs(3));
+        table.down(&id(5, 1), secs(4));
+        table.mark_leaving(&id(5, 2), secs(5));
+        assert_eq!(
+            table.get(&id(5, 1).addr).map(|r| r.state),
+            Some(MemberState::Down)
         );
     }
 

@@ -571,7 +571,7 @@ impl GossipNode {
                     );
                 }
             }
-            Rumor::Leaving { who } => self.table.mark_leaving(&who),
+            Rumor::Leaving { who } => self.table.mark_leaving(&who, now),
             Rumor::Payload { payload, .. } => self.payloads.push(payload),
         }
     }

@@ -156,7 +156,14 @@ impl Recorder {
                 return;
             }
             Transition::Failed => 0,
-            Transition::Left => 1,
+            Transition::Left => {
+                // A Down of the same identity waiting to be judged was the
+                // leave, its rumor late: the leave is recorded, not a failure.
+                let down = Some(dedupe_key(&event.member, Transition::Failed));
+                self.pending.retain(|p| p.event.dedupe_key != down);
+                self.suspected.remove(&identity);
+                1
+            }
             _ => {
                 self.suspected.remove(&identity);
                 return;

@@ -413,3 +413,135 @@ async fn a_flapping_alert_is_sent_once_as_flapping_then_resolved_when_quiet() {
     b.agent.shutdown().await.expect("clean shutdown");
     a.agent.shutdown().await.expect("clean shutdown");
 }
+
+/// Issue: one agent of 49 logged a graceful leave as *down*, on a loaded
+/// machine (its Down update overtook its leave rumor there). Agents leave
+/// one by one while two busy loops hold the cores, in three rounds; every
+/// remaining agent watches each leave. None is recorded down, none alerted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_leaves_under_load_are_never_a_failure_or_an_alert() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use support::AgentProcess;
+
+    let receiver = AlertReceiver::start().await.expect("receiver binds");
+    let key_text = Keyring::generate_key();
+    let keyring = Keyring::parse(&key_text).expect("a generated key parses");
+    let seed = start("seed", &keyring, None, None, |s| {
+        s.alert = alerting(&receiver, 3, Duration::from_secs(600))
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hook = format!("{}{HOOK}", receiver.url());
+    let flags = [
+        "--alert-webhook",
+        hook.as_str(),
+        "--alert-grace",
+        "1s",
+        "--alert-evaluate-interval",
+        "250ms",
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    const LEAVERS: usize = 6;
+    for round in 0..3 {
+        let mut leavers: Vec<AgentProcess> = (0..LEAVERS)
+            .map(|i| {
+                let name = format!("leaver-{round}-{i}");
+                AgentProcess::start_with(
+                    &name,
+                    &key_text,
+                    seed.agent.gossip_addr,
+                    dir.path(),
+                    &flags,
+                )
+            })
+            .collect();
+        let alive = |view: &starling_gossip::MembershipView| {
+            view.members
+                .iter()
+                .filter(|m| m.state == starling_gossip::MemberState::Alive)
+                .count()
+        };
+        eventually("the leavers joined", || {
+            alive(&seed.agent.gossip.view.borrow()) == LEAVERS
+        })
+        .await;
+        // Long enough for everyone's history to pull and alerting to start.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for leaver in &mut leavers {
+            leaver.terminate();
+            assert!(
+                leaver.ended_within(Duration::from_secs(15)),
+                "a graceful stop ends the process"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eventually("every leaver left", || {
+            alive(&seed.agent.gossip.view.borrow()) == 0
+        })
+        .await;
+    }
+    // Past the time losses must pause before they are judged, and a grace.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().expect("a busy loop ends");
+    }
+    let membership = seed
+        .agent
+        .history
+        .events(EventFilter {
+            kind: Some(EventKind::Membership),
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("history readable");
+    let lefts = membership
+        .iter()
+        .filter(|e| e.new_state.as_deref() == Some("left"))
+        .count();
+    assert_eq!(
+        lefts,
+        3 * LEAVERS,
+        "every leave recorded once: {membership:#?}"
+    );
+    let downs: Vec<_> = membership
+        .iter()
+        .filter(|e| e.new_state.as_deref() == Some("down"))
+        .collect();
+    assert!(
+        downs.is_empty(),
+        "a leave recorded as a failure: {downs:#?}"
+    );
+    let membership_alerts: Vec<Received> = hooks(&receiver)
+        .into_iter()
+        .filter(|r| {
+            let key = r.body["key"].as_str().unwrap_or_default();
+            [
+                "node-down/",
+                "node-suspect/",
+                "node-flapping/",
+                "partition/",
+            ]
+            .iter()
+            .any(|kind| key.starts_with(kind))
+        })
+        .collect();
+    assert!(
+        membership_alerts.is_empty(),
+        "a leave alerted: {membership_alerts:#?}"
+    );
+    seed.agent.shutdown().await.expect("clean shutdown");
+}

@@ -198,6 +198,17 @@ impl AgentProcess {
     /// Named `name`, sealing with `key` (a key file's text), joining
     /// `join`, its data and key file in `dir`.
     pub fn start(name: &str, key: &str, join: SocketAddr, dir: &std::path::Path) -> AgentProcess {
+        Self::start_with(name, key, join, dir, &[])
+    }
+
+    /// [`AgentProcess::start`] with `extra` flags.
+    pub fn start_with(
+        name: &str,
+        key: &str,
+        join: SocketAddr,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> AgentProcess {
         let key_file = dir.join(format!("{name}.key"));
         std::fs::write(&key_file, key).expect("writes the key");
         let port = || {
@@ -223,7 +234,9 @@ impl AgentProcess {
             "--disk-path".into(),
             dir.as_os_str().to_owned(),
         ]
-        .to_vec();
+        .into_iter()
+        .chain(extra.iter().map(Into::into))
+        .collect();
         let mut process = AgentProcess {
             child: None,
             args,
@@ -243,6 +256,29 @@ impl AgentProcess {
             .spawn()
             .expect("the agent starts");
         self.child = Some(child);
+    }
+
+    /// SIGTERM (a graceful leave), without waiting.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Waits up to `patience` for the process to end by itself; whether it did.
+    pub fn ended_within(&mut self, patience: Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            match self.child.as_mut().map(std::process::Child::try_wait) {
+                None | Some(Ok(Some(_))) => {
+                    self.child = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        false
     }
 
     /// SIGKILL, and reaped.
