@@ -70,6 +70,7 @@ mod netlab;
 mod prometheus;
 mod served;
 mod slowdisk;
+mod smalldisk;
 mod tool;
 mod wait;
 
@@ -86,4 +87,5 @@ pub use netlab::{LabError, LabProcess, NetLab, lab_or_skip, skip_or_fail, skip_u
 pub use prometheus::{Prometheus, Promtool, prometheus_or_skip, promtool_or_skip};
 pub use served::ServedError;
 pub use slowdisk::{SlowDisk, Throttled, slow_disk_or_skip};
+pub use smalldisk::{SmallDisk, small_disk_or_skip};
 pub use wait::wait_until;

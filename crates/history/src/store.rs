@@ -2,10 +2,11 @@
 //! connection and commits whatever is queued in one transaction; reads run
 //! on a small pool of connections, which WAL lets proceed during writes.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +70,12 @@ struct Inner {
     sender: Option<mpsc::Sender<Message>>,
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReaderPool>,
+    /// Results known but not (yet) in the database, by (node, check): this
+    /// node's own while its disk is full, and other nodes' sent by gossip
+    /// while theirs is. `latest_results` answers with them until the
+    /// database holds something as new, so a node's health never depends
+    /// on a disk write.
+    held: Mutex<HashMap<(String, String), CheckResult>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +177,7 @@ impl Store {
                 sender: Some(sender),
                 writer: Some(writer),
                 readers,
+                held: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -299,9 +307,54 @@ impl Store {
         self.read(move |conn| db::has_dedupe_key(conn, &key)).await
     }
 
-    /// See `db::latest_results`.
+    /// See `db::latest_results`; results held in memory (see
+    /// [`Store::hold_result`]) stand in for older rows, or missing ones.
     pub async fn latest_results(&self) -> Result<Vec<CheckResult>, StoreError> {
-        self.read(db::latest_results).await
+        let mut latest = self.read(db::latest_results).await?;
+        let mut held = self.held();
+        if held.is_empty() {
+            return Ok(latest);
+        }
+        for row in &mut latest {
+            let key = (row.node.clone(), row.check.clone());
+            match held.get(&key) {
+                // The database caught up: the held copy has done its job.
+                Some(h) if h.at_unix_ms <= row.at_unix_ms => {
+                    held.remove(&key);
+                }
+                Some(h) => *row = h.clone(),
+                None => {}
+            }
+        }
+        for ((node, check), result) in held.iter() {
+            if !latest.iter().any(|r| &r.node == node && &r.check == check) {
+                latest.push(result.clone());
+            }
+        }
+        latest.sort_by(|a, b| (&a.node, &a.check).cmp(&(&b.node, &b.check)));
+        Ok(latest)
+    }
+
+    /// Keep `result` in memory as its check's latest, until the database
+    /// holds one as new: for a result that could not be written here (a
+    /// full disk), or one a node with a full disk sent by gossip.
+    pub fn hold_result(&self, result: CheckResult) {
+        let key = (result.node.clone(), result.check.clone());
+        let mut held = self.held();
+        if held
+            .get(&key)
+            .is_none_or(|h| h.at_unix_ms < result.at_unix_ms)
+        {
+            held.insert(key, result);
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CheckResult>> {
+        // A panic while holding it cannot leave the map half-updated.
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// See `db::last_passes`.

@@ -1,7 +1,7 @@
 //! Recording an event of our own: durable first, then pushed by gossip.
 
 use starling_gossip::GossipHandle;
-use starling_history::{Event, EventFilter, NewEvent, Store, StoreError};
+use starling_history::{CheckResult, Event, EventFilter, NewEvent, Store, StoreError};
 
 use super::metrics::ReplicationMetrics;
 use super::wire;
@@ -40,6 +40,18 @@ impl Publisher {
             .spread(event.origin.clone(), event.seq, wire::encode_push(&event))
             .await;
         Ok(event)
+    }
+
+    /// Tell the cluster a result of ours that the history could not take
+    /// (a full disk): held in memory here and on every node that hears it,
+    /// until the row itself arrives. Named by its check and time, so each
+    /// result is one rumor.
+    pub async fn spread_held(&self, result: &CheckResult) {
+        self.store.hold_result(result.clone());
+        let origin = format!("{}#held/{}", self.store.node_name(), result.check);
+        self.gossip
+            .spread(origin, result.at_unix_ms, wire::encode_held(result))
+            .await;
     }
 
     /// Whether `name` is a node of this cluster: a member in gossip (this

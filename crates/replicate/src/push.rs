@@ -47,8 +47,9 @@ pub(crate) async fn run(
         }
         let mut events = Vec::with_capacity(payloads.len());
         for payload in &payloads {
-            match wire::decode_push(payload) {
-                Ok(event) => events.push(event),
+            match wire::decode_pushed(payload) {
+                Ok(wire::Pushed::Row(event)) => events.push(event),
+                Ok(wire::Pushed::Held(result)) => store.hold_result(result),
                 Err(error) => {
                     // It opened under the cluster key, so a member sent it:
                     // a version mismatch, not an attack. Pull still works.

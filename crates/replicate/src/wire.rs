@@ -5,7 +5,10 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use starling_history::{Event, SyncBatch, VersionVector, valid_origin};
+use starling_history::{
+    CheckResult, Event, SyncBatch, VersionVector, valid_node_name, valid_origin,
+};
+use starling_model::Status;
 use starling_seal::{Keyring, OpenError, Purpose, ReplayError, SealedJsonError};
 
 /// `POST /v1/sync` body, once opened.
@@ -83,4 +86,114 @@ pub(crate) fn decode_push(payload: &[u8]) -> Result<Event, WireError> {
         .map_err(|error| WireError::Invalid(format!("pushed row: {error}")))?;
     check_origins([&event.origin])?;
     Ok(event)
+}
+
+/// Marks a gossip payload as a held result, not a row: rows are postcard
+/// events, whose first bytes are an origin's length and name and can never
+/// spell this (an origin is `NODE#HEX`, and no node name starts with `TRLHELD`
+/// after a length byte of 83).
+const HELD_MAGIC: &[u8; 8] = b"STRLHELD";
+/// The longest message a held result carries: it must fit one datagram.
+const HELD_MESSAGE_BYTES: usize = 512;
+
+/// A check result that its node could not write (its disk is full), sent
+/// by gossip so the cluster's roll-up does not wait for the disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Held {
+    node: String,
+    check: String,
+    status: Status,
+    message: String,
+    at_unix_ms: u64,
+}
+
+/// What a gossip payload of ours carries.
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    Row(Event),
+    Held(CheckResult),
+}
+
+pub(crate) fn encode_held(result: &CheckResult) -> Vec<u8> {
+    let mut message = result.message.clone();
+    if message.len() > HELD_MESSAGE_BYTES {
+        let mut end = HELD_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    let held = Held {
+        node: result.node.clone(),
+        check: result.check.clone(),
+        status: result.status,
+        message,
+        at_unix_ms: result.at_unix_ms,
+    };
+    let mut payload = HELD_MAGIC.to_vec();
+    payload.extend(postcard::to_stdvec(&held).expect("held results serialize: plain data"));
+    payload
+}
+
+/// A pushed row, or a held result.
+pub(crate) fn decode_pushed(payload: &[u8]) -> Result<Pushed, WireError> {
+    let Some(held) = payload.strip_prefix(HELD_MAGIC) else {
+        return decode_push(payload).map(Pushed::Row);
+    };
+    let held: Held = postcard::from_bytes(held)
+        .map_err(|error| WireError::Invalid(format!("held result: {error}")))?;
+    if !valid_node_name(&held.node)
+        || held.check.is_empty()
+        || held.message.len() > HELD_MESSAGE_BYTES
+    {
+        return Err(WireError::Invalid(
+            "held result: bad node, check or message".to_owned(),
+        ));
+    }
+    Ok(Pushed::Held(CheckResult {
+        node: held.node,
+        check: held.check,
+        status: held.status,
+        message: held.message,
+        details: serde_json::Value::Null,
+        duration_ms: 0,
+        at_unix_ms: held.at_unix_ms,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(message: &str) -> CheckResult {
+        CheckResult {
+            node: "n1".to_owned(),
+            check: "disk".to_owned(),
+            status: Status::Critical,
+            message: message.to_owned(),
+            details: serde_json::json!({"free": 0}),
+            duration_ms: 3,
+            at_unix_ms: 42,
+        }
+    }
+
+    #[test]
+    fn a_held_result_round_trips_without_its_details_and_with_a_bounded_message() {
+        let Pushed::Held(back) = decode_pushed(&encode_held(&result("full"))).expect("decodes")
+        else {
+            panic!("a held result");
+        };
+        assert_eq!(
+            (back.status, back.message.as_str(), back.at_unix_ms),
+            (Status::Critical, "full", 42)
+        );
+        assert_eq!(back.details, serde_json::Value::Null);
+        let long = "é".repeat(600);
+        let Pushed::Held(back) = decode_pushed(&encode_held(&result(&long))).expect("decodes")
+        else {
+            panic!("a held result");
+        };
+        assert!(back.message.len() <= HELD_MESSAGE_BYTES);
+        assert!(decode_pushed(b"STRLHELD\x02").is_err());
+    }
 }

@@ -39,14 +39,78 @@ pub async fn record_results(
             HashMap::new()
         }
     };
+    let mut unrecorded = Unrecorded::default();
     while let Some(result) = results.recv().await {
         metrics.observe(&result);
         let status = result.status;
-        if let Err(error) = store.record_result(history_row(&me, &result)).await {
-            tracing::error!(%error, check = %result.check, "check result not stored");
-        }
+        let row = history_row(&me, &result);
+        // Older transitions first, in order: the history catches up as soon
+        // as a write succeeds again.
+        unrecorded.flush(&publisher).await;
+        let stored = match store.record_result(row.clone()).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, check = %result.check, "check result not stored");
+                store.hold_result(row.clone());
+                false
+            }
+        };
         let previous = last.insert(result.check.clone(), status);
-        record_transition(&publisher, &me, &result, previous, status).await;
+        if let Some(event) = transition(&me, &result, previous, status) {
+            unrecorded.push(event);
+            unrecorded.flush(&publisher).await;
+        }
+        // While this check's news cannot be written, the cluster hears it
+        // from memory: its roll-up must not wait for this node's disk.
+        if !stored && unrecorded.holds(&result.check) {
+            publisher.spread_held(&row).await;
+        }
+    }
+}
+
+/// Status changes not yet in the event log (the disk is full), oldest
+/// first, retried before every new result. Bounded: past the bound the
+/// oldest change is dropped with a log line, its check's later state is
+/// still recorded.
+#[derive(Debug, Default)]
+struct Unrecorded {
+    events: std::collections::VecDeque<NewEvent>,
+}
+
+/// Hours of a few checks flapping; a status change is a few hundred bytes.
+const MAX_UNRECORDED: usize = 1_000;
+
+impl Unrecorded {
+    fn push(&mut self, event: NewEvent) {
+        if self.events.len() >= MAX_UNRECORDED {
+            let dropped = self.events.pop_front();
+            tracing::error!(
+                ?dropped,
+                "history unwritable too long: oldest status change dropped"
+            );
+        }
+        self.events.push_back(event);
+    }
+
+    async fn flush(&mut self, publisher: &Publisher) {
+        while let Some(event) = self.events.front() {
+            match publisher.record(event.clone()).await {
+                Ok(_) => {
+                    self.events.pop_front();
+                }
+                Err(error) => {
+                    tracing::error!(%error, check = ?event.check, pending = self.events.len(),
+                        "check transition not recorded yet; kept to retry");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn holds(&self, check: &str) -> bool {
+        self.events
+            .iter()
+            .any(|e| e.check.as_deref() == Some(check))
     }
 }
 
@@ -63,20 +127,19 @@ pub(crate) fn history_row(me: &str, result: &starling_checks::CheckResult) -> Ch
     }
 }
 
-/// Put a change of a check's status into the cluster's event log, where it
-/// replicates. The first result is recorded too: it is how every other
-/// node learns the check exists here, and what it says.
-pub(crate) async fn record_transition(
-    publisher: &Publisher,
+/// A change of a check's status, for the cluster's event log, where it
+/// replicates. The first result is one too: it is how every other node
+/// learns the check exists here, and what it says.
+pub(crate) fn transition(
     me: &str,
     result: &starling_checks::CheckResult,
     previous: Option<Status>,
     status: Status,
-) {
+) -> Option<NewEvent> {
     if previous == Some(status) {
-        return;
+        return None;
     }
-    let event = NewEvent {
+    Some(NewEvent {
         at_unix_ms: result.at_unix_ms,
         kind: EventKind::Check,
         node: me.to_owned(),
@@ -85,6 +148,21 @@ pub(crate) async fn record_transition(
         new_state: Some(status.as_str().to_owned()),
         message: result.message.clone(),
         dedupe_key: None,
+    })
+}
+
+/// [`transition`], recorded at once or logged: for verdicts that are
+/// judged again every report (the overlay's), where a lost change is
+/// replaced by the next.
+pub(crate) async fn record_transition(
+    publisher: &Publisher,
+    me: &str,
+    result: &starling_checks::CheckResult,
+    previous: Option<Status>,
+    status: Status,
+) {
+    let Some(event) = transition(me, result, previous, status) else {
+        return;
     };
     if let Err(error) = publisher.record(event).await {
         tracing::error!(%error, check = %result.check, "check transition not recorded");

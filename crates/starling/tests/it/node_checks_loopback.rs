@@ -143,3 +143,151 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
 
     agent.shutdown().await.expect("clean shutdown");
 }
+
+/// Issue: with its data directory's file system full, a node's own
+/// `/metrics` said the disk was critical, but `/v1/status` on every agent,
+/// its own included, said healthy: check results reached the roll-up only
+/// through a history write, which failed. Now every agent names the full
+/// disk within two check intervals, nothing acknowledged is lost, and the
+/// history catches up once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_named_by_every_agent_and_the_history_catches_up() {
+    use starling_model::{AnnotationRequest, StatusResponse};
+    let Some(disk) = starling_testkit::small_disk_or_skip(8 << 20) else {
+        return;
+    };
+    let interval = Duration::from_secs(1);
+    let key = keyring();
+    let (a, _da) = support::agent("a", &key, None).await;
+    let (full, _unused) = support::agent_with("full", &key, Some(a.gossip_addr), |s| {
+        s.data_dir = disk.path().join("data");
+        s.node.disk_paths = vec![disk.path().to_owned()];
+        s.node.schedule = Schedule {
+            interval,
+            timeout: Duration::from_secs(5),
+            failures_before_critical: 1,
+        };
+    })
+    .await;
+    let (b, _db) = support::agent("b", &key, Some(a.gossip_addr)).await;
+    support::sees_alive(&a, 2).await;
+    support::sees_alive(&full, 2).await;
+    let status = async |api: std::net::SocketAddr| -> StatusResponse {
+        get(format!("http://{api}/v1/status"))
+            .await
+            .expect("API reachable")
+            .json()
+            .await
+            .expect("status JSON")
+    };
+    let full_node = async |api| {
+        status(api)
+            .await
+            .nodes
+            .into_iter()
+            .find(|n| n.name == "full")
+    };
+    let apis = [a.api_addr, b.api_addr, full.api_addr];
+    for api in apis {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while full_node(api)
+            .await
+            .is_none_or(|n| n.status != NodeHealth::Healthy)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "full healthy at {api}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let request = AnnotationRequest {
+        node: None,
+        message: "acknowledged before the disk filled".to_owned(),
+    };
+    let ack = starling_client::annotate(&[full.api_addr.to_string()], &key, &request)
+        .await
+        .expect("recorded");
+
+    let filler = disk.fill().expect("the small disk fills");
+    let filled_at = tokio::time::Instant::now();
+    for api in apis {
+        let deadline = filled_at + PATIENCE;
+        loop {
+            let node = full_node(api).await.expect("full listed");
+            if node.status == NodeHealth::Degraded
+                && node.reasons.iter().any(|r| r.starts_with("disk:"))
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{api} never named the full disk: {node:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let named_after = filled_at.elapsed();
+    eprintln!("every agent named the full disk {named_after:?} after it filled");
+    assert!(
+        named_after <= interval * 2 + Duration::from_secs(1),
+        "within two check intervals (and a gossip round): {named_after:?}"
+    );
+    let healthz = get(format!("http://{}/healthz", full.api_addr))
+        .await
+        .expect("API reachable");
+    assert_eq!(
+        healthz.status().as_u16(),
+        503,
+        "its own /healthz says so too"
+    );
+    let write_errors = support::metric(
+        &full,
+        "starling_history_write_errors_total{reason=\"disk_full\"}",
+    )
+    .await;
+    assert!(
+        write_errors > 0.0,
+        "the history could not be written: {write_errors}"
+    );
+
+    std::fs::remove_file(&filler).expect("space returns");
+    let recorded = async |agent: &starling_agent::daemon::RunningAgent| {
+        agent
+            .history
+            .events(starling_history::EventFilter {
+                node: Some("full".to_owned()),
+                check: Some("disk".to_owned()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("history readable")
+            .iter()
+            .any(|e| e.new_state.as_deref() == Some("critical"))
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !(recorded(&full).await && recorded(&a).await && recorded(&b).await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the disk's critical spell was never recorded and replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for agent in [&a, &b, &full] {
+        let held = agent
+            .history
+            .events(starling_history::EventFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("history readable")
+            .iter()
+            .any(|e| e.origin == ack.origin && e.seq == ack.seq);
+        assert!(held, "the acknowledged annotation is kept everywhere");
+    }
+    for agent in [b, full, a] {
+        agent.shutdown().await.expect("clean shutdown");
+    }
+}
