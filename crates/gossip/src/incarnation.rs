@@ -24,6 +24,12 @@ pub struct DataDirError {
 
 /// Read the last incarnation, pick a higher one, and store it durably
 /// before the agent announces it: a crash right after must not reuse it.
+///
+/// It starts from the wall clock in ms only so that a wiped data dir still
+/// lands above the incarnations the cluster remembers. It is not a time:
+/// restarts closer together than `RESTART_STEP` (65 s) push it ahead of the
+/// clock by that much each, and nothing reads it as one (it orders
+/// identities, names history rows, and is shown as a plain number).
 pub fn next(data_dir: &Path) -> Result<u64, DataDirError> {
     let fail = |action, source| DataDirError {
         path: data_dir.to_owned(),

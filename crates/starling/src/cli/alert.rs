@@ -92,12 +92,15 @@ pub struct AlertArgs {
     #[arg(long, env = "STARLING_ALERT_TAKEOVER_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
     pub alert_takeover_after: Duration,
 
-    /// Fires of one alert are counted over this window for flap damping.
+    /// Fires of one alert are counted over this window for flap damping,
+    /// and a member's Downs for the node-flapping alert (which resolves
+    /// after a whole window without a Down).
     #[arg(long, env = "STARLING_ALERT_FLAP_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub alert_flap_window: Duration,
 
     /// This many fires within --alert-flap-window make an alert flapping:
     /// sent once as such and held firing until quiet for a whole window.
+    /// This many Downs of one member within the window raise node-flapping.
     #[arg(long, env = "STARLING_ALERT_FLAP_FIRES", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(2..))]
     pub alert_flap_fires: u32,
