@@ -290,8 +290,11 @@ pub fn partition(view: &MembershipView, settings: &SourceConfig) -> Option<Parti
 fn node_down(member: &MemberView, hold: bool) -> (Observation, Verdict) {
     let name = &member.id.name;
     let (verdict, message) = match member.state {
+        // A Down heard of only (a missed leave rumor, a cut-off node's
+        // view arriving after a heal) is left to the nodes that saw the
+        // member fail; the alert's fallbacks cover for this one.
         MemberState::Down => (
-            if hold {
+            if hold || !member.suspected_before_down {
                 Verdict::Unsure
             } else {
                 Verdict::Firing
@@ -515,6 +518,17 @@ mod tests {
             ]
         );
         assert_eq!(partition(&view, &SourceConfig::default()), None);
+        // Heard of only (never suspect here: a missed leave rumor, a
+        // cut-off node's view after a heal): left to those who saw it.
+        let mut heard = view.clone();
+        heard.members[1].suspected_before_down = false;
+        assert_eq!(
+            verdicts(&heard, 10 * SECOND),
+            [
+                ("node-down/c".to_owned(), Verdict::Unsure),
+                ("node-degraded/c".to_owned(), Verdict::Unsure),
+            ]
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct MemberView {
     /// Other members whose own probes of this one failed lately (the
     /// Lifeguard suspicion witnesses): how many agree it is in trouble.
     pub witnesses: u32,
+    /// Down, and this node saw it suspect first: a Down it could check,
+    /// not one it only heard of (see `MemberRecord`).
+    pub suspected_before_down: bool,
 }
 
 /// A snapshot of membership, republished by the loop.
@@ -106,6 +109,7 @@ impl MembershipView {
                     state: *state,
                     since_unix_ms: 0,
                     witnesses: 0,
+                    suspected_before_down: *state == MemberState::Down,
                 })
                 .collect(),
             local_health: 0,
@@ -504,6 +508,7 @@ impl Gossip {
                 state: record.state,
                 since_unix_ms: clock.unix_ms(record.since),
                 witnesses: self.node.suspicion_witnesses(&record.id),
+                suspected_before_down: record.suspected_before_down,
             })
             .collect();
         let mut counts = [

@@ -87,6 +87,10 @@ pub struct MemberRecord {
     pub state: MemberState,
     /// When `state` began, on the caller's monotonic clock.
     pub since: Duration,
+    /// This node saw the member suspect before it went down: a Down it
+    /// could check. A Down heard of only (a rumor from a node that was cut
+    /// off, a push-pull after a missed leave rumor) is someone else's view.
+    pub suspected_before_down: bool,
 }
 
 /// Bounded so a stream of leave rumors for members we never see go down
@@ -137,7 +141,14 @@ impl MemberTable {
         } else {
             (MemberState::Down, Transition::Failed)
         };
+        let suspected = self
+            .by_addr
+            .get(&id.addr)
+            .is_some_and(|r| r.id == *id && r.state == MemberState::Suspect);
         self.set(id, state, now, Some(transition));
+        if let Some(record) = self.by_addr.get_mut(&id.addr) {
+            record.suspected_before_down = suspected;
+        }
     }
 
     /// foca's `Rename`: a newer incarnation replaced an older one at the
@@ -223,6 +234,7 @@ impl MemberTable {
             id: id.clone(),
             state,
             since: now,
+            suspected_before_down: false,
         });
         if record.state != state || record.id != *id {
             record.since = now;
@@ -319,6 +331,24 @@ mod tests {
         assert_eq!(
             table.get(&id(3, 1).addr).map(|r| r.state),
             Some(MemberState::Left)
+        );
+    }
+
+    #[test]
+    fn a_down_is_checked_here_only_when_it_was_suspect_here_first() {
+        let mut table = MemberTable::default();
+        table.up(&id(3, 1), secs(0));
+        table.observe(&id(3, 1), true, secs(1));
+        table.down(&id(3, 1), secs(2));
+        assert_eq!(
+            table.get(&id(3, 1).addr).map(|r| r.suspected_before_down),
+            Some(true)
+        );
+        table.up(&id(4, 1), secs(0));
+        table.down(&id(4, 1), secs(2));
+        assert_eq!(
+            table.get(&id(4, 1).addr).map(|r| r.suspected_before_down),
+            Some(false)
         );
     }
 

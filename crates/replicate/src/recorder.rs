@@ -19,7 +19,9 @@
 //! a node would record every healthy member down, and after the heal those
 //! rows would replicate everywhere. So a Down is judged after a short
 //! settle, and a cut-off node records one event about itself instead ("n3
-//! lost contact with 4 of 4 members"); the majority records the facts.
+//! lost contact with 4 of 4 members"); the majority records the facts. A
+//! node records only Downs of identities it saw suspected itself: after a
+//! heal, the cut-off side's Downs of healthy members arrive by gossip alone.
 
 use std::collections::HashSet;
 use std::sync::Arc;

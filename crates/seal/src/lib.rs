@@ -55,23 +55,13 @@ pub enum SealedJsonError {
 pub fn open_json<T: DeserializeOwned>(
     keyring: &Keyring,
     purpose: Purpose,
-    sealed: Vec<u8>,
-) -> Result<T, SealedJsonError> {
-    open_json_at(keyring, purpose, sealed, unix_ms_now())
-}
-
-/// [`open_json`] as if the clock said `now_unix_ms`.
-pub fn open_json_at<T: DeserializeOwned>(
-    keyring: &Keyring,
-    purpose: Purpose,
     mut sealed: Vec<u8>,
-    now_unix_ms: u64,
 ) -> Result<T, SealedJsonError> {
     let plain = open(keyring, purpose, &mut sealed)?;
     let (stamp, json) = match Stamp::split(plain) {
         Some((stamp, json)) => (Some(stamp), json),
         None => (None, plain),
     };
-    keyring.replays().take(purpose, stamp, now_unix_ms)?;
+    keyring.replays().take(purpose, stamp, unix_ms_now())?;
     Ok(serde_json::from_slice(json)?)
 }
