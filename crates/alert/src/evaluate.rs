@@ -17,12 +17,13 @@ use starling_history::Store;
 use starling_replicate::Publisher;
 
 use super::decide::{self, DecideTiming, Decision, Situation, Wanted};
+use super::flapping::{Downs, Flaps};
 use super::ledger::{self, Ledgers, Step};
 use super::metrics::AlertMetrics;
 use super::model::{self, AlertKind, AlertState, Notice, Observation};
 use super::outbox::Outbox;
 use super::sinks::{Sink, SinkKind};
-use super::sources::{self, Downs, Flaps, SourceConfig, Verdict};
+use super::sources::{self, SourceConfig, Verdict};
 
 /// What the loop needs; built by `alert::start`.
 #[derive(Debug)]

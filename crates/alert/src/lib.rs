@@ -12,6 +12,7 @@
 mod decide;
 mod deliver;
 mod evaluate;
+mod flapping;
 mod ledger;
 mod metrics;
 mod model;

@@ -451,11 +451,12 @@ async fn capture_annotate(key_file: &std::path::Path, message: &str) -> Vec<u8> 
     body.expect("caught the request")
 }
 
-/// A captured `starling annotate` request, replayed at once and after the
+/// A captured `starling annotate` request, replayed at once, after the
 /// agent restarted (its memory of taken requests gone with the process),
-/// is refused each time: one note, not six.
+/// and to another agent once the 60 s window passed, is refused each time:
+/// one note, not eight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_captured_annotation_is_recorded_once_even_across_a_restart() {
+async fn a_captured_annotation_is_recorded_once_across_a_restart_and_after_the_window() {
     let key_text = Keyring::generate_key();
     let key = Keyring::parse(&key_text).expect("a generated key parses");
     let (seed, _seed_data) = agent("seed", &key, None).await;
@@ -463,6 +464,7 @@ async fn a_captured_annotation_is_recorded_once_even_across_a_restart() {
     let mut target = AgentProcess::start("target", &key_text, seed.gossip_addr, dir.path());
     sees_alive(&seed, 1).await;
     let captured = capture_annotate(&dir.path().join("target.key"), "captured once").await;
+    let captured_at = std::time::Instant::now();
 
     let http = starling_checks::http_client()
         .build()
@@ -511,7 +513,19 @@ async fn a_captured_annotation_is_recorded_once_even_across_a_restart() {
         .await,
         1.0
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // And once the window has passed, whoever receives it: the seed never
+    // took it, and refuses it as stale.
+    let window = starling_seal::SKEW_WINDOW + Duration::from_secs(1);
+    tokio::time::sleep(window.saturating_sub(captured_at.elapsed())).await;
+    let stale = http
+        .post(format!("http://{}/v1/events", seed.api_addr))
+        .body(captured.clone())
+        .send()
+        .await
+        .expect("the seed answers");
+    assert_eq!(stale.status().as_u16(), 409);
+    let text = stale.text().await.expect("a body");
+    assert!(text.contains("more than 60s"), "{text}");
     assert_eq!(notes().await, 1, "one note in the cluster's history");
     drop(target);
     seed.shutdown().await.expect("clean shutdown");
