@@ -378,28 +378,11 @@ impl Gossip {
 
     fn on_datagram(&mut self, datagram: &mut [u8], now: Duration) {
         self.metrics.bytes_received.inc_by(datagram.len() as u64);
-        if datagram.len() > self.node.config().max_packet_size + envelope::OVERHEAD {
-            self.metrics.dropped("oversize");
-            return;
-        }
-        let plain = match envelope::open(&self.keyring, Purpose::Datagram, datagram) {
-            Ok(plain) => plain,
-            Err(error) => {
-                // Never parsed: a datagram that does not open is noise or
-                // an attack, and either way not ours to interpret.
-                self.metrics.dropped(error.reason());
-                tracing::trace!(%error, "dropped gossip datagram");
-                return;
-            }
-        };
-        match self.node.handle_datagram(plain, now) {
+        match receive_datagram(&mut self.node, &self.keyring, datagram, now) {
             Ok(()) => {
                 self.metrics.datagrams_received.inc();
             }
-            Err(error) => {
-                self.metrics.dropped("rejected");
-                tracing::debug!(%error, "foca rejected a sealed datagram");
-            }
+            Err(reason) => self.metrics.dropped(reason),
         }
     }
 
@@ -638,6 +621,37 @@ impl Gossip {
             self.after_turn(clock, commands, &mut last_publish);
         }
         tracing::info!("left the cluster");
+    }
+}
+
+/// One received datagram into the node: refused unparsed if oversize or
+/// if it does not open, else handed to foca. `Err` is the reason label of
+/// the dropped-datagram metric. A free function so that the fuzzer
+/// (`crate::fuzzing`) drives exactly this, without a socket.
+pub(crate) fn receive_datagram(
+    node: &mut GossipNode,
+    keyring: &Keyring,
+    datagram: &mut [u8],
+    now: Duration,
+) -> Result<(), &'static str> {
+    if datagram.len() > node.config().max_packet_size + envelope::OVERHEAD {
+        return Err("oversize");
+    }
+    let plain = match envelope::open(keyring, Purpose::Datagram, datagram) {
+        Ok(plain) => plain,
+        Err(error) => {
+            // Never parsed: a datagram that does not open is noise or
+            // an attack, and either way not ours to interpret.
+            tracing::trace!(%error, "dropped gossip datagram");
+            return Err(error.reason());
+        }
+    };
+    match node.handle_datagram(plain, now) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::debug!(%error, "foca rejected a sealed datagram");
+            Err("rejected")
+        }
     }
 }
 

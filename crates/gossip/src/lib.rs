@@ -8,6 +8,8 @@ mod bootstrap;
 mod broadcast;
 mod config;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod identity;
 mod incarnation;

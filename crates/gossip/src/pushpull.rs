@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use foca::Member;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::identity::NodeId;
@@ -92,8 +92,10 @@ async fn connect(peer: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
     socket.connect(peer).await
 }
 
+/// Generic over the stream so that the fuzzer (`crate::fuzzing`) writes
+/// and reads frames in memory through this very code.
 pub(crate) async fn write_state(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     keyring: &Keyring,
     members: &[Member<NodeId>],
 ) -> Result<usize, PushPullError> {
@@ -111,7 +113,7 @@ pub(crate) async fn write_state(
 }
 
 pub(crate) async fn read_state(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     keyring: &Keyring,
 ) -> Result<(Vec<Member<NodeId>>, usize), PushPullError> {
     let mut len = [0u8; 4];
