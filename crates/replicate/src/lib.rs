@@ -3,6 +3,8 @@
 //! pulls over `POST /v1/sync`, and membership transitions recorded once
 //! for the cluster.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod publisher;
 mod pull;

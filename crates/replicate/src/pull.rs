@@ -96,17 +96,8 @@ pub async fn pull_from(
             return Err(PullError::Refused { peer, status, body });
         }
         let sealed = response.bytes().await.map_err(unreachable)?.to_vec();
-        let bad = |source| PullError::BadReply { peer, source };
-        let reply: SyncReply = wire::open_json(keyring, Purpose::SyncReply, sealed).map_err(bad)?;
-        wire::check_origins(
-            reply
-                .batch
-                .events
-                .iter()
-                .map(|e| &e.origin)
-                .chain(reply.batch.through.keys()),
-        )
-        .map_err(bad)?;
+        let reply =
+            read_reply(keyring, sealed).map_err(|source| PullError::BadReply { peer, source })?;
         let more = reply.batch.more;
         pulled.rows += store.apply_batch(reply.batch).await?;
         pulled.batches += 1;
@@ -115,6 +106,20 @@ pub async fn pull_from(
         }
     }
     Ok(pulled)
+}
+
+/// A sync answer opened and checked, before any of it is stored.
+pub(crate) fn read_reply(keyring: &Keyring, sealed: Vec<u8>) -> Result<SyncReply, WireError> {
+    let reply: SyncReply = wire::open_json(keyring, Purpose::SyncReply, sealed)?;
+    wire::check_origins(
+        reply
+            .batch
+            .events
+            .iter()
+            .map(|e| &e.origin)
+            .chain(reply.batch.through.keys()),
+    )?;
+    Ok(reply)
 }
 
 /// The pull loop: one random alive peer per round, until `shutdown`.

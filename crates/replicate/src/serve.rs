@@ -37,15 +37,7 @@ pub async fn answer_sync(
 }
 
 async fn sync_reply(store: &Store, keyring: &Keyring, body: Bytes) -> Result<Vec<u8>, ApiError> {
-    let request: SyncRequest =
-        wire::open_json(keyring, Purpose::SyncRequest, body.to_vec()).map_err(refusal("sync"))?;
-    if request.vector.len() > MAX_ORIGINS {
-        return Err(ApiError::BadRequest(format!(
-            "sync: the version vector names {} origins, more than {MAX_ORIGINS}",
-            request.vector.len()
-        )));
-    }
-    wire::check_origins(request.vector.keys()).map_err(refusal("sync"))?;
+    let request = read_sync_request(keyring, body)?;
     let ours = store.version_vector().await.map_err(unavailable)?;
     let unknown_origins = request
         .vector
@@ -53,9 +45,8 @@ async fn sync_reply(store: &Store, keyring: &Keyring, body: Bytes) -> Result<Vec
         .filter(|origin| !ours.contains_key(*origin))
         .cloned()
         .collect();
-    let max_rows = request.max_rows.clamp(1, SYNC_BATCH_ROWS);
     let batch = store
-        .missing_for(request.vector, max_rows)
+        .missing_for(request.vector, request.max_rows)
         .await
         .map_err(unavailable)?;
     let reply = SyncReply {
@@ -65,29 +56,29 @@ async fn sync_reply(store: &Store, keyring: &Keyring, body: Bytes) -> Result<Vec
     Ok(seal_json(keyring, Purpose::SyncReply, &reply))
 }
 
+/// A sync request opened and checked, its row limit capped: nothing of
+/// the store is read for a request that fails here.
+pub(crate) fn read_sync_request(keyring: &Keyring, body: Bytes) -> Result<SyncRequest, ApiError> {
+    let mut request: SyncRequest =
+        wire::open_json(keyring, Purpose::SyncRequest, body.to_vec()).map_err(refusal("sync"))?;
+    if request.vector.len() > MAX_ORIGINS {
+        return Err(ApiError::BadRequest(format!(
+            "sync: the version vector names {} origins, more than {MAX_ORIGINS}",
+            request.vector.len()
+        )));
+    }
+    wire::check_origins(request.vector.keys()).map_err(refusal("sync"))?;
+    request.max_rows = request.max_rows.clamp(1, SYNC_BATCH_ROWS);
+    Ok(request)
+}
+
 pub async fn accept_annotation(
     publisher: &Publisher,
     keyring: &Keyring,
     body: Bytes,
 ) -> Result<AnnotationAck, ApiError> {
-    let request: AnnotationRequest = wire::open_json(keyring, Purpose::Annotation, body.to_vec())
-        .map_err(refusal("annotation"))?;
-    let message = request.message.trim();
-    if message.is_empty() || message.len() > MAX_ANNOTATION_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "annotation: the message must be 1 to {MAX_ANNOTATION_BYTES} bytes"
-        )));
-    }
     let store = publisher.store();
-    let node = match request.node.map(|n| n.trim().to_owned()) {
-        Some(node) if valid_node_name(&node) => node,
-        Some(node) if !node.is_empty() => {
-            return Err(ApiError::BadRequest(format!(
-                "annotation: node {node:?} is not a node name (letters, digits, '.', '_', '-')"
-            )));
-        }
-        _ => store.node_name().to_owned(),
-    };
+    let (node, message) = read_annotation(keyring, body, store.node_name())?;
     // A note about a node that never was would sit in every history.
     if !publisher.knows_node(&node).await.map_err(unavailable)? {
         return Err(ApiError::NotFound(format!(
@@ -102,7 +93,7 @@ pub async fn accept_annotation(
             check: None,
             old_state: None,
             new_state: None,
-            message: message.to_owned(),
+            message,
             dedupe_key: None,
         })
         .await
@@ -111,6 +102,33 @@ pub async fn accept_annotation(
         origin: event.origin,
         seq: event.seq,
     })
+}
+
+/// An annotation opened and checked: the node it is about (`own_node`
+/// when it names none) and its trimmed message.
+pub(crate) fn read_annotation(
+    keyring: &Keyring,
+    body: Bytes,
+    own_node: &str,
+) -> Result<(String, String), ApiError> {
+    let request: AnnotationRequest = wire::open_json(keyring, Purpose::Annotation, body.to_vec())
+        .map_err(refusal("annotation"))?;
+    let message = request.message.trim();
+    if message.is_empty() || message.len() > MAX_ANNOTATION_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "annotation: the message must be 1 to {MAX_ANNOTATION_BYTES} bytes"
+        )));
+    }
+    let node = match request.node.map(|n| n.trim().to_owned()) {
+        Some(node) if valid_node_name(&node) => node,
+        Some(node) if !node.is_empty() => {
+            return Err(ApiError::BadRequest(format!(
+                "annotation: node {node:?} is not a node name (letters, digits, '.', '_', '-')"
+            )));
+        }
+        _ => own_node.to_owned(),
+    };
+    Ok((node, message.to_owned()))
 }
 
 /// A sealed body that did not open or parse, as the answer to its sender.

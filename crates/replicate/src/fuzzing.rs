@@ -1,0 +1,59 @@
+//! Entry points for `starling-bench fuzz`, which feeds hostile bytes to
+//! every decoder that takes them from the network. Each is the very
+//! function the server, the puller or the push task runs on a body before
+//! it touches the store, so the fuzzer exercises the receivers' own code
+//! rather than a copy of it. Not an API: hidden from the docs, and free to
+//! change with the receivers.
+
+use bytes::Bytes;
+use starling_history::{Event, SyncBatch, VersionVector};
+use starling_model::ApiError;
+use starling_seal::{Keyring, Purpose, seal_json};
+
+use super::pull;
+use super::serve::{self, SYNC_BATCH_ROWS};
+use super::wire::{self, SyncRequest, WireError};
+
+/// `POST /v1/sync` as the server reads it: the version vector to answer
+/// and the row limit, capped, that it then passes to `missing_for`.
+pub fn read_sync_request(
+    keyring: &Keyring,
+    body: &[u8],
+) -> Result<(VersionVector, usize), ApiError> {
+    let request = serve::read_sync_request(keyring, Bytes::copy_from_slice(body))?;
+    Ok((request.vector, request.max_rows))
+}
+
+/// A sync request as the puller seals it, for `vector`.
+pub fn sync_request_body(keyring: &Keyring, vector: VersionVector) -> Vec<u8> {
+    let request = SyncRequest {
+        vector,
+        max_rows: SYNC_BATCH_ROWS,
+    };
+    seal_json(keyring, Purpose::SyncRequest, &request)
+}
+
+/// A sync answer as the puller reads it: the batch it then applies.
+pub fn read_sync_reply(keyring: &Keyring, sealed: Vec<u8>) -> Result<SyncBatch, WireError> {
+    Ok(pull::read_reply(keyring, sealed)?.batch)
+}
+
+/// `POST /v1/events` as the server reads it: the node the annotation is
+/// about and its message, which it then records.
+pub fn read_annotation(
+    keyring: &Keyring,
+    body: &[u8],
+    own_node: &str,
+) -> Result<(String, String), ApiError> {
+    serve::read_annotation(keyring, Bytes::copy_from_slice(body), own_node)
+}
+
+/// A row as the publisher pushes it inside a gossip rumor.
+pub fn encode_push(event: &Event) -> Vec<u8> {
+    wire::encode_push(event)
+}
+
+/// A pushed row as the push task decodes it from a rumor's payload.
+pub fn decode_push(payload: &[u8]) -> Result<Event, WireError> {
+    wire::decode_push(payload)
+}
