@@ -5,6 +5,8 @@
 //! The core (`prober`, `window`) is sans-IO; `probe` is its loop; `wire`
 //! is what the probe and the agent exchange.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod probe;
 mod prober;
 mod window;

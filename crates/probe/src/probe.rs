@@ -164,7 +164,7 @@ pub async fn run(
     let reporter = tokio::spawn(report_loop(config.clone(), report_inbox, assignments));
     let mut pings = ticker(DEFAULT_INTERVAL);
     let mut report_timer = ticker(DEFAULT_REPORT_INTERVAL);
-    let mut buffer = vec![0u8; MAX_ECHO_BYTES + OVERHEAD];
+    let mut buffer = vec![0u8; ECHO_BUFFER];
     let mut sealed = Vec::with_capacity(MAX_ECHO_BYTES + OVERHEAD);
     let (mut sent_bytes, mut received_bytes) = (0u64, 0u64);
     let mut refused = 0u64;
@@ -214,12 +214,9 @@ pub async fn run(
                     }
                 };
                 received_bytes += n as u64;
-                let echo = match open(&config.keyring, Purpose::Echo, &mut buffer[..n]) {
-                    Ok(plain) => Echo::decode(plain).map_err(|e| e.to_string()),
-                    Err(error) => Err(error.to_string()),
-                };
-                let echo = match echo {
-                    Ok(echo) => echo,
+                let datagram = &mut buffer[..n];
+                let reply = match receive_echo(&config.keyring, &mut prober, datagram, start.elapsed(), clock.unix_ms()) {
+                    Ok(reply) => reply,
                     Err(reason) => {
                         refused += 1;
                         // Power-of-two counts: visible, but a flood cannot flood the log.
@@ -229,7 +226,7 @@ pub async fn run(
                         continue;
                     }
                 };
-                if let Some(reply) = prober.receive(echo, start.elapsed(), clock.unix_ms()) {
+                if let Some(reply) = reply {
                     seal(&config.keyring, Purpose::Echo, &reply.encode(), &mut sealed);
                     if let Ok(n) = socket.send_to(&sealed, from).await {
                         sent_bytes += n as u64;
@@ -241,6 +238,24 @@ pub async fn run(
     reporter.abort();
     tracing::info!("overlay probe stopped");
 }
+
+/// An echo datagram as the loop takes it from the socket: opened,
+/// decoded and handed to the prober. Returns the answer to send back, if
+/// any, or why the datagram was refused.
+pub(crate) fn receive_echo(
+    keyring: &Keyring,
+    prober: &mut Prober,
+    datagram: &mut [u8],
+    now: Duration,
+    wall_unix_ms: u64,
+) -> Result<Option<Echo>, String> {
+    let plain = open(keyring, Purpose::Echo, datagram).map_err(|e| e.to_string())?;
+    let echo = Echo::decode(plain).map_err(|e| e.to_string())?;
+    Ok(prober.receive(echo, now, wall_unix_ms))
+}
+
+/// The receive buffer: a longer datagram is cut to it by the socket.
+pub(crate) const ECHO_BUFFER: usize = MAX_ECHO_BYTES + OVERHEAD;
 
 fn ticker(period: Duration) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval(period);
@@ -324,6 +339,13 @@ async fn send_report(
         .bytes()
         .await
         .map_err(|e| ReportError::Unreachable(e.to_string()))?;
-    open_json(keyring, Purpose::ProbeAssignment, sealed.to_vec())
-        .map_err(|e| ReportError::BadAnswer(e.to_string()))
+    read_assignment(keyring, sealed.to_vec()).map_err(ReportError::BadAnswer)
+}
+
+/// The agent's answer to a report, opened.
+pub(crate) fn read_assignment(
+    keyring: &Keyring,
+    sealed: Vec<u8>,
+) -> Result<ProbeAssignment, String> {
+    open_json(keyring, Purpose::ProbeAssignment, sealed).map_err(|e| e.to_string())
 }
