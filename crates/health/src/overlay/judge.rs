@@ -192,7 +192,9 @@ impl Judge {
             let (a, b) = (mine[middle - 1], mine[middle]);
             if a.abs() <= b.abs() { a } else { b }
         };
-        let size = Duration::from_secs_f64(offset.abs() / 1000.0);
+        // A report may claim any offset; one beyond every Duration is
+        // beyond every threshold too.
+        let size = Duration::try_from_secs_f64(offset.abs() / 1000.0).unwrap_or(Duration::MAX);
         let status = if size >= self.settings.drift_critical {
             Status::Critical
         } else if size >= self.settings.drift_warning {
@@ -273,6 +275,25 @@ mod tests {
             .find(|(p, _)| p == peer)
             .map(|(_, v)| v.status)
             .expect("peer judged")
+    }
+
+    /// Found by `starling-bench fuzz` (probe-report): a report is JSON,
+    /// and JSON carries offsets far beyond any Duration, which
+    /// `Duration::from_secs_f64` refused with a panic in the handler.
+    #[test]
+    fn an_offset_beyond_any_duration_is_critical_not_a_panic() {
+        let mut judge = Judge::new(settings());
+        for offset in [1e300, -1e300, f64::MAX, 1.8e22] {
+            let peers = vec![
+                figures("b", 10, 0, Some(offset)),
+                figures("c", 10, 0, Some(offset)),
+            ];
+            let (verdict, _) = judge
+                .judge(&report(peers), 0)
+                .clock
+                .expect("offsets compared");
+            assert_eq!(verdict.status, Status::Critical, "{offset}");
+        }
     }
 
     #[test]
