@@ -7,5 +7,7 @@
 //! the other's verdicts: a broken pod path degrades a node, and a node
 //! gossip calls unreachable is no overlay fault.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod overlay;
 pub mod status;

@@ -12,7 +12,7 @@ use starling_model::ApiError;
 use tokio::sync::Mutex;
 
 use super::config::OverlayConfig;
-use super::judge::{CLOCK_CHECK, Judge, Verdict, path_check, path_target};
+use super::judge::{CLOCK_CHECK, Judge, Judged, Verdict, path_check, path_target};
 use super::metrics::OverlayMetrics;
 use super::select;
 use crate::status::{StatusMetrics, history_row, record_transition};
@@ -64,13 +64,7 @@ impl OverlayIntake {
         status_metrics: StatusMetrics,
     ) -> Self {
         OverlayIntake {
-            state: Mutex::new(IntakeState {
-                judge: Judge::new(settings.clone()),
-                last_report_ms: None,
-                recorded: HashMap::new(),
-                last_totals: None,
-                selection: None,
-            }),
+            state: Mutex::new(IntakeState::new(&settings)),
             settings,
             keyring,
             gossip,
@@ -99,32 +93,12 @@ impl OverlayIntake {
     }
 
     async fn take(&self, body: Bytes, now_ms: u64) -> Result<Vec<u8>, ApiError> {
-        let report: ProbeReport = open_json(&self.keyring, Purpose::ProbeReport, body.to_vec())
-            .map_err(refusal("overlay report"))?;
-        if report.node != self.me() {
-            return Err(ApiError::BadRequest(format!(
-                "overlay report from the probe of node {:?}, but this agent is node {:?}: \
-                 a probe reports to the agent on its own node (check the probe's NODE_NAME \
-                 and --agent)",
-                report.node,
-                self.me()
-            )));
-        }
-        let ip = report.probe_addr.ip();
-        if ip.is_unspecified() || report.probe_addr.port() == 0 {
-            return Err(ApiError::BadRequest(format!(
-                "overlay report: probe address {} is not reachable by peers (set POD_IP)",
-                report.probe_addr
-            )));
-        }
+        let report = read_report(&self.keyring, self.me(), body)?;
         self.gossip
             .set_service(Service::Probe, report.probe_addr)
             .await;
         let mut state = self.state.lock().await;
-        let judged = state.judge.judge(&report, now_ms);
-        self.metrics.probe_totals(&report, state.last_totals);
-        state.last_totals = Some((report.sent_bytes, report.received_bytes));
-        state.last_report_ms = Some(now_ms);
+        let judged = state.judge_report(&self.metrics, &report, now_ms);
         let figures: BTreeMap<&str, &PeerReport> =
             report.peers.iter().map(|p| (p.node.as_str(), p)).collect();
         for (peer, verdict) in &judged.paths {
@@ -372,6 +346,99 @@ impl OverlayIntake {
             at_unix_ms: now_ms,
             consecutive_failures: u32::from(verdict.status == Status::Critical),
         }
+    }
+}
+
+/// A report opened and checked against this node: nothing of a report
+/// that fails here is believed or recorded.
+fn read_report(keyring: &Keyring, me: &str, body: Bytes) -> Result<ProbeReport, ApiError> {
+    let report: ProbeReport = open_json(keyring, Purpose::ProbeReport, body.to_vec())
+        .map_err(refusal("overlay report"))?;
+    if report.node != me {
+        return Err(ApiError::BadRequest(format!(
+            "overlay report from the probe of node {:?}, but this agent is node {me:?}: \
+             a probe reports to the agent on its own node (check the probe's NODE_NAME \
+             and --agent)",
+            report.node,
+        )));
+    }
+    let ip = report.probe_addr.ip();
+    if ip.is_unspecified() || report.probe_addr.port() == 0 {
+        return Err(ApiError::BadRequest(format!(
+            "overlay report: probe address {} is not reachable by peers (set POD_IP)",
+            report.probe_addr
+        )));
+    }
+    Ok(report)
+}
+
+impl IntakeState {
+    fn new(settings: &OverlayConfig) -> Self {
+        IntakeState {
+            judge: Judge::new(settings.clone()),
+            last_report_ms: None,
+            recorded: HashMap::new(),
+            last_totals: None,
+            selection: None,
+        }
+    }
+
+    /// A report's verdicts and the totals it brings, before anything is
+    /// recorded.
+    fn judge_report(
+        &mut self,
+        metrics: &OverlayMetrics,
+        report: &ProbeReport,
+        now_ms: u64,
+    ) -> Judged {
+        let judged = self.judge.judge(report, now_ms);
+        metrics.probe_totals(report, self.last_totals);
+        self.last_totals = Some((report.sent_bytes, report.received_bytes));
+        self.last_report_ms = Some(now_ms);
+        judged
+    }
+}
+
+/// What `starling-bench fuzz` drives: the intake's reading and judgement
+/// of a report body, sans the gossip and store updates that follow. Not
+/// an API; see `crate::fuzzing`.
+#[derive(Debug)]
+pub struct ReportReader {
+    keyring: Arc<Keyring>,
+    me: String,
+    metrics: OverlayMetrics,
+    state: IntakeState,
+}
+
+impl ReportReader {
+    pub fn new(settings: OverlayConfig, keyring: Arc<Keyring>, me: String) -> Self {
+        ReportReader {
+            state: IntakeState::new(&settings),
+            keyring,
+            me,
+            metrics: OverlayMetrics::default(),
+        }
+    }
+
+    /// `POST /v1/overlay/report` up to its first write: returns the paths
+    /// judged.
+    pub fn read(&mut self, body: &[u8], now_ms: u64) -> Result<usize, ApiError> {
+        let report = read_report(&self.keyring, &self.me, Bytes::copy_from_slice(body))?;
+        let judged = self.state.judge_report(&self.metrics, &report, now_ms);
+        let figures: BTreeMap<&str, &PeerReport> =
+            report.peers.iter().map(|p| (p.node.as_str(), p)).collect();
+        for (peer, verdict) in &judged.paths {
+            if let Some(figures) = figures.get(peer.as_str()) {
+                self.metrics.path(figures, verdict.status);
+                serde_json::to_value(figures).expect("figures serialize");
+            }
+        }
+        for peer in &judged.retired {
+            self.metrics.retire(peer);
+        }
+        self.metrics
+            .clock_offset(judged.clock.as_ref().map(|(_, offset_ms)| *offset_ms));
+        Ok(judged.paths.len())
     }
 }
 

@@ -6,7 +6,7 @@
 //! state and does the recording.
 
 mod config;
-mod intake;
+pub(crate) mod intake;
 mod judge;
 mod matrix;
 mod metrics;
