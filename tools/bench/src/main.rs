@@ -7,6 +7,7 @@
 //! (Markdown) goes to stdout, progress to stderr.
 
 mod cluster;
+mod fuzz;
 mod history;
 mod http;
 mod measure;
@@ -46,6 +47,17 @@ pub struct BenchArgs {
 fn main() -> std::process::ExitCode {
     use clap::Parser;
     let args = BenchArgs::parse();
+    // The fuzzer runs its receivers on this thread, some with a runtime of
+    // their own: none may be started inside another.
+    if let BenchCommand::Fuzz(args) = args.command {
+        return match fuzz::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,6 +96,12 @@ pub enum BenchCommand {
     /// every agent reports it. Prints a Markdown report. Build with
     /// --release first.
     Overlay(overlay::OverlayBenchArgs),
+    /// Fuzz every decoder of network and disk bytes with mutations of
+    /// captured real inputs: N inputs per decoder (default 10,000,000;
+    /// `history-file` opens SQLite per input and defaults to 20,000, see
+    /// --file-inputs). Prints a Markdown table; fails if any input
+    /// panicked. Build with --release for the rates.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -168,6 +186,8 @@ pub enum BenchError {
     Http(String),
     #[error("overlay benchmark: {0}")]
     Overlay(String),
+    #[error("fuzz: {0}")]
+    Fuzz(#[from] fuzz::FuzzError),
     #[error("interrupted; every agent started was stopped")]
     Interrupted,
     #[error("the benchmark of {0} did not finish; the report says where it stopped")]
@@ -196,6 +216,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             result = overlay::run(args) => result,
             () = starling_agent_signal() => Err(BenchError::Interrupted),
         },
+        BenchCommand::Fuzz(args) => fuzz::run(args),
     }
 }
 
