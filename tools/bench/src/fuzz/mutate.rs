@@ -371,11 +371,11 @@ fn edit_value(rng: &mut StdRng, value: &mut Value) {
                 }
                 1 if !items.is_empty() => {
                     let at = rng.random_range(0..items.len());
-                    // Up to a few MiB: past every body limit, short of
+                    // Up to 64 KiB: past the annotation limit, short of
                     // making the fuzzer slower than the decoder.
                     let item = items[at].clone();
                     let size = serde_json::to_vec(&item).map_or(1, |b| b.len().max(1));
-                    let copies = [2, 10, 100, 3_000][rng.random_range(0..4)].min((4 << 20) / size);
+                    let copies = [2, 10, 100, 3_000][rng.random_range(0..4)].min((64 << 10) / size);
                     items.extend(std::iter::repeat_n(item, copies));
                 }
                 2 => items.clear(),
