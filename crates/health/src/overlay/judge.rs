@@ -277,7 +277,7 @@ mod tests {
             .expect("peer judged")
     }
 
-    /// Found by `starling-bench fuzz` (probe-report): a report is JSON,
+    /// Found writing `starling-bench fuzz`'s probe-report target: a report is JSON,
     /// and JSON carries offsets far beyond any Duration, which
     /// `Duration::from_secs_f64` refused with a panic in the handler.
     #[test]
