@@ -10,6 +10,7 @@
 
 mod history_file;
 mod mutate;
+mod query;
 mod seeds;
 mod targets;
 
