@@ -6,7 +6,7 @@
 //! change with the receivers.
 
 use bytes::Bytes;
-use starling_history::{Event, SyncBatch, VersionVector};
+use starling_history::{CheckResult, Event, SyncBatch, VersionVector};
 use starling_model::ApiError;
 use starling_seal::{Keyring, Purpose, seal_json};
 
@@ -53,7 +53,16 @@ pub fn encode_push(event: &Event) -> Vec<u8> {
     wire::encode_push(event)
 }
 
-/// A pushed row as the push task decodes it from a rumor's payload.
-pub fn decode_push(payload: &[u8]) -> Result<Event, WireError> {
-    wire::decode_push(payload)
+/// A held result as the publisher sends it while its disk is full.
+pub fn encode_held(result: &CheckResult) -> Vec<u8> {
+    wire::encode_held(result)
+}
+
+/// A rumor's payload as the push task decodes it: a row to store, or a
+/// held result (`None` here; the task keeps it in memory).
+pub fn decode_pushed(payload: &[u8]) -> Result<Option<Event>, WireError> {
+    match wire::decode_pushed(payload)? {
+        wire::Pushed::Row(event) => Ok(Some(event)),
+        wire::Pushed::Held(_) => Ok(None),
+    }
 }

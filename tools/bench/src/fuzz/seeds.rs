@@ -59,6 +59,18 @@ impl Seeds {
             ..Seeds::default()
         };
         seeds.pushed_rows = seeds.events.iter().map(replicate::encode_push).collect();
+        // A held result, as a node whose disk is full sends it.
+        seeds
+            .pushed_rows
+            .push(replicate::encode_held(&starling_history::CheckResult {
+                node: "node-1".to_owned(),
+                check: "disk".to_owned(),
+                status: starling_model::Status::Critical,
+                message: "/var/lib/starling: 0.0% free".to_owned(),
+                details: serde_json::Value::Null,
+                duration_ms: 2,
+                at_unix_ms: 1_800_000_000_000,
+            }));
         gossip(&keyring, &mut seeds);
         probe(&keyring, &mut seeds);
         sync(&keyring, &mut seeds)?;

@@ -210,7 +210,7 @@ fn settle(node: &mut GossipNode, now: Duration) {
     node.take_events();
     node.take_push_pulls();
     for payload in node.take_payloads() {
-        let _ = replicate::decode_push(&payload);
+        let _ = replicate::decode_pushed(&payload);
     }
 }
 
@@ -357,8 +357,12 @@ impl Target for PushedRow {
         if self.inputs.is_multiple_of(DATABASE_LIFETIME) {
             self.reset();
         }
-        let Ok(event) = replicate::decode_push(input) else {
+        let Ok(pushed) = replicate::decode_pushed(input) else {
             return false;
+        };
+        let Some(event) = pushed else {
+            // A held result: the push task keeps it in memory, no store.
+            return true;
         };
         if let Ok(tx) = self.conn.transaction() {
             let _ = starling_history::db::insert_replicated(&tx, &[event], unix_ms_now());
