@@ -16,15 +16,24 @@ use lab::{Cluster, STARLING, keys, parse_ack};
 const FORM: Duration = Duration::from_secs(30);
 const CONVERGE: Duration = Duration::from_secs(30);
 
-fn downs_of(events: &[HistoryEvent], node: &str) -> usize {
+/// Membership rows about `node` that say it went `state`.
+fn membership_rows(events: &[HistoryEvent], node: &str, state: &str) -> usize {
     events
         .iter()
         .filter(|e| {
             e.kind == EventKind::Membership
                 && e.node == node
-                && e.new_state.as_deref() == Some("down")
+                && e.new_state.as_deref() == Some(state)
         })
         .count()
+}
+
+fn downs_of(events: &[HistoryEvent], node: &str) -> usize {
+    membership_rows(events, node, "down")
+}
+
+fn isolations_of(events: &[HistoryEvent], node: &str) -> usize {
+    membership_rows(events, node, "isolated")
 }
 
 #[test]
@@ -86,17 +95,6 @@ fn events_from_both_sides_of_a_partition_reach_all_five_after_it_heals() {
     for node in ["host-2", "host-3", "host-4"] {
         assert_eq!(downs_of(&events, node), 0, "{node}: {events:#?}");
     }
-}
-
-fn isolations_of(events: &[HistoryEvent], node: &str) -> usize {
-    events
-        .iter()
-        .filter(|e| {
-            e.kind == EventKind::Membership
-                && e.node == node
-                && e.new_state.as_deref() == Some("isolated")
-        })
-        .count()
 }
 
 /// Issue: a node whose link flapped (down 3 s, up 3 s) recorded the
