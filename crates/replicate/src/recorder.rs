@@ -20,8 +20,11 @@
 //! rows would replicate everywhere. So a Down is judged after a short
 //! settle, and a cut-off node records one event about itself instead ("n3
 //! lost contact with 4 of 4 members"); the majority records the facts. A
-//! node records only Downs of identities it saw suspected itself: after a
-//! heal, the cut-off side's Downs of healthy members arrive by gossip alone.
+//! Down this node only heard of (never saw the member suspect) is dropped
+//! if the member is back by the time it is judged: after a heal, the
+//! cut-off side's Downs of healthy members arrive by gossip, and their
+//! subjects renew at once. A Down declared while cut off is dropped even
+//! when judged after the heal.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +34,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use starling_gossip::rendezvous;
-use starling_gossip::{GossipHandle, MemberEvent, MemberState, MembershipView, NodeId, Transition};
+use starling_gossip::{
+    GossipHandle, MemberEvent, MemberState, MembershipView, NodeId, RESTART_STEP, Transition,
+};
 use starling_history::{EventKind, NewEvent};
 
 use super::publisher::Publisher;
@@ -47,8 +52,11 @@ const DOWN_SETTLE: Duration = Duration::from_secs(2);
 /// Losses this close together are one episode when judging a cut-off.
 const LOSS_SPAN_MS: u64 = 15_000;
 /// Lifeguard's score when this node's own probes keep failing: a lone dead
-/// member raises it by one and the next good probe lowers it again.
-const FAILING_PROBES: u32 = 3;
+/// member raises it by one and the next good probe lowers it again, while
+/// a node cut off from everyone saturates it (8) within a few seconds. Not
+/// lower: a node on the majority side that is merely busy stalls its own
+/// timers (+2 each) and must still record what it lost.
+const FAILING_PROBES: u32 = 6;
 
 /// A record this node may have to make, unless someone else does first.
 #[derive(Debug)]
@@ -57,6 +65,16 @@ struct Pending {
     event: NewEvent,
     /// A Down from this node's view: recorded only if the view is a fact.
     judged: bool,
+    /// This node saw the member suspect before the Down. A Down heard of
+    /// only is still recorded, unless the member is back by the time it is
+    /// judged: then it was another node's view (a cut-off side's Downs
+    /// arrive by gossip at the heal, and their subjects renew at once).
+    suspected: bool,
+    /// Some other member also failed to reach it (a suspicion witness)
+    /// when it was declared down: not this node's view alone.
+    corroborated: bool,
+    /// The incarnation declared down.
+    incarnation: u64,
 }
 
 /// Records membership transitions until `shutdown`, then records our own
@@ -79,7 +97,7 @@ pub(crate) async fn run(
         grace,
         pending: Vec::new(),
         suspected: HashSet::new(),
-        cut_off_recorded: false,
+        cut_off: None,
     };
     tokio::pin!(shutdown);
     loop {
@@ -96,6 +114,9 @@ pub(crate) async fn run(
                 Ok(event) => {
                     let view = Arc::clone(&gossip.view.borrow());
                     recorder.on_event(&view, event).await;
+                    // After the event is pending: a Down declared while
+                    // cut off is dropped at once, and the episode begins.
+                    recorder.judge_cut_off(&view).await;
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "membership events missed by the history recorder");
@@ -127,14 +148,14 @@ struct Recorder {
     /// after a heal, the side that was cut off spreads its Downs of healthy
     /// members, and those are its view, not what this node could check.
     suspected: HashSet<(String, u64)>,
-    /// This episode of being cut off is recorded; cleared once the view
-    /// stands for the cluster's again.
-    cut_off_recorded: bool,
+    /// The current or last episode of being cut off: (began, ended) in
+    /// Unix ms, `ended` open while it lasts. A Down this node declared
+    /// within it is its view, even when judged after the heal.
+    cut_off: Option<(u64, Option<u64>)>,
 }
 
 impl Recorder {
     async fn on_event(&mut self, view: &MembershipView, event: MemberEvent) {
-        self.judge_cut_off(view).await;
         let is_me = event.member.name == view.me.name && event.member.addr == view.me.addr;
         if is_me {
             if event.transition == Transition::Rejoined {
@@ -150,11 +171,6 @@ impl Recorder {
         let head_start = match event.transition {
             Transition::Suspected => {
                 self.suspected.insert(identity);
-                return;
-            }
-            Transition::Failed if !self.suspected.remove(&identity) => {
-                tracing::info!(node = %event.member.name,
-                    "not recorded down: learned from a rumor, never suspected here");
                 return;
             }
             Transition::Failed => 0,
@@ -188,10 +204,18 @@ impl Recorder {
             .expect("this node is among the candidates it ranked");
         let judged = event.transition == Transition::Failed;
         let settle = if judged { DOWN_SETTLE } else { Duration::ZERO };
+        let suspected = self.suspected.remove(&identity);
+        let corroborated = view
+            .members
+            .iter()
+            .any(|m| m.id.name == event.member.name && m.witnesses > 0);
         self.pending.push(Pending {
             due: Instant::now() + settle + self.grace * (head_start + rank as u32),
             event: new,
             judged,
+            suspected,
+            corroborated,
+            incarnation: event.member.incarnation,
         });
     }
 
@@ -200,9 +224,62 @@ impl Recorder {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|p| p.due <= now);
         self.pending = later;
-        for Pending { event, .. } in due {
-            record_unless_known(&self.publisher, event).await;
+        for pending in due {
+            if pending.judged && !self.is_fact(&pending, view) {
+                tracing::info!(node = %pending.event.node, "not recorded down: a view, not a fact");
+                continue;
+            }
+            if pending.judged && self.left_instead(&pending).await {
+                tracing::info!(node = %pending.event.node, "not recorded down: it left");
+                continue;
+            }
+            record_unless_known(&self.publisher, pending.event).await;
         }
+    }
+
+    /// The member's own record of its leave reached us: the Down was the
+    /// leave, its rumor missed here (a push-pull told us of the Down).
+    async fn left_instead(&self, pending: &Pending) -> bool {
+        let Some(left) = pending
+            .event
+            .dedupe_key
+            .as_deref()
+            .and_then(|key| key.strip_suffix(Transition::Failed.as_str()))
+            .map(|prefix| format!("{prefix}{}", Transition::Left.as_str()))
+        else {
+            return false;
+        };
+        self.publisher
+            .store()
+            .has_dedupe_key(left)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// A Down stands unless this node declared it while cut off, or only
+    /// heard of it and the member is already back under a new identity.
+    fn is_fact(&self, pending: &Pending, view: &MembershipView) -> bool {
+        let at = pending.event.at_unix_ms;
+        if let Some((began, ended)) = self.cut_off
+            && at + LOSS_SPAN_MS >= began
+            && ended.is_none_or(|ended| at <= ended)
+        {
+            return false;
+        }
+        // Back under a new identity by now; by the same process (a
+        // renewal, one step up) means it was never dead.
+        let back = view.members.iter().find(|m| {
+            m.id.name == pending.event.node
+                && m.state.is_active()
+                && m.id.incarnation > pending.incarnation
+        });
+        let renewed = back.is_some_and(|m| m.id.incarnation - pending.incarnation < RESTART_STEP);
+        if renewed && !pending.corroborated {
+            // Nobody else failed to reach it, and it refuted: this node
+            // alone lost it (its own link, at the edge of a cut).
+            return false;
+        }
+        pending.suspected || back.is_none()
     }
 
     /// When this node is cut off, the Downs it is waiting to judge are its
@@ -210,7 +287,9 @@ impl Recorder {
     async fn judge_cut_off(&mut self, view: &MembershipView) {
         let now_ms = starling_model::unix_ms_now();
         let Some(lost) = cut_off(view, now_ms) else {
-            self.cut_off_recorded = false;
+            if let Some((_, ended @ None)) = &mut self.cut_off {
+                *ended = Some(now_ms);
+            }
             return;
         };
         let before = self.pending.len();
@@ -225,7 +304,8 @@ impl Recorder {
             dropped,
             "not recording Downs: this node is cut off from the cluster"
         );
-        if !std::mem::replace(&mut self.cut_off_recorded, true) {
+        if !matches!(self.cut_off, Some((_, None))) {
+            self.cut_off = Some((now_ms, None));
             record(&self.publisher, cut_off_event(view, &lost, now_ms)).await;
         }
     }

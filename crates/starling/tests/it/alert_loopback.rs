@@ -479,10 +479,13 @@ async fn graceful_leaves_under_load_are_never_a_failure_or_an_alert() {
                 .filter(|m| m.state == starling_gossip::MemberState::Alive)
                 .count()
         };
-        eventually("the leavers joined", || {
-            alive(&seed.agent.gossip.view.borrow()) == LEAVERS
-        })
-        .await;
+        // Setup, not the point: generous, for a machine loaded by the busy
+        // loops and everything else CI runs beside them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while alive(&seed.agent.gossip.view.borrow()) != LEAVERS {
+            assert!(tokio::time::Instant::now() < deadline, "the leavers joined");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Long enough for everyone's history to pull and alerting to start.
         tokio::time::sleep(Duration::from_secs(2)).await;
         for leaver in &mut leavers {
