@@ -316,6 +316,11 @@ impl Recorder {
 /// not on a majority side, or its own probes keep failing. `None` when its
 /// view stands for the cluster's.
 fn cut_off(view: &MembershipView, now_unix_ms: u64) -> Option<Vec<String>> {
+    // A Down this node only heard of (never suspect here) is another
+    // node's view: at a heal, the cut-off side's Downs of the majority
+    // arrive by gossip, and must not make the majority look cut off.
+    let heard_only =
+        |m: &&starling_gossip::MemberView| m.state == MemberState::Down && !m.suspected_before_down;
     let known = 1 + view
         .members
         .iter()
@@ -324,12 +329,13 @@ fn cut_off(view: &MembershipView, now_unix_ms: u64) -> Option<Vec<String>> {
     let alive = 1 + view
         .members
         .iter()
-        .filter(|m| m.state == MemberState::Alive)
+        .filter(|m| m.state == MemberState::Alive || heard_only(m))
         .count();
     let mut lost: Vec<String> = view
         .members
         .iter()
         .filter(|m| matches!(m.state, MemberState::Down | MemberState::Suspect))
+        .filter(|m| !heard_only(m))
         .filter(|m| now_unix_ms.saturating_sub(m.since_unix_ms) <= LOSS_SPAN_MS)
         .map(|m| m.id.name.clone())
         .collect();
@@ -528,6 +534,21 @@ mod tests {
             0,
         );
         assert_eq!(cut_off(&left, NOW), None);
+    }
+
+    #[test]
+    fn downs_heard_of_only_do_not_make_the_majority_look_cut_off() {
+        use MemberState::Down;
+        // At a heal, the minority's Downs of n2 and n4 reach n3 by gossip.
+        let mut healing = view(
+            "n3",
+            &[("n0", Down), ("n1", Down), ("n2", Down), ("n4", Down)],
+            0,
+        );
+        for member in &mut healing.members {
+            member.suspected_before_down = member.id.name == "n0" || member.id.name == "n1";
+        }
+        assert_eq!(cut_off(&healing, NOW), None);
     }
 
     #[test]
