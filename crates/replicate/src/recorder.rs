@@ -73,8 +73,8 @@ struct Pending {
     /// Some other member also failed to reach it (a suspicion witness)
     /// when it was declared down: not this node's view alone.
     corroborated: bool,
-    /// The incarnation declared down.
-    incarnation: u64,
+    /// The identity declared down.
+    member: NodeId,
 }
 
 /// Records membership transitions until `shutdown`, then records our own
@@ -215,7 +215,7 @@ impl Recorder {
             judged,
             suspected,
             corroborated,
-            incarnation: event.member.incarnation,
+            member: event.member.clone(),
         });
     }
 
@@ -240,18 +240,9 @@ impl Recorder {
     /// The member's own record of its leave reached us: the Down was the
     /// leave, its rumor missed here (a push-pull told us of the Down).
     async fn left_instead(&self, pending: &Pending) -> bool {
-        let Some(left) = pending
-            .event
-            .dedupe_key
-            .as_deref()
-            .and_then(|key| key.strip_suffix(Transition::Failed.as_str()))
-            .map(|prefix| format!("{prefix}{}", Transition::Left.as_str()))
-        else {
-            return false;
-        };
         self.publisher
             .store()
-            .has_dedupe_key(left)
+            .has_dedupe_key(dedupe_key(&pending.member, Transition::Left))
             .await
             .unwrap_or(false)
     }
@@ -271,9 +262,10 @@ impl Recorder {
         let back = view.members.iter().find(|m| {
             m.id.name == pending.event.node
                 && m.state.is_active()
-                && m.id.incarnation > pending.incarnation
+                && m.id.incarnation > pending.member.incarnation
         });
-        let renewed = back.is_some_and(|m| m.id.incarnation - pending.incarnation < RESTART_STEP);
+        let renewed =
+            back.is_some_and(|m| m.id.incarnation - pending.member.incarnation < RESTART_STEP);
         if renewed && !pending.corroborated {
             // Nobody else failed to reach it, and it refuted: this node
             // alone lost it (its own link, at the edge of a cut).
