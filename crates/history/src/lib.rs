@@ -6,6 +6,7 @@
 //! built and tested on; `Store` runs them on a writer thread for the agent.
 
 pub mod db;
+pub mod digest;
 mod metrics;
 mod model;
 pub mod retention;

@@ -14,6 +14,7 @@ use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
 use super::db::{self, SetupError};
+use super::digest::Slices;
 use super::metrics::HistoryMetrics;
 use super::model::{CheckResult, Event, EventFilter, NewEvent, SyncBatch, VersionVector};
 use super::retention::{Retention, RetentionReport};
@@ -292,14 +293,23 @@ impl Store {
         self.read(db::version_vector).await
     }
 
-    /// See `db::missing_for`.
+    /// See `db::past_a_gap`.
+    pub async fn past_a_gap(&self, rows: Vec<(String, u64)>) -> Result<bool, StoreError> {
+        self.read(move |conn| db::past_a_gap(conn, &rows)).await
+    }
+
+    /// See `db::missing_for`, and `db::missing_in` for `only`.
     pub async fn missing_for(
         &self,
         theirs: VersionVector,
         max_rows: usize,
+        only: Option<Slices>,
     ) -> Result<SyncBatch, StoreError> {
-        self.read(move |conn| db::missing_for(conn, &theirs, max_rows))
-            .await
+        self.read(move |conn| match &only {
+            Some(only) => db::missing_in(conn, &theirs, max_rows, only),
+            None => db::missing_for(conn, &theirs, max_rows),
+        })
+        .await
     }
 
     /// See `db::has_dedupe_key`.

@@ -6,31 +6,48 @@
 //! change with the receivers.
 
 use bytes::Bytes;
+use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_history::{CheckResult, Event, SyncBatch, VersionVector};
 use starling_model::ApiError;
 use starling_seal::{Keyring, Purpose, seal_json};
 
 use super::pull;
 use super::serve::{self, SYNC_BATCH_ROWS};
-use super::wire::{self, SyncRequest, WireError};
+use super::wire::{self, Fingerprint, SyncRequest, WireError};
 
-/// `POST /v1/sync` as the server reads it: the version vector to answer
-/// and the row limit, capped, that it then passes to `missing_for`.
+/// What the server passes to `missing_for` (or `missing_in` when the
+/// request names slices) after reading a sync request.
+pub type RowsAsked = (VersionVector, usize, Option<Slices>);
+
+/// `POST /v1/sync` as the server reads it: a fingerprint is compared with
+/// `ours` here (`None`); a request for rows comes back as [`RowsAsked`].
 pub fn read_sync_request(
     keyring: &Keyring,
     body: &[u8],
-) -> Result<(VersionVector, usize), ApiError> {
+    ours: &VersionVector,
+) -> Result<Option<RowsAsked>, ApiError> {
     let request = serve::read_sync_request(keyring, Bytes::copy_from_slice(body))?;
-    Ok((request.vector, request.max_rows))
+    if let Some(fingerprint) = request.fingerprint {
+        serve::compare(ours, fingerprint);
+        return Ok(None);
+    }
+    Ok(Some((request.vector, request.max_rows, request.only)))
 }
 
-/// A sync request as the puller seals it, for `vector`.
-pub fn sync_request_body(keyring: &Keyring, vector: VersionVector) -> Vec<u8> {
-    let request = SyncRequest {
-        vector,
-        max_rows: SYNC_BATCH_ROWS,
+/// The sync requests the puller seals for `vector`: the fingerprint, the
+/// scoped second step (two slices of four), and the whole vector.
+pub fn sync_request_bodies(keyring: &Keyring, vector: VersionVector) -> [Vec<u8>; 3] {
+    let fingerprint = Fingerprint {
+        whole: VectorDigest::whole(&vector),
+        buckets: buckets_for(vector.len()),
     };
-    seal_json(keyring, Purpose::SyncRequest, &request)
+    let only = Slices::new(4, vec![0, 2]);
+    [
+        SyncRequest::fingerprint(fingerprint),
+        SyncRequest::within(only.clone(), only.restrict(&vector)),
+        SyncRequest::everything(vector, SYNC_BATCH_ROWS),
+    ]
+    .map(|request| seal_json(keyring, Purpose::SyncRequest, &request))
 }
 
 /// A sync answer as the puller reads it: the batch it then applies.

@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use starling_gossip::GossipHandle;
 use starling_seal::Keyring;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::ReplicationMetrics;
 pub use publisher::Publisher;
-pub use pull::{DEFAULT_PULL_INTERVAL, PullError, Pulled, client, pull_from};
+pub use pull::{
+    DEFAULT_PULL_IDLE_INTERVAL, DEFAULT_PULL_INTERVAL, PullError, Pulled, client, pull_from,
+};
 pub use recorder::DEFAULT_RECORD_GRACE;
 pub use serve::{MAX_ANNOTATION_BYTES, SYNC_BATCH_ROWS};
 pub use serve::{accept_annotation, answer_sync, refusal};
@@ -33,8 +35,10 @@ pub use wire::WireError;
 /// Timing of replication; the defaults suit production, tests shorten them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicationConfig {
-    /// Between two anti-entropy pulls.
+    /// Between two anti-entropy pulls while they find something to do.
     pub pull_interval: Duration,
+    /// The longest pause between pulls while each finds the peer in sync.
+    pub pull_idle_interval: Duration,
     /// Per rank, how long a fallback recorder waits for a better-ranked
     /// node's record.
     pub record_grace: Duration,
@@ -44,6 +48,7 @@ impl Default for ReplicationConfig {
     fn default() -> Self {
         ReplicationConfig {
             pull_interval: DEFAULT_PULL_INTERVAL,
+            pull_idle_interval: DEFAULT_PULL_IDLE_INTERVAL,
             record_grace: DEFAULT_RECORD_GRACE,
         }
     }
@@ -75,21 +80,28 @@ impl Replication {
         let stop_transfer = CancellationToken::new();
         let store = publisher.store().clone();
         let (caught_up_tx, caught_up) = watch::channel(false);
+        let gaps = Arc::new(Notify::new());
         let push = tokio::spawn(push::run(
             store.clone(),
             gossip.subscribe_payloads(),
             metrics.clone(),
+            Arc::clone(&gaps),
             stop_transfer.clone().cancelled_owned(),
         ));
-        let pull = tokio::spawn(pull::run(
+        let pace = pull::Pace {
+            interval: config.pull_interval,
+            idle_interval: config.pull_idle_interval.max(config.pull_interval),
+        };
+        let puller = pull::Puller {
             store,
-            gossip.clone(),
+            gossip: gossip.clone(),
             keyring,
             metrics,
-            config.pull_interval,
-            caught_up_tx,
-            stop_transfer.clone().cancelled_owned(),
-        ));
+            pace,
+            caught_up: caught_up_tx,
+            gaps,
+        };
+        let pull = tokio::spawn(pull::run(puller, stop_transfer.clone().cancelled_owned()));
         let recorder = tokio::spawn(recorder::run(
             publisher,
             gossip,

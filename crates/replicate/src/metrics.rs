@@ -23,7 +23,7 @@ struct ReasonLabel {
 /// Every label value each family takes. The series exist from the start at
 /// 0, so a rule's `increase` or `rate` over them sees 0, not "no data".
 const VIAS: [&str; 2] = ["push", "pull"];
-const PULL_RESULTS: [&str; 2] = ["ok", "error"];
+const PULL_RESULTS: [&str; 3] = ["ok", "in_sync", "error"];
 const SERVE_RESULTS: [&str; 2] = ["ok", "refused"];
 const LOSS_REASONS: [&str; 3] = ["lagged", "undecodable", "store"];
 

@@ -7,20 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, broadcast, watch};
 
-use starling_gossip::{GossipHandle, MemberState};
+use starling_gossip::{GossipHandle, MemberState, Transition};
 use starling_history::Store;
+use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_model::Service;
 use starling_seal::{Keyring, Purpose};
 
 use super::metrics::ReplicationMetrics;
 use super::serve::SYNC_BATCH_ROWS;
-use super::wire::{self, SyncReply, SyncRequest, WireError};
+use super::wire::{self, Comparison, Fingerprint, SyncReply, SyncRequest, WireError};
 
-/// Between two pulls (±25% jitter, so agents started together do not
-/// pull in lockstep).
+/// Between two pulls while they find something to fetch (±25% jitter).
 pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest pause between pulls while every pull finds the peer in
+/// sync: a quiet cluster's anti-entropy costs one small exchange per node
+/// per this, yet a row push lost without a later row to reveal the gap is
+/// fetched within it.
+pub const DEFAULT_PULL_IDLE_INTERVAL: Duration = Duration::from_secs(30);
 /// Batches one pull may fetch before yielding the peer to the next round
 /// (200 × 5000 rows = a million rows).
 const MAX_BATCHES_PER_PULL: usize = 200;
@@ -53,6 +58,8 @@ pub enum PullError {
 pub struct Pulled {
     pub rows: usize,
     pub batches: usize,
+    /// The peer's vector was ours: one fingerprint exchanged, nothing else.
+    pub in_sync: bool,
 }
 
 /// An HTTP client for pulls, with the bounds above.
@@ -65,26 +72,90 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Pull from `peer` until it has nothing more for us (or the batch cap).
+///
+/// First our vector's fingerprint: when the peer's is the same, that is
+/// the whole exchange. Otherwise only the origins of the slices whose
+/// fingerprints differ are compared, batch by batch. A peer of a release
+/// before fingerprints refuses the first step, and gets our whole vector.
 pub async fn pull_from(
     client: &reqwest::Client,
     peer: SocketAddr,
     store: &Store,
     keyring: &Keyring,
 ) -> Result<Pulled, PullError> {
-    let mut pulled = Pulled::default();
-    let url = format!("http://{peer}/v1/sync");
-    let unreachable = |error: reqwest::Error| PullError::Unreachable {
+    let exchange = Exchange {
+        client,
         peer,
-        cause: innermost(&error),
+        keyring,
     };
+    let ours = store.version_vector().await?;
+    let fingerprint = Fingerprint {
+        whole: VectorDigest::whole(&ours),
+        buckets: buckets_for(ours.len()),
+    };
+    let only = match exchange.send(&SyncRequest::fingerprint(fingerprint)).await {
+        Ok(reply) => match reply.comparison {
+            Some(Comparison::Same) => {
+                return Ok(Pulled {
+                    in_sync: true,
+                    ..Pulled::default()
+                });
+            }
+            Some(Comparison::Differs(theirs)) => {
+                let differing = VectorDigest::sliced(&ours, theirs.buckets).differing(&theirs);
+                Some(Slices::new(theirs.buckets, differing))
+            }
+            None => {
+                return Err(PullError::BadReply {
+                    peer,
+                    source: WireError::Invalid("rows in answer to a fingerprint".into()),
+                });
+            }
+        },
+        Err(PullError::Refused { status, body, .. })
+            if status == reqwest::StatusCode::BAD_REQUEST
+                && body.contains("unknown field `fingerprint`") =>
+        {
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    let mut pulled = Pulled::default();
     while pulled.batches < MAX_BATCHES_PER_PULL {
-        let request = SyncRequest {
-            vector: store.version_vector().await?,
-            max_rows: SYNC_BATCH_ROWS,
+        let vector = store.version_vector().await?;
+        let request = match &only {
+            Some(only) => SyncRequest::within(only.clone(), only.restrict(&vector)),
+            None => SyncRequest::everything(vector, SYNC_BATCH_ROWS),
         };
-        let body = starling_seal::seal_json(keyring, Purpose::SyncRequest, &request);
-        let response = client
-            .post(&url)
+        let reply = exchange.send(&request).await?;
+        let more = reply.batch.more;
+        pulled.rows += store.apply_batch(reply.batch).await?;
+        pulled.batches += 1;
+        if !more {
+            break;
+        }
+    }
+    Ok(pulled)
+}
+
+/// One peer's `/v1/sync`, sealed both ways.
+struct Exchange<'a> {
+    client: &'a reqwest::Client,
+    peer: SocketAddr,
+    keyring: &'a Keyring,
+}
+
+impl Exchange<'_> {
+    async fn send(&self, request: &SyncRequest) -> Result<SyncReply, PullError> {
+        let peer = self.peer;
+        let unreachable = |error: reqwest::Error| PullError::Unreachable {
+            peer,
+            cause: innermost(&error),
+        };
+        let body = starling_seal::seal_json(self.keyring, Purpose::SyncRequest, request);
+        let response = self
+            .client
+            .post(format!("http://{peer}/v1/sync"))
             .header("content-type", "application/octet-stream")
             .body(body)
             .send()
@@ -96,16 +167,8 @@ pub async fn pull_from(
             return Err(PullError::Refused { peer, status, body });
         }
         let sealed = response.bytes().await.map_err(unreachable)?.to_vec();
-        let reply =
-            read_reply(keyring, sealed).map_err(|source| PullError::BadReply { peer, source })?;
-        let more = reply.batch.more;
-        pulled.rows += store.apply_batch(reply.batch).await?;
-        pulled.batches += 1;
-        if !more {
-            break;
-        }
+        read_reply(self.keyring, sealed).map_err(|source| PullError::BadReply { peer, source })
     }
-    Ok(pulled)
 }
 
 /// A sync answer opened and checked, before any of it is stored.
@@ -123,22 +186,51 @@ pub(crate) fn read_reply(keyring: &Keyring, sealed: Vec<u8>) -> Result<SyncReply
 }
 
 /// The pull loop: one random alive peer per round, until `shutdown`.
-pub(crate) async fn run(
-    store: Store,
-    gossip: GossipHandle,
-    keyring: Arc<Keyring>,
-    metrics: ReplicationMetrics,
-    interval: Duration,
-    caught_up: watch::Sender<bool>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+///
+/// The pace is `interval` while pulls find something to do, and doubles
+/// up to `idle_interval` while each finds the peer in sync: in a quiet
+/// cluster push delivers everything and a pull is only the check that it
+/// did. Anything that suggests push missed a row brings the pace back at
+/// once: a row past a gap (`gaps`), a member that joined, came back or was
+/// heard from again (a healed partition), a failed or fruitful pull.
+pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Output = ()>) {
+    let Puller {
+        store,
+        gossip,
+        keyring,
+        metrics,
+        pace,
+        caught_up,
+        gaps,
+    } = puller;
     let client = client();
+    let mut members = gossip.subscribe();
+    let mut pause = pace.interval;
     tokio::pin!(shutdown);
     loop {
-        let pause = interval.mul_f64(rand::rng().random_range(0.75..1.25));
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(pause) => {}
+        let wake = tokio::time::sleep(jittered(pause));
+        tokio::pin!(wake);
+        loop {
+            let hurry = tokio::select! {
+                () = &mut shutdown => return,
+                () = &mut wake => break,
+                () = gaps.notified() => true,
+                event = members.recv() => match event {
+                    Ok(event) => matches!(
+                        event.transition,
+                        Transition::Joined | Transition::Rejoined | Transition::Recovered
+                    ),
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                },
+            };
+            if hurry && pause > pace.interval {
+                pause = pace.interval;
+                let sooner = tokio::time::Instant::now() + jittered(pause);
+                if sooner < wake.deadline() {
+                    wake.as_mut().reset(sooner);
+                }
+            }
         }
         let Some(peer) = pick_peer(&gossip) else {
             continue;
@@ -148,19 +240,50 @@ pub(crate) async fn run(
             result = pull_from(&client, peer, &store, &keyring) => match result {
                 Ok(pulled) => {
                     caught_up.send_if_modified(|done| !std::mem::replace(done, true));
-                    metrics.pulled("ok");
+                    metrics.pulled(if pulled.in_sync { "in_sync" } else { "ok" });
                     metrics.received("pull", pulled.rows);
+                    pause = if pulled.in_sync {
+                        (pause * 2).min(pace.idle_interval)
+                    } else {
+                        pace.interval
+                    };
                     if pulled.rows > 0 {
                         tracing::debug!(%peer, rows = pulled.rows, batches = pulled.batches, "pulled history");
                     }
                 }
                 Err(error) => {
                     metrics.pulled("error");
+                    pause = pace.interval;
                     tracing::debug!(%error, "history pull failed");
                 }
             },
         }
     }
+}
+
+/// What the pull loop works with.
+pub(crate) struct Puller {
+    pub store: Store,
+    pub gossip: GossipHandle,
+    pub keyring: Arc<Keyring>,
+    pub metrics: ReplicationMetrics,
+    pub pace: Pace,
+    /// Set after the first successful pull.
+    pub caught_up: watch::Sender<bool>,
+    /// Told by the push task when a row arrived past a gap.
+    pub gaps: Arc<Notify>,
+}
+
+/// How often the pull loop runs; see [`run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pace {
+    pub interval: Duration,
+    pub idle_interval: Duration,
+}
+
+/// ±25%, so agents started together do not pull in lockstep.
+fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(rand::rng().random_range(0.75..1.25))
 }
 
 /// A random member gossip believes alive, by its API address.

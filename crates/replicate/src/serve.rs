@@ -4,12 +4,13 @@
 use bytes::Bytes;
 use starling_model::{AnnotationAck, ApiError};
 
-use starling_history::{EventKind, NewEvent, Store, valid_node_name};
+use starling_history::digest::{MAX_BUCKETS, Slices, VectorDigest};
+use starling_history::{EventKind, NewEvent, Store, SyncBatch, VersionVector, valid_node_name};
 use starling_seal::{Keyring, Purpose};
 
 use super::metrics::ReplicationMetrics;
 use super::publisher::Publisher;
-use super::wire::{self, SyncReply, SyncRequest, WireError};
+use super::wire::{self, Comparison, Fingerprint, SyncReply, SyncRequest, WireError};
 use starling_model::AnnotationRequest;
 use starling_seal::seal_json;
 
@@ -39,21 +40,41 @@ pub async fn answer_sync(
 async fn sync_reply(store: &Store, keyring: &Keyring, body: Bytes) -> Result<Vec<u8>, ApiError> {
     let request = read_sync_request(keyring, body)?;
     let ours = store.version_vector().await.map_err(unavailable)?;
-    let unknown_origins = request
-        .vector
-        .keys()
-        .filter(|origin| !ours.contains_key(*origin))
-        .cloned()
-        .collect();
-    let batch = store
-        .missing_for(request.vector, request.max_rows)
-        .await
-        .map_err(unavailable)?;
-    let reply = SyncReply {
-        batch,
-        unknown_origins,
+    let reply = match request.fingerprint {
+        Some(fingerprint) => SyncReply {
+            batch: SyncBatch::default(),
+            unknown_origins: Vec::new(),
+            comparison: Some(compare(&ours, fingerprint)),
+        },
+        None => {
+            let unknown_origins = request
+                .vector
+                .keys()
+                .filter(|origin| !ours.contains_key(*origin))
+                .cloned()
+                .collect();
+            let batch = store
+                .missing_for(request.vector, request.max_rows, request.only)
+                .await
+                .map_err(unavailable)?;
+            SyncReply {
+                batch,
+                unknown_origins,
+                comparison: None,
+            }
+        }
     };
     Ok(seal_json(keyring, Purpose::SyncReply, &reply))
+}
+
+/// Our answer to an asker's fingerprint: the same vector, or ours in the
+/// slices it asked for.
+pub(crate) fn compare(ours: &VersionVector, theirs: Fingerprint) -> Comparison {
+    if VectorDigest::whole(ours) == theirs.whole {
+        Comparison::Same
+    } else {
+        Comparison::Differs(VectorDigest::sliced(ours, theirs.buckets))
+    }
 }
 
 /// A sync request opened and checked, its row limit capped: nothing of
@@ -68,6 +89,30 @@ pub(crate) fn read_sync_request(keyring: &Keyring, body: Bytes) -> Result<SyncRe
         )));
     }
     wire::check_origins(request.vector.keys()).map_err(refusal("sync"))?;
+    let buckets = request
+        .fingerprint
+        .map(|f| f.buckets)
+        .into_iter()
+        .chain(request.only.as_ref().map(|only| only.buckets));
+    for buckets in buckets {
+        if !(1..=MAX_BUCKETS).contains(&buckets) {
+            return Err(ApiError::BadRequest(format!(
+                "sync: {buckets} slices; a vector is cut in 1 to {MAX_BUCKETS}"
+            )));
+        }
+    }
+    if let Some(only) = &request.only
+        && only.slices.iter().any(|&slice| slice >= only.buckets)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "sync: a slice past the last of {}",
+            only.buckets
+        )));
+    }
+    // Sorted and without repeats, as `Slices::contains` expects.
+    request.only = request
+        .only
+        .map(|only| Slices::new(only.buckets, only.slices));
     request.max_rows = request.max_rows.clamp(1, SYNC_BATCH_ROWS);
     Ok(request)
 }

@@ -5,10 +5,13 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use starling_history::digest::{Slices, VectorDigest};
 use starling_history::{
     CheckResult, Event, SyncBatch, VersionVector, valid_node_name, valid_origin,
 };
 use starling_model::Status;
+
+use super::serve::SYNC_BATCH_ROWS;
 use starling_seal::{Keyring, OpenError, Purpose, ReplayError, SealedJsonError};
 
 /// `POST /v1/sync` body, once opened.
@@ -19,6 +22,64 @@ pub(crate) struct SyncRequest {
     pub vector: VersionVector,
     /// The most rows wanted in one answer; the server caps it too.
     pub max_rows: usize,
+    /// First step of a sync: "is your vector this one?". The answer is a
+    /// [`Comparison`] and no rows; `vector` is left empty. Releases before
+    /// fingerprints refuse the field (400), and the asker falls back to
+    /// sending its whole vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+    /// Second step: rows only of the origins in these slices, the ones
+    /// whose fingerprints differed; `vector` holds only those origins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Slices>,
+}
+
+impl SyncRequest {
+    /// The whole-vector request every release understands.
+    pub fn everything(vector: VersionVector, max_rows: usize) -> Self {
+        SyncRequest {
+            vector,
+            max_rows,
+            fingerprint: None,
+            only: None,
+        }
+    }
+
+    /// The first step: our fingerprint, no vector.
+    pub fn fingerprint(fingerprint: Fingerprint) -> Self {
+        SyncRequest {
+            fingerprint: Some(fingerprint),
+            ..SyncRequest::everything(VersionVector::new(), SYNC_BATCH_ROWS)
+        }
+    }
+
+    /// The second step: rows of the origins in `only`, of which we hold
+    /// `vector` (already restricted to them).
+    pub fn within(only: Slices, vector: VersionVector) -> Self {
+        SyncRequest {
+            only: Some(only),
+            ..SyncRequest::everything(vector, SYNC_BATCH_ROWS)
+        }
+    }
+}
+
+/// The asker's whole vector in 8 bytes, and how finely it would like a
+/// difference described.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Fingerprint {
+    pub whole: u64,
+    pub buckets: u16,
+}
+
+/// The answer to a [`Fingerprint`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Comparison {
+    /// Both vectors are the same: nothing to pull.
+    Same,
+    /// They differ; here are the answerer's fingerprints per slice.
+    Differs(VectorDigest),
 }
 
 /// The answer to a sync request, before sealing.
@@ -28,6 +89,9 @@ pub(crate) struct SyncReply {
     /// Origins the requester named that we have never heard of. Not an
     /// error: after a partition the requester may simply be ahead of us.
     pub unknown_origins: Vec<String>,
+    /// Set, with an empty batch, when the request was a fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::results::upsert_latest;
 use super::{
     EVENT_COLUMNS, event_from_row, get_u64, insert_event, int, own_origin, saturating,
     settle_duplicates,
 };
+use crate::digest::Slices;
 use crate::model::{
     CheckResult, Event, EventKind, MAX_MESSAGE_BYTES, Status, SyncBatch, VersionVector,
     truncate_message, valid_origin,
@@ -167,11 +168,32 @@ pub fn missing_for(
     theirs: &VersionVector,
     max_rows: usize,
 ) -> rusqlite::Result<SyncBatch> {
+    missing_among(conn, theirs, max_rows, |_| true)
+}
+
+/// `missing_for`, about the origins in `only` alone: the asker compared
+/// fingerprints first and knows the other slices agree.
+pub fn missing_in(
+    conn: &Connection,
+    theirs: &VersionVector,
+    max_rows: usize,
+    only: &Slices,
+) -> rusqlite::Result<SyncBatch> {
+    missing_among(conn, theirs, max_rows, |origin| only.contains(origin))
+}
+
+fn missing_among(
+    conn: &Connection,
+    theirs: &VersionVector,
+    max_rows: usize,
+    wanted: impl Fn(&str) -> bool,
+) -> rusqlite::Result<SyncBatch> {
     let origins: Vec<(String, u64)> = {
         let mut stmt =
             conn.prepare_cached("SELECT origin, through FROM origins ORDER BY origin")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, get_u64(row, 1)?)))?;
+        rows.filter(|row| row.as_ref().map_or(true, |(origin, _)| wanted(origin)))
+            .collect::<rusqlite::Result<_>>()?
     };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
@@ -206,6 +228,27 @@ pub fn missing_for(
             .iter()
             .any(|(origin, &through)| through > theirs.get(origin).copied().unwrap_or(0));
     Ok(batch)
+}
+
+/// Whether any of these (origin, seq) lies past a gap: its origin's through
+/// is below it, so an earlier row of that origin never arrived. Rows of
+/// our own origin never lie past a gap.
+pub fn past_a_gap(conn: &Connection, rows: &[(String, u64)]) -> rusqlite::Result<bool> {
+    let own = own_origin(conn)?;
+    for (origin, seq) in rows {
+        if own.as_deref() == Some(origin.as_str()) {
+            continue;
+        }
+        let through = conn
+            .prepare_cached("SELECT through FROM origins WHERE origin = ?1")?
+            .query_row([origin], |row| get_u64(row, 0))
+            .optional()?
+            .unwrap_or(0);
+        if through < *seq {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Make sure `origin` has a row in the vector; returns its through.

@@ -95,7 +95,7 @@ async fn every_row_kind_round_trips() {
     ];
     assert_eq!(vector, expected.into_iter().collect());
     let missing = store
-        .missing_for([(b, 1)].into_iter().collect(), 100)
+        .missing_for([(b, 1)].into_iter().collect(), 100, None)
         .await
         .expect("reads");
     assert_eq!(missing.events.len(), 3);

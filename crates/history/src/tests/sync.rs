@@ -239,3 +239,44 @@ fn rows_past_a_gap_are_sent_but_never_promise_endless_paging() {
     assert_eq!(first.through, [(b, 1)].into_iter().collect());
     assert!(first.more);
 }
+
+#[test]
+fn replicas_that_differ_in_one_origin_exchange_only_its_slice() {
+    use crate::digest::{Slices, VectorDigest, buckets_for};
+    let (mut ahead, _) = memory("node-a");
+    let (mut behind, _) = memory("node-z");
+    let origins: Vec<String> = (0..200).map(|i| origin(&format!("n{i}"))).collect();
+    for conn in [&mut ahead, &mut behind] {
+        let tx = tx(conn);
+        let rows: Vec<Event> = origins.iter().map(|o| event(o, 1, 1)).collect();
+        db::insert_replicated(&tx, &rows, NOW).expect("inserts");
+        tx.commit().expect("commits");
+    }
+    let changed = &origins[17];
+    {
+        let tx = tx(&mut ahead);
+        db::insert_replicated(&tx, &[event(changed, 2, 2)], NOW).expect("inserts");
+        tx.commit().expect("commits");
+    }
+    let mine = db::version_vector(&behind).expect("reads");
+    let theirs = db::version_vector(&ahead).expect("reads");
+    let buckets = buckets_for(mine.len());
+    let differing =
+        VectorDigest::sliced(&mine, buckets).differing(&VectorDigest::sliced(&theirs, buckets));
+    assert_eq!(differing.len(), 1, "one origin moved, one slice differs");
+    let only = Slices::new(buckets, differing);
+    let asked = only.restrict(&mine);
+    assert!(asked.len() < 30, "{} origins travel, not 200", asked.len());
+    let batch = db::missing_in(&ahead, &asked, 5000, &only).expect("pages");
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(&batch.events[0].origin, changed);
+    assert!(
+        batch.through.keys().all(|o| only.contains(o)),
+        "nothing of the other slices is vouched for: {:?}",
+        batch.through
+    );
+    // The same request without the scope would send every origin the
+    // restricted vector leaves out.
+    let unscoped = db::missing_for(&ahead, &asked, 5000).expect("pages");
+    assert!(unscoped.events.len() > 150);
+}

@@ -128,9 +128,16 @@ pub struct AgentArgs {
     #[arg(long, env = "STARLING_HISTORY_MAX_MIB", default_value_t = 256)]
     pub history_max_mib: u64,
 
-    /// Between two anti-entropy pulls of history from a random peer.
+    /// Between two anti-entropy pulls of history from a random peer, while
+    /// pulls find something to fetch.
     #[arg(long, env = "STARLING_SYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub sync_interval: Duration,
+
+    /// The longest pause between pulls while each finds the peer already
+    /// in sync (the pause doubles from --sync-interval up to this; a lost
+    /// row, a join or a healed partition brings it back at once).
+    #[arg(long, env = "STARLING_SYNC_IDLE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sync_idle_interval: Duration,
 
     #[command(flatten)]
     pub etcd: EtcdArgs,

@@ -114,6 +114,7 @@ pub fn agent(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
             args.sync_interval,
             Duration::from_millis(100),
         )?,
+        pull_idle_interval: args.sync_idle_interval.max(args.sync_interval),
         ..ReplicationConfig::default()
     };
     let etcd = etcd_check(&args.etcd)?;

@@ -7,7 +7,9 @@ use starling_model::AnnotationRequest;
 
 use starling_agent::daemon::{self, RunningAgent};
 use starling_client as client;
-use starling_history::{Event, EventFilter, EventKind, VersionVector};
+use starling_history::{
+    Event, EventFilter, EventKind, HistoryMetrics, NewEvent, Store, StoreConfig, VersionVector,
+};
 use starling_model::unix_ms_now;
 use starling_seal::{Keyring, Purpose, Stamp, open_json, seal, seal_stamped};
 
@@ -84,6 +86,62 @@ async fn an_annotation_reaches_the_other_agent_and_both_record_their_joins() {
     })
     .await;
     a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_in_sync_exchange_one_fingerprint_and_a_row_push_never_carried_is_pulled() {
+    let key = keyring();
+    let (b, _db) = agent("b", &key, None).await;
+    // A bare store with no replication of its own, so every pull is ours.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("history.db");
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(
+            &path,
+            "reader",
+            StoreConfig::default(),
+            HistoryMetrics::default(),
+        )
+    })
+    .await
+    .expect("opens")
+    .expect("opens");
+    let http = starling_replicate::client();
+    let pull = async || {
+        starling_replicate::pull_from(&http, b.api_addr, &store, &key)
+            .await
+            .expect("b answers the pull")
+    };
+    let first = pull().await;
+    assert!(!first.in_sync && first.rows > 0, "{first:?}");
+    let again = pull().await;
+    assert!(again.in_sync && again.rows == 0, "{again:?}");
+    // A row b recorded without pushing it: only pull can carry it.
+    let unpushed = b
+        .history
+        .record(NewEvent {
+            at_unix_ms: unix_ms_now(),
+            kind: EventKind::Annotation,
+            node: "b".into(),
+            check: None,
+            old_state: None,
+            new_state: None,
+            message: "never pushed".into(),
+            dedupe_key: None,
+        })
+        .await
+        .expect("recorded");
+    let pulled = pull().await;
+    assert_eq!(
+        (pulled.in_sync, pulled.rows, pulled.batches),
+        (false, 1, 1),
+        "the one differing slice brought the one row"
+    );
+    let vector = store.version_vector().await.expect("reads");
+    assert_eq!(vector.get(&unpushed.origin), Some(&unpushed.seq));
+    assert!(pull().await.in_sync);
+    store.close().await;
     b.shutdown().await.expect("clean shutdown");
 }
 
@@ -269,6 +327,28 @@ async fn hostile_sync_and_annotation_requests_get_a_4xx_and_change_nothing() {
             ),
             400,
             "origin",
+        ),
+        (
+            "a fingerprint cut in no slices",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{},"max_rows":1,"fingerprint":{"whole":1,"buckets":0}}"#,
+            ),
+            400,
+            "slices",
+        ),
+        (
+            "rows of a slice past the cut",
+            "/v1/sync",
+            sealed(
+                &key,
+                Purpose::SyncRequest,
+                br#"{"vector":{},"max_rows":1,"only":{"buckets":4,"slices":[9]}}"#,
+            ),
+            400,
+            "past the last",
         ),
         (
             "annotation, wrong key",

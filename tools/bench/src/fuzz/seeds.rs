@@ -338,11 +338,12 @@ fn sync(keyring: &Keyring, seeds: &mut Seeds) -> Result<(), FuzzError> {
     }
     vectors.push(partial);
     for vector in &vectors {
-        let sealed = replicate::sync_request_body(keyring, vector.clone());
-        seeds.envelopes.push(sealed.clone());
-        seeds
-            .sync_requests
-            .push(json_of(keyring, Purpose::SyncRequest, sealed));
+        for sealed in replicate::sync_request_bodies(keyring, vector.clone()) {
+            seeds.envelopes.push(sealed.clone());
+            seeds
+                .sync_requests
+                .push(json_of(keyring, Purpose::SyncRequest, sealed));
+        }
     }
 
     let dir = tempfile::tempdir().map_err(fail)?;
@@ -356,11 +357,12 @@ fn sync(keyring: &Keyring, seeds: &mut Seeds) -> Result<(), FuzzError> {
         let metrics = starling_replicate::ReplicationMetrics::default();
         let mut replies = Vec::new();
         for vector in &vectors {
-            let body = replicate::sync_request_body(keyring, vector.clone());
-            let reply = starling_replicate::answer_sync(&store, keyring, &metrics, body.into())
-                .await
-                .map_err(fail)?;
-            replies.push(reply);
+            for body in replicate::sync_request_bodies(keyring, vector.clone()) {
+                let reply = starling_replicate::answer_sync(&store, keyring, &metrics, body.into())
+                    .await
+                    .map_err(fail)?;
+                replies.push(reply);
+            }
         }
         store.close().await;
         Ok(replies)

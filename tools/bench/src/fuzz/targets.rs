@@ -15,6 +15,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use rusqlite::Connection;
 use starling_gossip::{GossipConfig, GossipNode};
+use starling_history::{VersionVector, db};
 use starling_model::unix_ms_now;
 use starling_probe::Prober;
 use starling_replicate::fuzzing as replicate;
@@ -383,13 +384,17 @@ impl Target for PushedRow {
 struct SyncRequest {
     sealer: Sealer,
     conn: Connection,
+    /// The database's vector, which fingerprints are compared with.
+    ours: VersionVector,
 }
 
 impl SyncRequest {
     fn new(seeds: &Seeds) -> Result<Self, FuzzError> {
+        let conn = seeds::database(&seeds.events)?;
         Ok(SyncRequest {
             sealer: Sealer::new(Purpose::SyncRequest, Format::Json, &seeds.sync_requests),
-            conn: seeds::database(&seeds.events)?,
+            ours: db::version_vector(&conn).map_err(|e| FuzzError::Seeds(e.to_string()))?,
+            conn,
         })
     }
 }
@@ -404,11 +409,15 @@ impl Target for SyncRequest {
     }
 
     fn feed(&mut self, input: &[u8]) -> bool {
-        match replicate::read_sync_request(&self.sealer.keyring, input) {
-            Ok((vector, max_rows)) => {
-                let _ = starling_history::db::missing_for(&self.conn, &vector, max_rows);
+        match replicate::read_sync_request(&self.sealer.keyring, input, &self.ours) {
+            Ok(Some((vector, max_rows, only))) => {
+                let _ = match &only {
+                    Some(only) => db::missing_in(&self.conn, &vector, max_rows, only),
+                    None => db::missing_for(&self.conn, &vector, max_rows),
+                };
                 true
             }
+            Ok(None) => true,
             Err(_) => false,
         }
     }
