@@ -21,7 +21,7 @@ use super::identity::NodeId;
 use super::members::{MemberState, Transition};
 use super::metrics::GossipMetrics;
 use super::node::{GossipNode, PushPull};
-use super::pushpull;
+use super::pushpull::{self, Trailer};
 use starling_seal::Keyring;
 use starling_seal::{self as envelope, Purpose};
 
@@ -519,7 +519,11 @@ impl Gossip {
     }
 
     fn start_push_pull(&self, request: PushPull, commands: &mpsc::Sender<Command>) {
-        let PushPull { peer, state: ours } = request;
+        let PushPull {
+            peer,
+            state: ours,
+            digest_first,
+        } = request;
         let Some(slot) = PushPullSlot::take(&self.push_pulls_in_flight) else {
             tracing::debug!(%peer, "push-pull skipped: too many in flight");
             return;
@@ -530,12 +534,14 @@ impl Gossip {
         let source = self.sockets.source_ip();
         tokio::spawn(async move {
             let _slot = slot;
-            match pushpull::exchange(peer, source, &keyring, &ours).await {
-                Ok((theirs, sent, received)) => {
-                    metrics.bytes_sent.inc_by(sent as u64);
-                    metrics.bytes_received.inc_by(received as u64);
-                    metrics.push_pull("ok");
-                    let _ = commands.send(Command::Merge(theirs)).await;
+            match pushpull::exchange(peer, source, &keyring, &ours, digest_first).await {
+                Ok(exchanged) => {
+                    metrics.bytes_sent.inc_by(exchanged.sent as u64);
+                    metrics.bytes_received.inc_by(exchanged.received as u64);
+                    metrics.push_pull(if exchanged.in_sync { "in_sync" } else { "ok" });
+                    if !exchanged.theirs.is_empty() {
+                        let _ = commands.send(Command::Merge(exchanged.theirs)).await;
+                    }
                 }
                 Err(error) => {
                     metrics.push_pull("error");
@@ -560,21 +566,22 @@ impl Gossip {
         let commands = commands.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let theirs = match pushpull::timed(pushpull::read_state(&mut stream, &keyring)).await {
-                Ok(Ok((theirs, received))) => {
-                    metrics.bytes_received.inc_by(received as u64);
-                    theirs
-                }
-                Ok(Err(error)) => {
-                    metrics.dropped(error.reason());
-                    tracing::debug!(%peer, %error, "push-pull request refused");
-                    return;
-                }
-                Err(error) => {
-                    metrics.dropped(error.reason());
-                    return;
-                }
-            };
+            let (theirs, trailer) =
+                match pushpull::timed(pushpull::read_state(&mut stream, &keyring)).await {
+                    Ok(Ok((theirs, trailer, received))) => {
+                        metrics.bytes_received.inc_by(received as u64);
+                        (theirs, trailer)
+                    }
+                    Ok(Err(error)) => {
+                        metrics.dropped(error.reason());
+                        tracing::debug!(%peer, %error, "push-pull request refused");
+                        return;
+                    }
+                    Err(error) => {
+                        metrics.dropped(error.reason());
+                        return;
+                    }
+                };
             let (reply, ours) = oneshot::channel();
             if commands
                 .send(Command::Serve { theirs, reply })
@@ -584,12 +591,46 @@ impl Gossip {
                 return;
             }
             let Ok(ours) = ours.await else { return };
-            match pushpull::timed(pushpull::write_state(&mut stream, &keyring, &ours)).await {
+            let answer = match trailer {
+                Some(Trailer::Fingerprint(sum)) if sum == pushpull::fingerprint(&ours) => {
+                    Some(Trailer::Same)
+                }
+                Some(Trailer::Fingerprint(_)) => Some(Trailer::SendYours),
+                _ => None,
+            };
+            let ours = if answer == Some(Trailer::Same) {
+                &[][..]
+            } else {
+                &ours[..]
+            };
+            let written =
+                pushpull::timed(pushpull::write_state(&mut stream, &keyring, ours, answer)).await;
+            match written {
                 Ok(Ok(sent)) => {
                     metrics.bytes_sent.inc_by(sent as u64);
                 }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "push-pull reply failed"),
-                Err(error) => tracing::debug!(%peer, %error, "push-pull reply failed"),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "push-pull reply failed");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "push-pull reply failed");
+                    return;
+                }
+            }
+            if answer != Some(Trailer::SendYours) {
+                return;
+            }
+            match pushpull::timed(pushpull::read_state(&mut stream, &keyring)).await {
+                Ok(Ok((theirs, _, received))) => {
+                    metrics.bytes_received.inc_by(received as u64);
+                    let _ = commands.send(Command::Merge(theirs)).await;
+                }
+                Ok(Err(error)) => {
+                    metrics.dropped(error.reason());
+                    tracing::debug!(%peer, %error, "push-pull state refused");
+                }
+                Err(error) => metrics.dropped(error.reason()),
             }
         });
     }

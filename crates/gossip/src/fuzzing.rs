@@ -40,7 +40,7 @@ pub fn serve_push_pull(
     mut stream: &[u8],
     now: Duration,
 ) -> Result<usize, &'static str> {
-    let (members, _) =
+    let (members, _, _) =
         ready(pushpull::read_state(&mut stream, keyring)).map_err(|error| error.reason())?;
     let count = members.len();
     node.apply_membership_state(members, now);
@@ -50,7 +50,7 @@ pub fn serve_push_pull(
 /// The stream an initiator writes for `members`: real frames to mutate.
 pub fn push_pull_stream(keyring: &Keyring, members: &[Member<NodeId>]) -> Vec<u8> {
     let mut stream = Vec::new();
-    ready(pushpull::write_state(&mut stream, keyring, members))
+    ready(pushpull::write_state(&mut stream, keyring, members, None))
         .expect("a membership state fits a frame");
     stream
 }

@@ -46,7 +46,7 @@ pub(crate) const DROP_REASONS: [&str; 10] = [
 ];
 
 /// What a push-pull exchange ends in.
-const PUSH_PULL_RESULTS: [&str; 2] = ["ok", "error"];
+const PUSH_PULL_RESULTS: [&str; 3] = ["ok", "in_sync", "error"];
 
 /// Handles to every gossip metric; cheap to clone (shared atomics).
 #[derive(Clone, Debug, Default)]

@@ -68,13 +68,18 @@ pub struct PushPull {
     pub peer: SocketAddr,
     /// What to push; the peer answers with its full state.
     pub state: Vec<Member<NodeId>>,
+    /// Send the state's fingerprint first, and the state only if the
+    /// peer's differs: the periodic exchange, O(1) while views agree.
+    pub digest_first: bool,
 }
 
 /// Push-pulls decided during a turn, materialised on `take_push_pulls`.
 #[derive(Debug)]
 enum PendingPushPull {
-    /// Our full membership: joins and the periodic anti-entropy.
+    /// Our full membership: joins.
     Full(SocketAddr),
+    /// The periodic anti-entropy: the fingerprint first.
+    Periodic(SocketAddr),
     /// Only the peer's own suspect entry: Lifeguard's "buddy system".
     /// foca disseminates a suspicion to random members, and the suspect
     /// itself may be missed for longer than the suspicion lasts; told
@@ -367,13 +372,15 @@ impl GossipNode {
         pending
             .into_iter()
             .map(|request| match request {
-                PendingPushPull::Full(peer) => PushPull {
+                PendingPushPull::Full(peer) | PendingPushPull::Periodic(peer) => PushPull {
                     peer,
                     state: full.get_or_insert_with(|| self.membership_state()).clone(),
+                    digest_first: matches!(request, PendingPushPull::Periodic(_)),
                 },
                 PendingPushPull::Notice(peer, entry) => PushPull {
                     peer,
                     state: vec![entry],
+                    digest_first: false,
                 },
             })
             .collect()
@@ -450,7 +457,7 @@ impl GossipNode {
                     self.foca.iter_members().map(|m| m.id().addr).collect();
                 if !active.is_empty() {
                     let pick = active[self.rng.random_range(0..active.len())];
-                    self.push_pulls.push(PendingPushPull::Full(pick));
+                    self.push_pulls.push(PendingPushPull::Periodic(pick));
                 }
                 let steady = self.config.push_pull_interval(self.cluster_size());
                 self.push_pull_delay = (self.push_pull_delay * 2).min(steady);

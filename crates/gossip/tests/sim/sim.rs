@@ -428,7 +428,7 @@ impl Sim {
             let at = now + self.latency();
             self.schedule(at, Event::Datagram { to, data });
         }
-        for PushPull { peer, state } in push_pulls {
+        for PushPull { peer, state, .. } in push_pulls {
             let Some(&to) = self.by_addr.get(&peer) else {
                 continue;
             };

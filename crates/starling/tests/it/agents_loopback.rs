@@ -32,6 +32,24 @@ async fn three_agents_join_through_one_seed_and_the_api_shows_them() {
         .await
         .expect("reachable");
     assert_eq!(live.status(), 200);
+    // Once views agree, a periodic push-pull and a history pull are each
+    // one fingerprint exchanged, not the whole state.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for a in [&seed, &b, &c] {
+        for line in [
+            r#"starling_gossip_push_pulls_total{result="in_sync"}"#,
+            r#"starling_replication_pulls_total{result="in_sync"}"#,
+        ] {
+            while metric(a, line).await < 1.0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{line} stayed 0 on the agent at {}",
+                    a.api_addr
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
     for a in [seed, b, c] {
         a.shutdown().await.expect("clean shutdown");
     }
