@@ -11,7 +11,7 @@ pub use super::schema::{SCHEMA_VERSION, migrate};
 pub use results::{insert_result, last_passes, latest_results, recent_results, upsert_latest};
 pub use sync::{
     apply_batch, apply_batch_noting, insert_replicated, insert_replicated_noting, missing_for,
-    missing_in, past_a_gap, version_vector,
+    missing_in, past_a_gap, prune_origins, version_vector,
 };
 
 mod results;

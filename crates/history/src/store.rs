@@ -2,7 +2,7 @@
 //! connection and commits whatever is queued in one transaction; reads run
 //! on a small pool of connections, which WAL lets proceed during writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -291,6 +291,13 @@ impl Store {
     /// See `db::version_vector`.
     pub async fn version_vector(&self) -> Result<VersionVector, StoreError> {
         self.read(db::version_vector).await
+    }
+
+    /// See `db::prune_origins`: `live` names the nodes gossip sees alive
+    /// or suspect.
+    pub async fn prune_origins(&self, live: HashSet<String>) -> Result<usize, StoreError> {
+        self.submit(move |tx, _| Ok(db::prune_origins(tx, |node| live.contains(node))?))
+            .await
     }
 
     /// See `db::past_a_gap`.

@@ -2,6 +2,7 @@
 //! alive peer. Push is fast but lossy; this is what makes every node end
 //! up with every row, after loss, partitions and restarts.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,8 +207,13 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
     let client = client();
     let mut members = gossip.subscribe();
     let mut pause = pace.interval;
+    let mut next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
     tokio::pin!(shutdown);
     loop {
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            prune(&store, &gossip).await;
+        }
         let wake = tokio::time::sleep(jittered(pause));
         tokio::pin!(wake);
         loop {
@@ -258,6 +264,29 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
                 }
             },
         }
+    }
+}
+
+/// How often origins of departed nodes whose rows retention has deleted
+/// are forgotten: retention deletes by day, so this can be lazy.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Forget the origins of nodes gossip no longer counts as members (see
+/// `starling_history::db::prune_origins`).
+async fn prune(store: &Store, gossip: &GossipHandle) {
+    let live: HashSet<String> = {
+        let view = gossip.view.borrow();
+        view.members
+            .iter()
+            .filter(|m| m.state.is_active())
+            .map(|m| m.id.name.clone())
+            .chain(std::iter::once(view.me.name.clone()))
+            .collect()
+    };
+    match store.prune_origins(live).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "forgot the history origins of departed nodes"),
+        Err(error) => tracing::warn!(%error, "pruning history origins failed"),
     }
 }
 

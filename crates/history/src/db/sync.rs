@@ -13,7 +13,7 @@ use super::{
 use crate::digest::Slices;
 use crate::model::{
     CheckResult, Event, EventKind, MAX_MESSAGE_BYTES, Status, SyncBatch, VersionVector,
-    truncate_message, valid_origin,
+    origin_node, truncate_message, valid_origin,
 };
 
 /// Store events another node sent; returns how many were new. Rows of our
@@ -228,6 +228,39 @@ fn missing_among(
             .iter()
             .any(|(origin, &through)| through > theirs.get(origin).copied().unwrap_or(0));
     Ok(batch)
+}
+
+/// Forget origins that hold no rows and whose node `live` does not name,
+/// except our own; returns how many went.
+///
+/// An origin is one node's log for one data-dir lifetime, so without this
+/// the vector grows by one entry per wiped disk or replaced node, forever,
+/// and travels in every sync that compares it. Once retention has deleted
+/// the last row of a departed node's log, its entry says only "nothing to
+/// wait for". Should a peer that has not pruned it yet still vouch for it,
+/// the entry comes back with that peer's `through` and goes again at the
+/// next pruning: harmless either way. A live node's entry is kept even when
+/// its rows are gone, or each sync with an unpruned peer would restore it.
+pub fn prune_origins(conn: &Connection, live: impl Fn(&str) -> bool) -> rusqlite::Result<usize> {
+    let own = own_origin(conn)?;
+    let empty: Vec<String> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT origin FROM origins AS o
+             WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.origin = o.origin)",
+        )?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut pruned = 0;
+    for origin in empty {
+        if own.as_deref() == Some(origin.as_str()) || live(origin_node(&origin)) {
+            continue;
+        }
+        pruned += conn
+            .prepare_cached("DELETE FROM origins WHERE origin = ?1")?
+            .execute([&origin])?;
+    }
+    Ok(pruned)
 }
 
 /// Whether any of these (origin, seq) lies past a gap: its origin's through

@@ -280,3 +280,37 @@ fn replicas_that_differ_in_one_origin_exchange_only_its_slice() {
     let unscoped = db::missing_for(&ahead, &asked, 5000).expect("pages");
     assert!(unscoped.events.len() > 150);
 }
+
+#[test]
+fn an_emptied_origin_of_a_departed_node_is_forgotten_and_a_live_one_kept() {
+    let (mut conn, own) = memory("node-a");
+    let gone = origin("gone");
+    let live = origin("live");
+    let kept = origin("kept");
+    {
+        let tx = tx(&mut conn);
+        let rows = [event(&gone, 1, 1), event(&live, 1, 1), event(&kept, 1, 1)];
+        db::insert_replicated(&tx, &rows, NOW).expect("inserts");
+        tx.commit().expect("commits");
+    }
+    // Retention took the rows of two of them; `kept` still has its row.
+    conn.execute(
+        "DELETE FROM events WHERE origin IN (?1, ?2)",
+        [&gone, &live],
+    )
+    .expect("deletes");
+    let pruned = db::prune_origins(&conn, |node| node == "live").expect("prunes");
+    assert_eq!(pruned, 1);
+    let vector = db::version_vector(&conn).expect("reads");
+    assert!(!vector.contains_key(&gone), "{vector:?}");
+    assert_eq!(vector.get(&live), Some(&1), "a live node's entry stays");
+    assert_eq!(vector.get(&kept), Some(&1), "an origin with rows stays");
+    let own_kept: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM origins WHERE origin = ?1",
+            [&own],
+            |row| row.get(0),
+        )
+        .expect("reads");
+    assert_eq!(own_kept, 1, "our own origin is never pruned");
+}
