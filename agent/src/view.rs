@@ -113,6 +113,8 @@ impl AgentView for AgentSurface {
             answered_at_unix_ms: unix_ms_now(),
             counts: starling_health::status::state_counts(&view),
             local_health: view.local_health,
+            members_matched: members.len(),
+            next_cursor: None,
             members,
         }
     }

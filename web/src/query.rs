@@ -4,33 +4,78 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use starling_model::{
-    ApiError, DEFAULT_HISTORY_LIMIT, HistoryCursor, HistoryQuery, MAX_HISTORY_LIMIT,
+    ApiError, DEFAULT_HISTORY_LIMIT, DEFAULT_NODE_LIMIT, HistoryCursor, HistoryQuery,
+    MAX_HISTORY_LIMIT, MAX_NODE_LIMIT, MEMBER_STATES, MemberPage, NodePage,
 };
 
 const HISTORY_PARAMS: [&str; 7] = ["node", "kind", "check", "since", "until", "cursor", "limit"];
 
-pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !HISTORY_PARAMS.contains(&k.as_str()))
+const NODE_PARAMS: [&str; 4] = ["status", "node", "cursor", "limit"];
+
+/// `?status=&node=&cursor=&limit=` of `/v1/status` and `/v1/nodes`.
+pub(crate) fn node_page(params: &HashMap<String, String>) -> Result<NodePage, ApiError> {
+    only_known(params, &NODE_PARAMS)?;
+    let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    Ok(NodePage {
+        status: text("status")
+            .map(|status| status.parse())
+            .transpose()
+            .map_err(|error| ApiError::BadRequest(format!("status: {error}")))?,
+        node: text("node"),
+        cursor: text("cursor"),
+        limit: limit(params, DEFAULT_NODE_LIMIT, MAX_NODE_LIMIT)?,
+    })
+}
+
+const MEMBER_PARAMS: [&str; 4] = ["state", "node", "cursor", "limit"];
+
+/// `?state=&node=&cursor=&limit=` of `/v1/members`.
+pub(crate) fn member_page(params: &HashMap<String, String>) -> Result<MemberPage, ApiError> {
+    only_known(params, &MEMBER_PARAMS)?;
+    let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    let state = text("state");
+    if let Some(state) = &state
+        && !MEMBER_STATES.contains(&state.as_str())
     {
         return Err(ApiError::BadRequest(format!(
-            "unknown parameter {unknown:?} (known: {})",
-            HISTORY_PARAMS.join(", ")
+            "state: {state:?} is not one of {}",
+            MEMBER_STATES.join(", ")
         )));
     }
-    let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
-    let limit = match params.get("limit") {
-        None => DEFAULT_HISTORY_LIMIT,
+    Ok(MemberPage {
+        state,
+        node: text("node"),
+        cursor: text("cursor"),
+        limit: limit(params, DEFAULT_NODE_LIMIT, MAX_NODE_LIMIT)?,
+    })
+}
+
+fn only_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::BadRequest(format!(
+            "unknown parameter {unknown:?} (known: {})",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn limit(params: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
         Some(value) => match value.parse::<usize>() {
-            Ok(limit) if (1..=MAX_HISTORY_LIMIT).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit: {value:?} is not a number from 1 to {MAX_HISTORY_LIMIT}"
-                )));
-            }
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit: {value:?} is not a number from 1 to {max}"
+            ))),
         },
-    };
+    }
+}
+
+pub(crate) fn history(params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
+    only_known(params, &HISTORY_PARAMS)?;
+    let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    let limit = limit(params, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
     let since_unix_ms = time(params, "since")?;
     let until_unix_ms = time(params, "until")?;
     if let (Some(since), Some(until)) = (since_unix_ms, until_unix_ms)

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::exposition::Dialect;
 use crate::view::AgentView;
 use crate::{kuberhealthy, query};
-use starling_model::{ApiError, ErrorBody, HealthzResponse, NodesResponse};
+use starling_model::{ApiError, ErrorBody, HealthzResponse, NodePage};
 
 /// Bounds how long one request may hold a connection. A sync batch is the
 /// slowest answer we give, and it is milliseconds of SQLite.
@@ -95,16 +95,31 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn status(State(view): ViewState) -> Response {
-    json(view.status().await)
+async fn status(State(view): ViewState, params: QueryParams) -> Response {
+    let page = match node_page(params) {
+        Ok(page) => page,
+        Err((status, message)) => return error(status, &message),
+    };
+    json(view.status().await.map(|mut status| {
+        page.apply(&mut status);
+        status
+    }))
 }
 
-async fn nodes(State(view): ViewState) -> Response {
-    json(view.status().await.map(|status| NodesResponse {
-        answered_by: status.answered_by,
-        answered_at_unix_ms: status.answered_at_unix_ms,
-        nodes: status.nodes,
-    }))
+async fn nodes(State(view): ViewState, params: QueryParams) -> Response {
+    let page = match node_page(params) {
+        Ok(page) => page,
+        Err((status, message)) => return error(status, &message),
+    };
+    json(view.status().await.map(|status| page.nodes(status)))
+}
+
+type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// The page a request asks for, or why it is refused.
+fn node_page(params: QueryParams) -> Result<NodePage, (StatusCode, String)> {
+    let Query(params) = params.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
+    query::node_page(&params).map_err(|refusal| (StatusCode::BAD_REQUEST, refusal.to_string()))
 }
 
 async fn node(State(view): ViewState, name: Result<Path<String>, PathRejection>) -> Response {
@@ -114,14 +129,22 @@ async fn node(State(view): ViewState, name: Result<Path<String>, PathRejection>)
     }
 }
 
-async fn members(State(view): ViewState) -> Response {
-    axum::Json(view.members()).into_response()
+async fn members(State(view): ViewState, params: QueryParams) -> Response {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
+    match query::member_page(&params) {
+        Ok(page) => {
+            let mut members = view.members();
+            page.apply(&mut members);
+            axum::Json(members).into_response()
+        }
+        Err(refusal) => refused(refusal),
+    }
 }
 
-async fn history(
-    State(view): ViewState,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
+async fn history(State(view): ViewState, params: QueryParams) -> Response {
     let Query(params) = match params {
         Ok(params) => params,
         Err(rejection) => return error(rejection.status(), &rejection.body_text()),

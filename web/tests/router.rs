@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use starling_model::{
     AnnotationAck, ApiError, CheckDetail, CheckSummary, EventKind, HistoryEvent, HistoryQuery,
-    HistoryResponse, Member, MembersResponse, NodeHealth, NodeResponse, NodeStatus, StateCounts,
-    Status, StatusResponse,
+    HistoryResponse, Member, MembersResponse, NodeCounts, NodeHealth, NodeResponse, NodeStatus,
+    NodesResponse, StateCounts, Status, StatusResponse,
 };
 use starling_web::{AgentView, KuberhealthyState, Reply};
 
@@ -74,6 +74,8 @@ impl AgentView for FixedView {
                 ..StateCounts::default()
             },
             local_health: 0,
+            members_matched: 0,
+            next_cursor: None,
             members: vec![
                 member("n1", "alive", 3),
                 member("n2", "alive", 1),
@@ -110,8 +112,12 @@ impl AgentView for FixedView {
                     down: 1,
                     ..StateCounts::default()
                 },
+                reasons_omitted: 0,
                 majority: true,
                 cluster_checks: vec![check("n2", "scheduler", Status::Ok, "scheduled in 120ms")],
+                node_counts: NodeCounts::default(),
+                nodes_matched: 0,
+                next_cursor: None,
                 nodes: vec![
                     NodeStatus {
                         name: "n1".into(),
@@ -568,4 +574,44 @@ async fn what_the_view_cannot_do_is_503_and_unknown_routes_are_404_json() {
     .await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     answer.error();
+}
+
+#[tokio::test]
+async fn nodes_and_members_come_in_pages_filtered_by_verdict_and_name() {
+    let unhealthy: NodesResponse = get("/v1/nodes?status=unhealthy").await.json();
+    let names: Vec<&str> = unhealthy.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n2", "n3"]);
+    assert_eq!(unhealthy.nodes_matched, 2);
+    assert_eq!(
+        (
+            unhealthy.node_counts.healthy,
+            unhealthy.node_counts.degraded
+        ),
+        (1, 1),
+        "the counts cover every node whatever the filter"
+    );
+    let first: StatusResponse = get("/v1/status?limit=2").await.json();
+    assert_eq!(first.nodes.len(), 2);
+    assert_eq!(first.next_cursor.as_deref(), Some("n2"));
+    let rest: NodesResponse = get("/v1/nodes?limit=2&cursor=n2").await.json();
+    assert_eq!(rest.nodes.len(), 1);
+    assert_eq!(rest.nodes[0].name, "n3");
+    assert_eq!(rest.next_cursor, None);
+    let named: NodesResponse = get("/v1/nodes?node=3").await.json();
+    assert_eq!(named.nodes.len(), 1);
+    let down: MembersResponse = get("/v1/members?state=down").await.json();
+    assert_eq!(down.members.len(), 1);
+    assert_eq!(down.members[0].name, "n3");
+    assert_eq!(down.counts.alive, 2, "the counts stay whole");
+    for (uri, says) in [
+        ("/v1/status?status=sick", "unhealthy"),
+        ("/v1/nodes?limit=0", "limit"),
+        ("/v1/nodes?limit=1001", "limit"),
+        ("/v1/status?page=2", "unknown parameter"),
+        ("/v1/members?state=gone", "alive"),
+    ] {
+        let answer = get(uri).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(answer.error().contains(says), "{uri}: {}", answer.error());
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use starling_model::{
-    AnnotationAck, ErrorBody, HistoryResponse, MembersResponse, NodeResponse, NodesResponse,
-    OverlayResponse, StatusResponse,
+    AnnotationAck, ErrorBody, HistoryResponse, MAX_NODE_LIMIT, MembersResponse, NodeResponse,
+    NodesResponse, OverlayResponse, StatusResponse,
 };
 
 use starling_model::AnnotationRequest;
@@ -31,6 +31,8 @@ pub enum ClientError {
     },
     #[error("no starling agent answered ({})", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     NoneAnswered(Vec<ClientError>),
+    #[error("the node list did not end within {0} pages; narrow it with --status or --node")]
+    TooManyPages(usize),
 }
 
 impl ClientError {
@@ -131,8 +133,46 @@ fn describe(error: &reqwest::Error) -> String {
     starling_checks::innermost_cause(error)
 }
 
+/// Every member, following the pages to the end.
 pub async fn members(addrs: &[String]) -> Result<MembersResponse, ClientError> {
-    get(addrs, "/v1/members", &[]).await
+    every_page(
+        addrs,
+        "/v1/members",
+        Vec::new(),
+        |page: &mut MembersResponse| (&mut page.members, page.next_cursor.take()),
+    )
+    .await
+}
+
+/// Fetch `path` page by page until its `next_cursor` runs out, gathering
+/// the items `split` names into the last page's answer.
+async fn every_page<T, I>(
+    addrs: &[String],
+    path: &str,
+    filters: Vec<(&'static str, String)>,
+    split: impl Fn(&mut T) -> (&mut Vec<I>, Option<String>),
+) -> Result<T, ClientError>
+where
+    T: DeserializeOwned,
+{
+    let mut cursor: Option<String> = None;
+    let mut all = Vec::new();
+    for _ in 0..MAX_NODE_PAGES {
+        let mut query = filters.clone();
+        query.push(("limit", MAX_NODE_LIMIT.to_string()));
+        query.extend(cursor.take().map(|cursor| ("cursor", cursor)));
+        let mut page: T = get(addrs, path, &query).await?;
+        let (items, next) = split(&mut page);
+        all.append(items);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => {
+                *items = all;
+                return Ok(page);
+            }
+        }
+    }
+    Err(ClientError::TooManyPages(MAX_NODE_PAGES))
 }
 
 pub async fn status(addrs: &[String]) -> Result<StatusResponse, ClientError> {
@@ -176,8 +216,29 @@ pub async fn history(
     get(addrs, "/v1/history", &query).await
 }
 
-pub async fn nodes(addrs: &[String]) -> Result<NodesResponse, ClientError> {
-    get(addrs, "/v1/nodes", &[]).await
+/// Which nodes `GET /v1/nodes` lists; `None` leaves a filter out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFilter {
+    /// A verdict (`healthy`, `degraded`, `unreachable`, `unknown`) or
+    /// `unhealthy` for all but healthy.
+    pub status: Option<String>,
+    /// Only nodes whose name contains this.
+    pub node: Option<String>,
+}
+
+/// Pages a listing may take: 100,000 nodes at the largest page size.
+const MAX_NODE_PAGES: usize = 100;
+
+/// Every node `filter` admits, following the pages to the end.
+pub async fn nodes(addrs: &[String], filter: &NodeFilter) -> Result<NodesResponse, ClientError> {
+    let filters = [("status", &filter.status), ("node", &filter.node)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.clone()?)))
+        .collect();
+    every_page(addrs, "/v1/nodes", filters, |page: &mut NodesResponse| {
+        (&mut page.nodes, page.next_cursor.take())
+    })
+    .await
 }
 
 /// `GET /v1/nodes/{name}`.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::page::NodeCounts;
 use crate::{EventKind, NodeHealth, Status};
 
 /// One gossip member as the answering node sees it.
@@ -43,7 +44,14 @@ pub struct MembersResponse {
     pub counts: StateCounts,
     /// Lifeguard local-health score of the answering node (0 is healthy).
     pub local_health: u32,
-    /// Every member, the answering node included, sorted by name.
+    /// Members that match the request's filters, the answering node
+    /// included; `members` is one page of them.
+    #[serde(default)]
+    pub members_matched: usize,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// One page of the members, sorted by name (see [`crate::MemberPage`]).
     pub members: Vec<Member>,
 }
 
@@ -188,8 +196,12 @@ pub struct StatusResponse {
     pub answered_at_unix_ms: u64,
     /// Every node healthy (and, once they exist, every cluster-scope check).
     pub healthy: bool,
-    /// Why not, one line each (`node-3: etcd: …`).
+    /// Why not, one line each (`node-3: etcd: …`), at most
+    /// [`crate::MAX_REASONS`].
     pub reasons: Vec<String>,
+    /// Reason lines past the first [`crate::MAX_REASONS`], left out.
+    #[serde(default)]
+    pub reasons_omitted: usize,
     /// Members per gossip state, the answering node included.
     pub counts: StateCounts,
     /// The answering node sees more than half of the known members alive:
@@ -198,6 +210,16 @@ pub struct StatusResponse {
     /// Checks run once for the whole cluster (the scheduler probe, leader
     /// leases): their latest result, whichever node ran them.
     pub cluster_checks: Vec<CheckSummary>,
+    /// Nodes per verdict, all of them, whatever the page shows.
+    #[serde(default)]
+    pub node_counts: NodeCounts,
+    /// Nodes that match the request's filters; `nodes` is one page of them.
+    #[serde(default)]
+    pub nodes_matched: usize,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// One page of the nodes, by name (see [`crate::NodePage`]).
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -222,11 +244,18 @@ pub struct CheckSummary {
     pub at_unix_ms: u64,
 }
 
-/// `GET /v1/nodes`: every node's verdict, as in `/v1/status`.
+/// `GET /v1/nodes`: the nodes' verdicts, as in `/v1/status`, a page at a
+/// time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodesResponse {
     pub answered_by: String,
     pub answered_at_unix_ms: u64,
+    #[serde(default)]
+    pub node_counts: NodeCounts,
+    #[serde(default)]
+    pub nodes_matched: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     pub nodes: Vec<NodeStatus>,
 }
 

@@ -6,6 +6,7 @@
 //! [`unix_ms_now`].
 
 mod api;
+mod page;
 mod vocabulary;
 
 pub use api::{
@@ -13,6 +14,10 @@ pub use api::{
     ErrorBody, HealthzResponse, HistoryCursor, HistoryEvent, HistoryQuery, HistoryResponse,
     MAX_HISTORY_LIMIT, Member, MembersResponse, NodeResponse, NodeStatus, NodesResponse,
     OverlayPath, OverlayResponse, StateCounts, StatusResponse,
+};
+pub use page::{
+    DEFAULT_NODE_LIMIT, HealthFilter, MAX_NODE_LIMIT, MAX_REASONS, MEMBER_STATES, MemberPage,
+    NodeCounts, NodePage,
 };
 pub use vocabulary::{EventKind, NodeHealth, ParseEnumError, Service, Status};
 

@@ -1,7 +1,7 @@
 //! The query commands: ask the agents through the client, print for
 //! people (tables) or scripts (`--output json`).
 
-use starling_client::{self as client, ClientError, HistoryFilter};
+use starling_client::{self as client, ClientError, HistoryFilter, NodeFilter};
 use starling_model::AnnotationRequest;
 use starling_seal::KeyringError;
 
@@ -72,7 +72,17 @@ pub async fn print_overlay(args: &QueryArgs) -> Result<(), ClientError> {
 pub async fn print_nodes(args: &NodesArgs) -> Result<(), ClientError> {
     let addrs = &args.query.addr.list;
     match &args.name {
-        None => print_as(args.query.output, &client::nodes(addrs).await?, nodes_table),
+        None => {
+            let filter = NodeFilter {
+                status: args.status.clone(),
+                node: args.node.clone(),
+            };
+            print_as(
+                args.query.output,
+                &client::nodes(addrs, &filter).await?,
+                nodes_table,
+            )
+        }
         Some(name) => print_as(
             args.query.output,
             &client::node(addrs, name).await?,

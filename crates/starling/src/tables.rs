@@ -17,6 +17,12 @@ pub fn status_table(response: &StatusResponse) -> String {
     for reason in &response.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
+    if response.reasons_omitted > 0 {
+        out.push_str(&format!(
+            "  … and {} more (starling nodes --status unhealthy)\n",
+            response.reasons_omitted
+        ));
+    }
     for check in &response.cluster_checks {
         out.push_str(&format!(
             "  {} (cluster, run by {}): {}: {}\n",
@@ -28,6 +34,19 @@ pub fn status_table(response: &StatusResponse) -> String {
         rows.push([node.name.clone(), node.status.to_string(), check_list(node)]);
     }
     out.push_str(&table(&rows));
+    if response.next_cursor.is_some() {
+        let n = &response.node_counts;
+        out.push_str(&format!(
+            "{} of {} nodes shown ({} healthy, {} degraded, {} unreachable, {} unknown); \
+             starling nodes lists them all, --status unhealthy the rest that matter\n",
+            response.nodes.len(),
+            response.nodes_matched,
+            n.healthy,
+            n.degraded,
+            n.unreachable,
+            n.unknown
+        ));
+    }
     let c = &response.counts;
     let side = if response.majority {
         "majority"

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use starling_model::{CheckSummary, NodeHealth, NodeStatus, StateCounts, StatusResponse};
+use starling_model::{
+    CheckSummary, NodeCounts, NodeHealth, NodeStatus, StateCounts, StatusResponse,
+};
 
 use crate::overlay;
 use crate::overlay::path_target;
@@ -85,9 +87,13 @@ pub fn roll_up(
         answered_at_unix_ms,
         healthy: reasons.is_empty(),
         reasons,
+        reasons_omitted: 0,
         majority: counts.alive * 2 > known,
         counts,
         cluster_checks,
+        node_counts: NodeCounts::of(&nodes),
+        nodes_matched: nodes.len(),
+        next_cursor: None,
         nodes,
     }
 }

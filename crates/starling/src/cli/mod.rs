@@ -478,6 +478,15 @@ pub struct NodesArgs {
     /// by the node that ran them).
     pub name: Option<String>,
 
+    /// Only nodes with this verdict: healthy, degraded, unreachable,
+    /// unknown, or unhealthy (all but healthy).
+    #[arg(long, conflicts_with = "name")]
+    pub status: Option<String>,
+
+    /// Only nodes whose name contains this.
+    #[arg(long, conflicts_with = "name")]
+    pub node: Option<String>,
+
     #[command(flatten)]
     pub query: QueryArgs,
 }

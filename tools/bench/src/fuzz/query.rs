@@ -75,6 +75,8 @@ impl AgentView for EmptyHistory {
             answered_at_unix_ms: 0,
             counts: StateCounts::default(),
             local_health: 0,
+            members_matched: 0,
+            next_cursor: None,
             members: Vec::new(),
         }
     }
