@@ -56,19 +56,39 @@ impl AgentView for FixedView {
     }
 }
 
+/// A real server for `view` on a loopback port, until `Served::stop`.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(view: Arc<dyn AgentView>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback bind");
+        let addr = listener.local_addr().expect("bound");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(starling_web::serve(listener, view, async {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop, server }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).expect("server still running");
+        self.server.await.expect("joins").expect("clean shutdown");
+    }
+}
+
 #[tokio::test]
 async fn serves_members_metrics_and_liveness() {
     let view = Arc::new(FixedView {
         live: AtomicBool::new(true),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback bind");
-    let base = format!("http://{}", listener.local_addr().expect("bound"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(starling_web::serve(listener, view.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start(view.clone()).await;
+    let base = format!("http://{}", served.addr);
     let client = starling_checks::http_client()
         .build()
         .expect("a plain HTTP client");
@@ -118,9 +138,7 @@ async fn serves_members_metrics_and_liveness() {
     assert_eq!(missing.status(), 404);
     let body: ErrorBody = missing.json().await.expect("error JSON");
     assert!(!body.error.is_empty());
-
-    stop.send(()).expect("server still running");
-    server.await.expect("joins").expect("clean shutdown");
+    served.stop().await;
 }
 
 #[tokio::test]
@@ -128,16 +146,8 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let view = Arc::new(FixedView {
         live: AtomicBool::new(true),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback bind");
-    let addr = listener.local_addr().expect("bound");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(starling_web::serve(listener, view, async {
-        let _ = stopped.await;
-    }));
-
-    let mut slow = tokio::net::TcpStream::connect(addr)
+    let served = Served::start(view).await;
+    let mut slow = tokio::net::TcpStream::connect(served.addr)
         .await
         .expect("connects");
     slow.write_all(b"GET /v1/members HTTP/1.1\r\nHost: x\r\n")
@@ -151,9 +161,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         closed.is_ok(),
         "the connection was still open after 15 s of incomplete headers"
     );
-
-    stop.send(()).expect("server still running");
-    server.await.expect("joins").expect("clean shutdown");
+    served.stop().await;
 }
 
 /// A cluster of `size` nodes with eight checks each: one in fifty
@@ -356,14 +364,8 @@ async fn a_5000_node_cluster_is_a_readable_summary_drawn_within_a_second() {
         size: 5000,
         asked: Default::default(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback bind");
-    let url = format!("http://{}/", listener.local_addr().expect("bound"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(starling_web::serve(listener, view.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start(view.clone()).await;
+    let url = format!("http://{}/", served.addr);
 
     // The answers themselves are bounded: a page, not the cluster.
     let client = starling_checks::http_client()
@@ -409,8 +411,7 @@ async fn a_5000_node_cluster_is_a_readable_summary_drawn_within_a_second() {
         .await
         .expect("chromium runs");
     let _ = std::fs::remove_dir_all(&profile);
-    stop.send(()).expect("server still running");
-    server.await.expect("joins").expect("clean shutdown");
+    served.stop().await;
     let dom = String::from_utf8(output.stdout).expect("UTF-8");
     assert!(
         output.status.success(),

@@ -3,6 +3,7 @@
 //! pulls over `POST /v1/sync`, and membership transitions recorded once
 //! for the cluster.
 
+mod cadence;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;

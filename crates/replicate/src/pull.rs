@@ -16,6 +16,7 @@ use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_model::Service;
 use starling_seal::{Keyring, Purpose};
 
+use super::cadence::{Cadence, Outcome};
 use super::metrics::ReplicationMetrics;
 use super::serve::SYNC_BATCH_ROWS;
 use super::wire::{self, Comparison, Fingerprint, SyncReply, SyncRequest, WireError};
@@ -186,14 +187,10 @@ pub(crate) fn read_reply(keyring: &Keyring, sealed: Vec<u8>) -> Result<SyncReply
     Ok(reply)
 }
 
-/// The pull loop: one random alive peer per round, until `shutdown`.
-///
-/// The pace is `interval` while pulls find something to do, and doubles
-/// up to `idle_interval` while each finds the peer in sync: in a quiet
-/// cluster push delivers everything and a pull is only the check that it
-/// did. Anything that suggests push missed a row brings the pace back at
-/// once: a row past a gap (`gaps`), a member that joined, came back or was
-/// heard from again (a healed partition), a failed or fruitful pull.
+/// The pull loop: one alive peer per round, until `shutdown`, at the
+/// pace [`Cadence`] sets: the base interval while pulls find something to
+/// do or after news, slowing to the idle interval while they find peers in
+/// sync.
 pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Output = ()>) {
     let Puller {
         store,
@@ -206,7 +203,7 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
     } = puller;
     let client = client();
     let mut members = gossip.subscribe();
-    let mut pause = pace.interval;
+    let mut cadence = Cadence::new(pace.interval, pace.idle_interval);
     let mut next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
     tokio::pin!(shutdown);
     loop {
@@ -214,10 +211,10 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
             next_prune += PRUNE_EVERY;
             prune(&store, &gossip).await;
         }
-        let wake = tokio::time::sleep(jittered(pause));
+        let wake = tokio::time::sleep(jittered(cadence.pause()));
         tokio::pin!(wake);
         loop {
-            let hurry = tokio::select! {
+            let news = tokio::select! {
                 () = &mut shutdown => return,
                 () = &mut wake => break,
                 () = gaps.notified() => true,
@@ -230,15 +227,15 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
                     Err(broadcast::error::RecvError::Closed) => false,
                 },
             };
-            if hurry && pause > pace.interval {
-                pause = pace.interval;
-                let sooner = tokio::time::Instant::now() + jittered(pause);
+            if news && cadence.news() {
+                let sooner = tokio::time::Instant::now() + jittered(cadence.pause());
                 if sooner < wake.deadline() {
                     wake.as_mut().reset(sooner);
                 }
             }
         }
-        let Some(peer) = pick_peer(&gossip) else {
+        let candidates = alive_peers(&gossip);
+        let Some(peer) = cadence.pick(&candidates, |len| rand::rng().random_range(0..len)) else {
             continue;
         };
         tokio::select! {
@@ -248,18 +245,15 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
                     caught_up.send_if_modified(|done| !std::mem::replace(done, true));
                     metrics.pulled(if pulled.in_sync { "in_sync" } else { "ok" });
                     metrics.received("pull", pulled.rows);
-                    pause = if pulled.in_sync {
-                        (pause * 2).min(pace.idle_interval)
-                    } else {
-                        pace.interval
-                    };
+                    let outcome = if pulled.in_sync { Outcome::InSync } else { Outcome::Differed };
+                    cadence.after(peer, outcome);
                     if pulled.rows > 0 {
                         tracing::debug!(%peer, rows = pulled.rows, batches = pulled.batches, "pulled history");
                     }
                 }
                 Err(error) => {
                     metrics.pulled("error");
-                    pause = pace.interval;
+                    cadence.after(peer, Outcome::Failed);
                     tracing::debug!(%error, "history pull failed");
                 }
             },
@@ -315,19 +309,14 @@ fn jittered(pause: Duration) -> Duration {
     pause.mul_f64(rand::rng().random_range(0.75..1.25))
 }
 
-/// A random member gossip believes alive, by its API address.
-fn pick_peer(gossip: &GossipHandle) -> Option<SocketAddr> {
+/// The members gossip believes alive, by their API addresses.
+fn alive_peers(gossip: &GossipHandle) -> Vec<SocketAddr> {
     let view = Arc::clone(&gossip.view.borrow());
-    let peers: Vec<SocketAddr> = view
-        .members
+    view.members
         .iter()
         .filter(|m| m.state == MemberState::Alive)
         .filter_map(|m| m.id.meta.service(Service::Api))
-        .collect();
-    if peers.is_empty() {
-        return None;
-    }
-    Some(peers[rand::rng().random_range(0..peers.len())])
+        .collect()
 }
 
 fn innermost(error: &reqwest::Error) -> String {
