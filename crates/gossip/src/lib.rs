@@ -19,6 +19,8 @@ mod node;
 mod pushpull;
 pub mod rendezvous;
 mod scheduler;
+#[doc(hidden)]
+pub mod sim;
 mod suspicion;
 
 pub use bootstrap::{DEFAULT_GOSSIP_PORT, JoinTargets};

@@ -183,6 +183,16 @@ async fn connect(peer: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
 
 /// Generic over the stream so that the fuzzer (`crate::fuzzing`) writes
 /// and reads frames in memory through this very code.
+/// The bytes `write_state` writes for these: the length prefix and the
+/// sealed frame.
+pub(crate) fn frame_len(members: &[Member<NodeId>], trailer: Option<Trailer>) -> usize {
+    let mut plain = postcard::to_stdvec(members).expect("a member list always encodes");
+    if let Some(trailer) = trailer {
+        trailer.encode(&mut plain);
+    }
+    4 + envelope::OVERHEAD + plain.len()
+}
+
 pub(crate) async fn write_state(
     stream: &mut (impl AsyncWrite + Unpin),
     keyring: &Keyring,

@@ -14,6 +14,7 @@ mod measure;
 mod overlay;
 mod report;
 mod results;
+mod scale;
 mod scenario;
 mod system;
 
@@ -47,22 +48,19 @@ pub struct BenchArgs {
 fn main() -> std::process::ExitCode {
     use clap::Parser;
     let args = BenchArgs::parse();
-    // The fuzzer runs its receivers on this thread, some with a runtime of
-    // their own: none may be started inside another.
-    if let BenchCommand::Fuzz(args) = args.command {
-        return match fuzz::run(args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("starting the async runtime");
-    match runtime.block_on(run(args)) {
+    // The fuzzer and the simulation run on this thread, some of the
+    // fuzzer's receivers with a runtime of their own: none may be started
+    // inside another.
+    let result = match args.command {
+        BenchCommand::Fuzz(args) => fuzz::run(args),
+        BenchCommand::Scale(args) => scale::run(args),
+        command => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("starting the async runtime")
+            .block_on(run(command)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -102,6 +100,12 @@ pub enum BenchCommand {
     /// --file-inputs). Prints a Markdown table; fails if any input
     /// panicked. Build with --release for the rates.
     Fuzz(fuzz::FuzzArgs),
+    /// The gossip layer at 100, 1,000 and 5,000 nodes in the deterministic
+    /// simulation (the real gossip code, virtual time): cold start to full
+    /// views, idle traffic per node, and the time until the last survivor
+    /// marks a killed node down. Prints a Markdown report. Build with
+    /// --release: 5,000 nodes take minutes.
+    Scale(scale::ScaleBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -186,6 +190,8 @@ pub enum BenchError {
     Http(String),
     #[error("overlay benchmark: {0}")]
     Overlay(String),
+    #[error("scale simulation: {0}")]
+    Scale(String),
     #[error("fuzz: {0}")]
     Fuzz(#[from] fuzz::FuzzError),
     #[error("interrupted; every agent started was stopped")]
@@ -194,8 +200,8 @@ pub enum BenchError {
     Incomplete(String),
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
-    match args.command {
+pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
+    match command {
         BenchCommand::Gossip(args) => {
             // Dropping the benchmark drops its clusters, and every child is
             // kill_on_drop: Ctrl-C leaves no agent behind.
@@ -217,6 +223,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             () = starling_agent_signal() => Err(BenchError::Interrupted),
         },
         BenchCommand::Fuzz(args) => fuzz::run(args),
+        BenchCommand::Scale(args) => scale::run(args),
     }
 }
 

@@ -1,11 +1,9 @@
 //! The gossip layer in a deterministic, seeded simulation: virtual time,
 //! no sockets, many nodes. Each test states the property it proves.
 
-mod sim;
-
 use std::time::Duration;
 
-use sim::{Sim, SimConfig, addr_of};
+use starling_gossip::sim::{Sim, SimConfig, addr_of};
 use starling_gossip::{MemberState, Transition};
 use starling_model::Service;
 
@@ -88,7 +86,7 @@ fn a_published_probe_address_reaches_everyone_without_a_down_or_rejoin() {
     sim.run_until(secs(30), STEP, Sim::converged)
         .expect("converges before the change");
     let probe: std::net::SocketAddr = "10.244.3.7:7949".parse().expect("literal");
-    sim.set_probe_addr(3, probe);
+    sim.set_service(3, Service::Probe.into(), probe);
     let everyone_knows = sim.run_until(secs(30), Duration::from_millis(50), |sim| {
         (0..nodes).filter(|&o| o != 3).all(|o| {
             sim.node(o)
@@ -250,4 +248,41 @@ fn the_simulation_is_deterministic() {
         (sim.datagrams_delivered, sim.observations.len())
     };
     assert_eq!(run(), run());
+}
+
+/// Per node, idle traffic stays what it is at 50 nodes at ten times the
+/// size: probes are one member a period whatever the size, and once views
+/// agree a periodic push-pull is a fingerprint, not the member table (with
+/// the tables, 500 nodes cost each node 1.3 times what 50 do, and 1,000
+/// twice).
+/// `starling-bench scale` measures 100, 1,000 and 5,000.
+#[test]
+fn idle_traffic_per_node_does_not_grow_with_the_cluster() {
+    let per_node = |nodes: usize, seed: u64| -> f64 {
+        let mut sim = Sim::new(SimConfig::new(nodes, seed));
+        sim.cold_start(secs(1));
+        sim.run_until(secs(60), STEP, Sim::all_count_everyone)
+            .unwrap_or_else(|| panic!("{nodes} nodes did not converge"));
+        sim.run_for(secs(30));
+        sim.reset_traffic();
+        // Longer than one push-pull period at 500 (75 s).
+        let window = secs(100);
+        sim.run_for(window);
+        assert!(sim.downs().is_empty(), "{nodes}: {:?}", sim.downs());
+        let mut rates: Vec<f64> = (0..nodes)
+            .map(|n| {
+                let traffic = sim.traffic(n);
+                (traffic.sent + traffic.received) as f64 / window.as_secs_f64()
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[nodes / 2]
+    };
+    let small = per_node(50, 21);
+    let large = per_node(500, 22);
+    eprintln!("idle traffic per node: {small:.0} B/s at 50, {large:.0} B/s at 500");
+    assert!(
+        large <= 1.15 * small,
+        "{large:.0} B/s at 500 nodes against {small:.0} B/s at 50"
+    );
 }

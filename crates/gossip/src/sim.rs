@@ -3,7 +3,13 @@
 //! partition; nodes can be killed or paused (CPU starvation).
 //!
 //! Addresses are 127.x.y.z identifiers only: nothing is ever sent on a
-//! network.
+//! network. The gossip tests (`tests/sim`) and `starling-bench scale` drive
+//! it; not an API, hidden from the docs.
+//!
+//! Every byte a node would put on the wire is counted (see [`Traffic`]):
+//! each datagram as sealed, each push-pull frame as the real framing
+//! writes it (the fingerprint first for the periodic exchange), and the
+//! IP, UDP and TCP headers around them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -13,11 +19,28 @@ use std::time::Duration;
 use foca::Member;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use starling_gossip::{
+
+use crate::pushpull::{self, Trailer};
+use crate::{
     GossipConfig, GossipNode, MemberState, MembershipEvent, NodeId, NodeMeta, PushPull, Role,
     SERVICE_SLOTS, Transition,
 };
-use starling_model::Service;
+
+/// IPv4 and UDP headers around each datagram.
+const UDP_HEADERS: u64 = 20 + 8;
+/// IPv4 and TCP headers (with the timestamp option Linux sends) around
+/// each TCP segment.
+const TCP_HEADERS: u64 = 20 + 32;
+/// Segments of a short TCP connection besides its data: the handshake
+/// (SYN, SYN-ACK, ACK) and the close (FIN, ACK both ways), by side.
+const TCP_SETUP_SEGMENTS: (u64, u64) = (4, 3);
+
+/// Bytes a node put on the wire and took off it, headers included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -61,6 +84,7 @@ enum Event {
         from: usize,
         to: usize,
         state: Vec<Member<NodeId>>,
+        digest_first: bool,
     },
     PushPullReply {
         to: usize,
@@ -129,6 +153,8 @@ pub struct Sim {
     blocked: HashSet<(usize, usize)>,
     pub observations: Vec<Observation>,
     pub datagrams_delivered: u64,
+    /// Per node, since the start or the last `reset_traffic`.
+    traffic: Vec<Traffic>,
 }
 
 pub fn addr_of(index: usize) -> SocketAddr {
@@ -156,6 +182,7 @@ impl Sim {
             })
             .collect();
         let by_addr = (0..config.nodes).map(|i| (addr_of(i), i)).collect();
+        let traffic = vec![Traffic::default(); config.nodes];
         Sim {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -167,7 +194,24 @@ impl Sim {
             blocked: HashSet::new(),
             observations: Vec::new(),
             datagrams_delivered: 0,
+            traffic,
         }
+    }
+
+    /// What `node` sent and received since the start or the last reset.
+    pub fn traffic(&self, node: usize) -> Traffic {
+        self.traffic[node]
+    }
+
+    /// Start counting traffic afresh (a steady-state window).
+    pub fn reset_traffic(&mut self) {
+        self.traffic.fill(Traffic::default());
+    }
+
+    /// Count a transfer of `bytes` from one node to another.
+    fn carry(&mut self, from: usize, to: usize, bytes: u64) {
+        self.traffic[from].sent += bytes;
+        self.traffic[to].received += bytes;
     }
 
     pub fn now(&self) -> Duration {
@@ -251,14 +295,11 @@ impl Sim {
         done(self).then_some(self.now)
     }
 
-    /// Have `node` publish a new overlay probe address.
-    pub fn set_probe_addr(&mut self, node: usize, probe_addr: SocketAddr) {
+    /// Have `node` publish a new address in service `slot`.
+    pub fn set_service(&mut self, node: usize, slot: usize, addr: SocketAddr) {
         let now = self.now;
         let gossip = self.nodes[node].node.as_mut().expect("running");
-        assert!(
-            gossip.set_service(Service::Probe.into(), Some(probe_addr), now),
-            "a new address"
-        );
+        assert!(gossip.set_service(slot, Some(addr), now), "a new address");
         self.nodes[node].id = gossip.identity().clone();
         self.flush(node);
     }
@@ -291,6 +332,28 @@ impl Sim {
                 subject == observer || self.state(observer, subject) == Some(MemberState::Alive)
             })
         })
+    }
+
+    /// Every running node counts every other running node alive: the same
+    /// as `converged` when no node is dead, in O(n) rather than O(n²)
+    /// lookups, for thousands of nodes.
+    pub fn all_count_everyone(&self) -> bool {
+        if self.nodes.iter().any(|n| n.status == Status::NotStarted) {
+            return false;
+        }
+        let running = (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .count();
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .all(|i| {
+                self.node(i).is_some_and(|node| {
+                    node.members()
+                        .filter(|m| m.state == MemberState::Alive)
+                        .count()
+                        == running - 1
+                })
+            })
     }
 
     /// Observers that ever recorded `transition` about `subject`.
@@ -362,6 +425,7 @@ impl Sim {
             }
             Event::Datagram { to, data } => {
                 self.datagrams_delivered += 1;
+                self.traffic[to].received += datagram_bytes(&data);
                 let node = self.nodes[to]
                     .node
                     .as_mut()
@@ -375,18 +439,43 @@ impl Sim {
                 let gossip = self.nodes[node].node.as_mut().expect("running");
                 gossip.handle_timers(now);
             }
-            Event::PushPull { from, to, state } => {
+            Event::PushPull {
+                from,
+                to,
+                state,
+                digest_first,
+            } => {
                 let gossip = self.nodes[to].node.as_mut().expect("running");
-                gossip.apply_membership_state(state, now);
-                let reply = gossip.membership_state();
-                let at = now + self.latency();
-                self.schedule(
-                    at,
-                    Event::PushPullReply {
-                        to: from,
-                        state: reply,
-                    },
-                );
+                let ours = gossip.membership_state();
+                // As the driver answers (see `pushpull`): a periodic
+                // exchange whose fingerprints match moves no state.
+                let same =
+                    digest_first && pushpull::fingerprint(&state) == pushpull::fingerprint(&ours);
+                let mut frames = (0, 0);
+                if digest_first {
+                    let fingerprint = Trailer::Fingerprint(pushpull::fingerprint(&state));
+                    frames.0 += frame_bytes(&[], Some(fingerprint));
+                }
+                if same {
+                    frames.1 += frame_bytes(&[], Some(Trailer::Same));
+                } else {
+                    let answer = digest_first.then_some(Trailer::SendYours);
+                    frames.1 += frame_bytes(&ours, answer);
+                    frames.0 += frame_bytes(&state, None);
+                    gossip.apply_membership_state(state, now);
+                    let reply = gossip.membership_state();
+                    let at = now + self.latency();
+                    self.schedule(
+                        at,
+                        Event::PushPullReply {
+                            to: from,
+                            state: reply,
+                        },
+                    );
+                }
+                let (setup_from, setup_to) = TCP_SETUP_SEGMENTS;
+                self.carry(from, to, frames.0 + setup_from * TCP_HEADERS);
+                self.carry(to, from, frames.1 + setup_to * TCP_HEADERS);
             }
             Event::PushPullReply { to, state } => {
                 let gossip = self.nodes[to].node.as_mut().expect("running");
@@ -422,13 +511,19 @@ impl Sim {
             let Some(&to) = self.by_addr.get(&to_addr) else {
                 continue;
             };
+            self.traffic[index].sent += datagram_bytes(&data);
             if self.blocked.contains(&(index, to)) || self.rng.random_bool(self.config.loss) {
                 continue;
             }
             let at = now + self.latency();
             self.schedule(at, Event::Datagram { to, data });
         }
-        for PushPull { peer, state, .. } in push_pulls {
+        for PushPull {
+            peer,
+            state,
+            digest_first,
+        } in push_pulls
+        {
             let Some(&to) = self.by_addr.get(&peer) else {
                 continue;
             };
@@ -443,6 +538,7 @@ impl Sim {
                     from: index,
                     to,
                     state,
+                    digest_first,
                 },
             );
         }
@@ -459,4 +555,15 @@ impl Sim {
         let jitter = self.config.jitter.mul_f64(self.rng.random_range(0.0..1.0));
         self.config.latency + jitter
     }
+}
+
+/// A datagram on the wire: foca's bytes sealed, in IP and UDP.
+fn datagram_bytes(data: &[u8]) -> u64 {
+    (data.len() + starling_seal::OVERHEAD) as u64 + UDP_HEADERS
+}
+
+/// A push-pull frame on the wire, as `pushpull::write_state` writes it, in
+/// one TCP segment and the peer's ACK of it.
+fn frame_bytes(members: &[Member<NodeId>], trailer: Option<Trailer>) -> u64 {
+    pushpull::frame_len(members, trailer) as u64 + 2 * TCP_HEADERS
 }
