@@ -585,14 +585,15 @@ impl GossipNode {
 
     fn housekeeping(&mut self, now: Duration) {
         // foca does not notify Alive ⇄ Suspect; read it off its state.
-        let observed: Vec<(NodeId, bool)> = self
+        // Every probe period over every member: by reference, so a large
+        // cluster costs lookups, not a copy of every identity.
+        let table = &mut self.table;
+        for member in self
             .foca
             .iter_membership_state()
             .filter(|m| m.state() != State::Down)
-            .map(|m| (m.id().clone(), m.state() == State::Suspect))
-            .collect();
-        for (id, suspect) in observed {
-            self.table.observe(&id, suspect, now);
+        {
+            table.observe(member.id(), member.state() == State::Suspect, now);
         }
         // foca forgets long-down members (`remove_down_after`); follow it.
         if self.foca.iter_membership_state().len() < self.table.len() {
