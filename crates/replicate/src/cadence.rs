@@ -21,10 +21,10 @@ pub(crate) const FAST_PULLS: usize = 4;
 /// What a pull found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The peer's vector was ours.
-    InSync,
-    /// The vectors differed (rows may have come).
-    Differed,
+    /// Nothing we lacked: the peer's vector was ours, or it was behind.
+    NothingNew,
+    /// Rows came.
+    Fetched,
     /// The peer did not answer, or answered something unusable.
     Failed,
 }
@@ -73,15 +73,15 @@ impl Cadence {
         }
         self.recent.push_back(peer);
         match outcome {
-            Outcome::InSync if self.fast_left == 0 => {
+            Outcome::NothingNew if self.fast_left == 0 => {
                 self.pause = (self.pause * 2).min(self.idle_interval);
             }
-            Outcome::InSync => {
+            Outcome::NothingNew => {
                 self.fast_left -= 1;
                 self.pause = self.interval;
             }
-            // Rows moved: others may lack them too, and more may follow.
-            Outcome::Differed => {
+            // Rows came: others may lack them too, and more may follow.
+            Outcome::Fetched => {
                 self.fast_left = FAST_PULLS;
                 self.pause = self.interval;
             }
@@ -136,13 +136,13 @@ mod tests {
             let peer = cadence.pick(&all, |_| 0).expect("a peer");
             assert!(!asked.contains(&peer), "{peer} twice in {asked:?}");
             asked.push(peer);
-            cadence.after(peer, Outcome::InSync);
+            cadence.after(peer, Outcome::NothingNew);
         }
         // Every peer but one asked, all in sync: now the pace slows.
         let mut pauses = Vec::new();
         for _ in 0..6 {
             let peer = cadence.pick(&all, |_| 0).expect("a peer");
-            cadence.after(peer, Outcome::InSync);
+            cadence.after(peer, Outcome::NothingNew);
             pauses.push(cadence.pause().as_secs());
         }
         assert_eq!(pauses, [4, 8, 16, 30, 30, 30]);
@@ -156,17 +156,17 @@ mod tests {
         let all = peers(3);
         let mut cadence = Cadence::new(BASE, IDLE);
         for _ in 0..10 {
-            cadence.after(all[0], Outcome::InSync);
+            cadence.after(all[0], Outcome::NothingNew);
         }
         assert_eq!(cadence.pause(), IDLE);
         cadence.after(all[1], Outcome::Failed);
         assert_eq!(cadence.pause(), BASE);
-        cadence.after(all[1], Outcome::Differed);
+        cadence.after(all[1], Outcome::Fetched);
         for _ in 0..FAST_PULLS {
             assert_eq!(cadence.pause(), BASE);
-            cadence.after(all[2], Outcome::InSync);
+            cadence.after(all[2], Outcome::NothingNew);
         }
-        cadence.after(all[2], Outcome::InSync);
+        cadence.after(all[2], Outcome::NothingNew);
         assert_eq!(cadence.pause(), BASE * 2);
     }
 
@@ -174,7 +174,7 @@ mod tests {
     fn a_lone_peer_is_picked_again_and_no_peer_is_none() {
         let one = peers(1);
         let mut cadence = Cadence::new(BASE, IDLE);
-        cadence.after(one[0], Outcome::InSync);
+        cadence.after(one[0], Outcome::NothingNew);
         assert_eq!(cadence.pick(&one, |_| 0), Some(one[0]));
         assert_eq!(cadence.pick(&[], |_| 0), None);
     }

@@ -245,7 +245,9 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
                     caught_up.send_if_modified(|done| !std::mem::replace(done, true));
                     metrics.pulled(if pulled.in_sync { "in_sync" } else { "ok" });
                     metrics.received("pull", pulled.rows);
-                    let outcome = if pulled.in_sync { Outcome::InSync } else { Outcome::Differed };
+                    // A peer behind us differs too, yet brings nothing:
+                    // only rows that came are news.
+                    let outcome = if pulled.rows > 0 { Outcome::Fetched } else { Outcome::NothingNew };
                     cadence.after(peer, outcome);
                     if pulled.rows > 0 {
                         tracing::debug!(%peer, rows = pulled.rows, batches = pulled.batches, "pulled history");
