@@ -449,12 +449,11 @@ impl Sim {
                 let ours = gossip.membership_state();
                 // As the driver answers (see `pushpull`): a periodic
                 // exchange whose fingerprints match moves no state.
-                let same =
-                    digest_first && pushpull::fingerprint(&state) == pushpull::fingerprint(&ours);
+                let theirs = digest_first.then(|| pushpull::fingerprint(&state));
+                let same = theirs.is_some_and(|sum| sum == pushpull::fingerprint(&ours));
                 let mut frames = (0, 0);
-                if digest_first {
-                    let fingerprint = Trailer::Fingerprint(pushpull::fingerprint(&state));
-                    frames.0 += frame_bytes(&[], Some(fingerprint));
+                if let Some(sum) = theirs {
+                    frames.0 += frame_bytes(&[], Some(Trailer::Fingerprint(sum)));
                 }
                 if same {
                     frames.1 += frame_bytes(&[], Some(Trailer::Same));

@@ -123,21 +123,23 @@ pub async fn pull_from(
         Err(error) => return Err(error),
     };
     let mut pulled = Pulled::default();
-    while pulled.batches < MAX_BATCHES_PER_PULL {
-        let vector = store.version_vector().await?;
+    // The vector read for the fingerprint serves the first batch; later
+    // batches read it again, after what the previous one applied.
+    let mut vector = ours;
+    loop {
         let request = match &only {
             Some(only) => SyncRequest::within(only.clone(), only.restrict(&vector)),
-            None => SyncRequest::everything(vector, SYNC_BATCH_ROWS),
+            None => SyncRequest::everything(std::mem::take(&mut vector), SYNC_BATCH_ROWS),
         };
         let reply = exchange.send(&request).await?;
         let more = reply.batch.more;
         pulled.rows += store.apply_batch(reply.batch).await?;
         pulled.batches += 1;
-        if !more {
-            break;
+        if !more || pulled.batches >= MAX_BATCHES_PER_PULL {
+            return Ok(pulled);
         }
+        vector = store.version_vector().await?;
     }
-    Ok(pulled)
 }
 
 /// One peer's `/v1/sync`, sealed both ways.
