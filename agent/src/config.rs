@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use starling_aggregator::AggregationConfig;
 use starling_alert::AlertConfig;
 use starling_checks::{DnsSpec, EtcdConfig, PluginSpec, Schedule, SchedulerConfig, Watermarks};
 use starling_gossip::{GossipConfig, JoinTargets, Role};
@@ -28,6 +29,9 @@ pub struct AgentConfig {
     pub gossip: GossipConfig,
     pub history: StoreConfig,
     pub replication: ReplicationConfig,
+    /// When the cluster is aggregated, and how fast this node streams to
+    /// and pulls from its aggregators.
+    pub aggregation: AggregationConfig,
     /// The etcd check and its schedule; `None` when no endpoint is set.
     pub etcd: Option<(EtcdConfig, Schedule)>,
     /// The Kubernetes API checks; `None` when there are no credentials.

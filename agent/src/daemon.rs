@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use starling_aggregator::{Aggregation, AggregationMetrics, AggregationParts};
 use starling_alert::{AlertMetrics, Alerting, SinkError};
 use starling_checks::Runner;
 use starling_conditions::{ConditionMetrics, ConditionsConfig};
@@ -19,7 +20,7 @@ use starling_health::overlay::{OverlayIntake, OverlayMetrics};
 use starling_health::status::{self, GossipPlacement, StatusMetrics};
 use starling_history::{HistoryMetrics, Store, StoreError};
 use starling_model::Service;
-use starling_replicate::{Publisher, Replication, ReplicationMetrics};
+use starling_replicate::{Publisher, Replication, ReplicationMetrics, Scope};
 use starling_seal::Keyring;
 use tokio::net::TcpListener;
 
@@ -79,6 +80,9 @@ pub struct RunningAgent {
     /// Records alert marks: stopped before replication and gossip.
     alerting: Alerting,
     replication: Replication,
+    /// Streams our log to the aggregators: stopped after replication, so
+    /// our leave is streamed too.
+    aggregation: Aggregation,
     /// Gossip, the HTTP server and overlay housekeeping (which writes
     /// verdicts: it ends before the history closes).
     serving: Stage,
@@ -127,7 +131,24 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     );
     let mut serving = Stage::new();
     serving.spawn(gossip.run(serving.stopped()));
-    let publisher = Publisher::new(history.clone(), handle.clone(), replication_metrics.clone());
+    let aggregation_metrics = AggregationMetrics::register(&mut registry);
+    let (scope, scope_rx) = tokio::sync::watch::channel(Scope::default());
+    let publisher = Publisher::new(
+        history.clone(),
+        handle.clone(),
+        replication_metrics.clone(),
+        scope_rx,
+    );
+    let aggregation = Aggregation::start(
+        AggregationParts {
+            store: history.clone(),
+            gossip: handle.clone(),
+            keyring: Arc::clone(&keyring),
+            metrics: aggregation_metrics.clone(),
+            scope,
+        },
+        config.aggregation,
+    );
     let replication = Replication::start(
         publisher.clone(),
         handle.clone(),
@@ -184,6 +205,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         publisher,
         keyring,
         replication: replication_metrics,
+        forwarder: aggregation.forwarder(),
+        aggregation: aggregation_metrics,
         status_metrics,
         checks_here,
         has_seeds,
@@ -208,6 +231,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         checks,
         alerting,
         replication,
+        aggregation,
         serving,
     })
 }
@@ -345,9 +369,11 @@ impl RunningAgent {
         self.alerting.stop().await?;
         // 3. Replication: our leave is recorded, then push and pull end.
         self.replication.stop().await?;
-        // 4. Gossip leaves the cluster; the API and overlay housekeeping end.
+        // 4. Aggregation: a last stream carries the leave to our owners.
+        self.aggregation.stop().await?;
+        // 5. Gossip leaves the cluster; the API and overlay housekeeping end.
         let served = self.serving.stop().await;
-        // 5. The writer finishes what is queued, off the async threads.
+        // 6. The writer finishes what is queued, off the async threads.
         self.history.close().await;
         served
     }

@@ -13,16 +13,17 @@ use starling_model::{
     MembersResponse, NodeHealth, NodeResponse, OverlayResponse, Service, StatusResponse,
     unix_ms_now,
 };
-use starling_web::{AgentView, Reply};
+use starling_web::{AgentView, Reply, not_an_aggregator};
 use tokio::sync::watch;
 
-use starling_gossip::{MemberState, MembershipView, NodeId};
+use starling_aggregator::{AggregationMetrics, ForwardError, Forwarder};
+use starling_gossip::{MemberState, MembershipView, NodeId, Role};
 use starling_health::overlay;
 use starling_health::overlay::OverlayIntake;
 use starling_health::status::StatusMetrics;
 use starling_history::{Event, EventFilter, EventPosition, Store, StoreError};
 use starling_replicate as replicate;
-use starling_replicate::{Publisher, ReplicationMetrics};
+use starling_replicate::{Publisher, ReplicationMetrics, Scope};
 use starling_seal::Keyring;
 
 /// The gossip loop republishes every second; this much silence means it
@@ -39,6 +40,10 @@ pub(crate) struct SurfaceParts {
     /// Opens sync requests and annotations, seals sync answers.
     pub keyring: Arc<Keyring>,
     pub replication: ReplicationMetrics,
+    /// Asks an aggregator the history this node does not hold.
+    pub forwarder: Forwarder,
+    /// Counts what this node ingests as an aggregator.
+    pub aggregation: AggregationMetrics,
     pub status_metrics: StatusMetrics,
     /// This node runs checks: its status is unknown until they report.
     pub checks_here: bool,
@@ -70,6 +75,10 @@ impl AgentSurface {
 
     fn store(&self) -> Store {
         self.parts.publisher.store().clone()
+    }
+
+    fn is_aggregator(&self) -> bool {
+        self.parts.view.borrow().me.meta.role == Role::Aggregator
     }
 
     /// The status and the latest results it was rolled up from.
@@ -227,8 +236,26 @@ impl AgentView for AgentSurface {
     fn history(&self, query: HistoryQuery) -> Reply<HistoryResponse> {
         let store = self.store();
         let publisher = self.parts.publisher.clone();
+        let forwarder = self.parts.forwarder.clone();
         let answered_by = self.parts.view.borrow().me.name.clone();
         Box::pin(async move {
+            // An aggregated cluster's log is on the aggregators; this node
+            // holds its own rows and the latest health, not the rest.
+            let incomplete = if *publisher.scope().borrow() == Scope::OwnLog {
+                match forwarder.history(&query).await {
+                    Ok(mut page) => {
+                        page.answered_by = answered_by;
+                        return Ok(page);
+                    }
+                    Err(ForwardError::Refused(refusal)) => return Err(refusal),
+                    Err(ForwardError::NoAggregator(why)) => Some(format!(
+                        "{why}: this answer holds only this node's own log; older history of \
+                         other nodes is on the aggregators and unavailable until one answers"
+                    )),
+                }
+            } else {
+                None
+            };
             // Like `nodes NAME`: a typo is an error, not an empty page.
             if let Some(node) = &query.node
                 && !publisher.knows_node(node).await.map_err(unavailable)?
@@ -237,40 +264,36 @@ impl AgentView for AgentSurface {
                     "no node named {node:?} in gossip or the history"
                 )));
             }
-            let limit = query.limit;
-            let filter = EventFilter {
-                node: query.node,
-                kind: query.kind,
-                check: query.check,
-                since_unix_ms: query.since_unix_ms,
-                until_unix_ms: query.until_unix_ms,
-                after: query.cursor.map(|c| EventPosition {
-                    at_unix_ms: c.at_unix_ms,
-                    origin: c.origin,
-                    seq: c.seq,
-                }),
-                limit,
-            };
-            let events = store.events(filter).await.map_err(unavailable)?;
-            // A full page may have a successor; a short one is the end.
-            let next_cursor = (events.len() == limit)
-                .then(|| events.last())
-                .flatten()
-                .map(|last| {
-                    starling_model::HistoryCursor {
-                        at_unix_ms: last.at_unix_ms,
-                        origin: last.origin.clone(),
-                        seq: last.seq,
-                    }
-                    .to_string()
-                });
+            let events = local_history(&store, query).await?;
             Ok(HistoryResponse {
+                served_by: Some(answered_by.clone()),
                 answered_by,
                 answered_at_unix_ms: unix_ms_now(),
-                events: events.into_iter().map(history_event).collect(),
-                next_cursor,
+                incomplete,
+                ..events
             })
         })
+    }
+
+    fn stream(&self, sealed: Bytes) -> Reply<Vec<u8>> {
+        if !self.is_aggregator() {
+            return Box::pin(async { Err(not_an_aggregator()) });
+        }
+        let store = self.store();
+        let keyring = Arc::clone(&self.parts.keyring);
+        let metrics = self.parts.aggregation.clone();
+        Box::pin(async move {
+            starling_aggregator::answer_stream(&store, &keyring, &metrics, sealed).await
+        })
+    }
+
+    fn health_table(&self, sealed: Bytes) -> Reply<Vec<u8>> {
+        if !self.is_aggregator() {
+            return Box::pin(async { Err(not_an_aggregator()) });
+        }
+        let store = self.store();
+        let keyring = Arc::clone(&self.parts.keyring);
+        Box::pin(async move { starling_aggregator::answer_health(&store, &keyring, sealed).await })
     }
 
     fn sync(&self, sealed: Bytes) -> Reply<Vec<u8>> {
@@ -314,6 +337,45 @@ impl AgentView for AgentSurface {
         let intake = Arc::clone(&self.parts.overlay);
         Box::pin(async move { intake.accept(sealed, unix_ms_now()).await })
     }
+}
+
+/// A page of this node's own history database.
+async fn local_history(store: &Store, query: HistoryQuery) -> Result<HistoryResponse, ApiError> {
+    let limit = query.limit;
+    let filter = EventFilter {
+        node: query.node,
+        kind: query.kind,
+        check: query.check,
+        since_unix_ms: query.since_unix_ms,
+        until_unix_ms: query.until_unix_ms,
+        after: query.cursor.map(|c| EventPosition {
+            at_unix_ms: c.at_unix_ms,
+            origin: c.origin,
+            seq: c.seq,
+        }),
+        limit,
+    };
+    let events = store.events(filter).await.map_err(unavailable)?;
+    // A full page may have a successor; a short one is the end.
+    let next_cursor = (events.len() == limit)
+        .then(|| events.last())
+        .flatten()
+        .map(|last| {
+            starling_model::HistoryCursor {
+                at_unix_ms: last.at_unix_ms,
+                origin: last.origin.clone(),
+                seq: last.seq,
+            }
+            .to_string()
+        });
+    Ok(HistoryResponse {
+        answered_by: String::new(),
+        answered_at_unix_ms: 0,
+        served_by: None,
+        incomplete: None,
+        events: events.into_iter().map(history_event).collect(),
+        next_cursor,
+    })
 }
 
 fn history_event(event: Event) -> HistoryEvent {

@@ -12,4 +12,4 @@ mod view;
 pub use kuberhealthy::{CheckDetailV3, KuberhealthyState, StateV3, WorkloadDetails};
 pub use routes::router;
 pub use server::serve;
-pub use view::{AgentView, Reply};
+pub use view::{AgentView, Reply, not_an_aggregator};

@@ -25,6 +25,8 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A sync request is a version vector: ~60 bytes per origin, so this
 /// covers thousands of nodes with room to spare.
 const SYNC_BODY_LIMIT: usize = 1 << 20;
+/// A stream is at most 5,000 rows of about 300 bytes of JSON each.
+const STREAM_BODY_LIMIT: usize = 4 << 20;
 /// An annotation is one short message.
 const ANNOTATION_BODY_LIMIT: usize = 16 << 10;
 /// A probe report: about 200 bytes per peer; 256 KiB is 1,000 peers.
@@ -58,6 +60,14 @@ pub fn router(view: Arc<dyn AgentView>) -> Router {
         .route(
             "/v1/sync",
             post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/stream",
+            post(stream).layer(DefaultBodyLimit::max(STREAM_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/health-table",
+            post(health_table).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
         )
         .route(
             "/v1/events",
@@ -161,6 +171,14 @@ async fn overlay(State(view): ViewState) -> Response {
 
 async fn sync(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
     sealed_exchange(body, |body| view.sync(body)).await
+}
+
+async fn stream(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
+    sealed_exchange(body, |body| view.stream(body)).await
+}
+
+async fn health_table(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
+    sealed_exchange(body, |body| view.health_table(body)).await
 }
 
 async fn overlay_report(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {

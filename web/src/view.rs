@@ -47,6 +47,16 @@ pub trait AgentView: Send + Sync + 'static {
     fn sync(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
         unavailable("this agent keeps no history")
     }
+    /// An aggregator taking a node's sealed stream of its own rows; the
+    /// sealed acknowledgement out.
+    fn stream(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
+        Box::pin(async { Err(not_an_aggregator()) })
+    }
+    /// An aggregator's health table, the part changed since the sealed
+    /// request's revision.
+    fn health_table(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
+        Box::pin(async { Err(not_an_aggregator()) })
+    }
     /// Record an operator's annotation (sealed with the cluster key).
     fn annotate(&self, _sealed: Bytes) -> Reply<AnnotationAck> {
         unavailable("this agent keeps no history")
@@ -64,6 +74,12 @@ pub trait AgentView: Send + Sync + 'static {
     fn overlay_report(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
         unavailable("this agent takes no overlay reports")
     }
+}
+
+/// What any node but an aggregator answers to an aggregator's endpoints:
+/// a node that streams to the wrong member hears so.
+pub fn not_an_aggregator() -> ApiError {
+    ApiError::NotFound("this node is not an aggregator (--role aggregator)".to_owned())
 }
 
 fn unavailable<T: Send + 'static>(message: &'static str) -> Reply<T> {

@@ -194,6 +194,8 @@ impl AgentView for FixedView {
             Ok(HistoryResponse {
                 answered_by: "n1".into(),
                 answered_at_unix_ms: AT,
+                served_by: None,
+                incomplete: None,
                 next_cursor: (query.limit == 1)
                     .then(|| format!("{}:7:{}", event.at_unix_ms, event.origin)),
                 events: vec![event],

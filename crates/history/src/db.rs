@@ -8,10 +8,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 pub use super::schema::{SCHEMA_VERSION, migrate};
-pub use results::{insert_result, last_passes, latest_results, recent_results, upsert_latest};
+pub use results::{
+    insert_result, last_passes, latest_after, latest_results, recent_results, upsert_latest,
+};
 pub use sync::{
     apply_batch, apply_batch_noting, insert_replicated, insert_replicated_noting, missing_for,
-    missing_in, past_a_gap, prune_origins, version_vector,
+    missing_in, own_rows_after, past_a_gap, prune_origins, version_vector,
 };
 
 mod results;

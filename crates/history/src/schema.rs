@@ -68,6 +68,11 @@ const MIGRATIONS: &[&str] = &[
          last_error TEXT NULL
      );
      CREATE INDEX alert_outbox_head ON alert_outbox (sink, alert_key, id);",
+    // v4: a revision per latest result, so an aggregator can serve "what
+    // changed since revision R" and a node's copy of the cluster's health
+    // costs nothing to keep current while nothing changes.
+    "ALTER TABLE latest_results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX latest_results_revision ON latest_results (revision);",
 ];
 
 /// The user_version a fully migrated file has.

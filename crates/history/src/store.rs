@@ -250,6 +250,38 @@ impl Store {
             .await
     }
 
+    /// `upsert_latest` for each, in one transaction; returns how many won.
+    pub async fn upsert_latest_all(&self, results: Vec<CheckResult>) -> Result<usize, StoreError> {
+        self.submit(move |tx, _| {
+            let mut won = 0;
+            for result in &results {
+                won += usize::from(db::upsert_latest(tx, result)?);
+            }
+            Ok(won)
+        })
+        .await
+    }
+
+    /// See `db::latest_after`.
+    pub async fn latest_after(
+        &self,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, CheckResult)>, StoreError> {
+        self.read(move |conn| db::latest_after(conn, revision, limit))
+            .await
+    }
+
+    /// See `db::own_rows_after`.
+    pub async fn own_rows_after(
+        &self,
+        after: u64,
+        max_rows: usize,
+    ) -> Result<SyncBatch, StoreError> {
+        self.read(move |conn| db::own_rows_after(conn, after, max_rows))
+            .await
+    }
+
     /// Run retention and a checkpoint now, rather than at the next tick.
     pub async fn enforce_retention(&self) -> Result<RetentionReport, StoreError> {
         let (reply, answer) = oneshot::channel();

@@ -87,6 +87,17 @@ pub struct HistoryEvent {
 pub struct HistoryResponse {
     pub answered_by: String,
     pub answered_at_unix_ms: u64,
+    /// Whose history the rows come from: the answering node, or in an
+    /// aggregated cluster the aggregator it asked. `None` from releases
+    /// before aggregators, which always answered from their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// Set when rows matching the filters may exist that this answer could
+    /// not hold, and why: in an aggregated cluster with no aggregator
+    /// answering, a node has only its own log and the cluster's latest
+    /// health; older history is unavailable, not empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
     /// Newest first.
     pub events: Vec<HistoryEvent>,
     /// Pass as `cursor` (same filters) for the next, older page; `null`
@@ -152,6 +163,24 @@ pub struct HistoryQuery {
     /// Continue after this row (a previous page's `next_cursor`).
     pub cursor: Option<HistoryCursor>,
     pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// The query string that asks another agent the same (`GET
+    /// /v1/history` parses it back into this).
+    pub fn to_params(&self) -> Vec<(&'static str, String)> {
+        let mut params = vec![("limit", self.limit.to_string())];
+        let optional = [
+            ("node", self.node.clone()),
+            ("kind", self.kind.map(|k| k.as_str().to_owned())),
+            ("check", self.check.clone()),
+            ("since", self.since_unix_ms.map(|t| t.to_string())),
+            ("until", self.until_unix_ms.map(|t| t.to_string())),
+            ("cursor", self.cursor.as_ref().map(ToString::to_string)),
+        ];
+        params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        params
+    }
 }
 
 /// The answer to `POST /v1/events`: where the annotation was recorded.

@@ -33,6 +33,25 @@ pub use serve::{MAX_ANNOTATION_BYTES, SYNC_BATCH_ROWS};
 pub use serve::{accept_annotation, answer_sync, refusal};
 pub use wire::WireError;
 
+/// Whom this node replicates the cluster's log with. The aggregation
+/// layer sets it from the membership; without aggregators it stays
+/// `Everyone`, which is full replication.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every row pushed by gossip to every node and pulled from any alive
+    /// peer: every node holds the whole log.
+    #[default]
+    Everyone,
+    /// This node is an aggregator of an aggregated cluster: it pulls from
+    /// the other aggregators only, and only they record what happens to
+    /// other members (ordinary nodes would not see each other's records).
+    Aggregators,
+    /// An ordinary node of an aggregated cluster: it keeps its own log,
+    /// which the aggregation layer streams to its aggregators; nothing is
+    /// pushed or pulled here, and it records only its own transitions.
+    OwnLog,
+}
+
 /// Timing of replication; the defaults suit production, tests shorten them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicationConfig {
@@ -80,6 +99,7 @@ impl Replication {
         let stop_recorder = CancellationToken::new();
         let stop_transfer = CancellationToken::new();
         let store = publisher.store().clone();
+        let scope = publisher.scope();
         let (caught_up_tx, caught_up) = watch::channel(false);
         let gaps = Arc::new(Notify::new());
         let push = tokio::spawn(push::run(
@@ -101,11 +121,13 @@ impl Replication {
             pace,
             caught_up: caught_up_tx,
             gaps,
+            scope: scope.clone(),
         };
         let pull = tokio::spawn(pull::run(puller, stop_transfer.clone().cancelled_owned()));
         let recorder = tokio::spawn(recorder::run(
             publisher,
             gossip,
+            scope,
             config.record_grace,
             stop_recorder.clone().cancelled_owned(),
         ));

@@ -2,7 +2,9 @@
 
 use starling_gossip::GossipHandle;
 use starling_history::{CheckResult, Event, EventFilter, NewEvent, Store, StoreError};
+use tokio::sync::watch;
 
+use super::Scope;
 use super::metrics::ReplicationMetrics;
 use super::wire;
 
@@ -12,20 +14,35 @@ pub struct Publisher {
     store: Store,
     gossip: GossipHandle,
     metrics: ReplicationMetrics,
+    /// Rows are pushed by gossip only in full replication: an aggregated
+    /// cluster's nodes stream theirs to the aggregators instead.
+    scope: watch::Receiver<Scope>,
 }
 
 impl Publisher {
-    pub fn new(store: Store, gossip: GossipHandle, metrics: ReplicationMetrics) -> Self {
+    pub fn new(
+        store: Store,
+        gossip: GossipHandle,
+        metrics: ReplicationMetrics,
+        scope: watch::Receiver<Scope>,
+    ) -> Self {
         Publisher {
             store,
             gossip,
             metrics,
+            scope,
         }
     }
 
+    /// Whom this node replicates with, as the aggregation layer last said.
+    pub fn scope(&self) -> watch::Receiver<Scope> {
+        self.scope.clone()
+    }
+
     /// Returns once the event is committed to our database (it survives a
-    /// crash from then on) and queued for gossip. Pull delivers it to
-    /// whoever the push misses.
+    /// crash from then on) and, in full replication, queued for gossip.
+    /// Pull delivers it to whoever the push misses; in an aggregated
+    /// cluster the stream to the aggregators carries it.
     pub async fn record(&self, new: NewEvent) -> Result<Event, StoreError> {
         let event = self.store.record(new).await?;
         self.metrics.recorded();
@@ -36,9 +53,11 @@ impl Publisher {
             message = %event.message,
             "event recorded"
         );
-        self.gossip
-            .spread(event.origin.clone(), event.seq, wire::encode_push(&event))
-            .await;
+        if *self.scope.borrow() == Scope::Everyone {
+            self.gossip
+                .spread(event.origin.clone(), event.seq, wire::encode_push(&event))
+                .await;
+        }
         Ok(event)
     }
 

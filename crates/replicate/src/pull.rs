@@ -10,12 +10,13 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::sync::{Notify, broadcast, watch};
 
-use starling_gossip::{GossipHandle, MemberState, Transition};
+use starling_gossip::{GossipHandle, MemberState, Role, Transition};
 use starling_history::Store;
 use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_model::Service;
 use starling_seal::{Keyring, Purpose};
 
+use super::Scope;
 use super::cadence::{Cadence, Outcome};
 use super::metrics::ReplicationMetrics;
 use super::serve::SYNC_BATCH_ROWS;
@@ -202,6 +203,7 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
         pace,
         caught_up,
         gaps,
+        scope,
     } = puller;
     let client = client();
     let mut members = gossip.subscribe();
@@ -236,7 +238,14 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
                 }
             }
         }
-        let candidates = alive_peers(&gossip);
+        let scope = *scope.borrow();
+        if scope == Scope::OwnLog {
+            // Nothing to catch up on by pull: the aggregators hold the
+            // cluster's log, and this node's own is all it keeps.
+            caught_up.send_if_modified(|done| !std::mem::replace(done, true));
+            continue;
+        }
+        let candidates = alive_peers(&gossip, scope);
         let Some(peer) = cadence.pick(&candidates, |len| rand::rng().random_range(0..len)) else {
             continue;
         };
@@ -299,6 +308,8 @@ pub(crate) struct Puller {
     pub caught_up: watch::Sender<bool>,
     /// Told by the push task when a row arrived past a gap.
     pub gaps: Arc<Notify>,
+    /// Whom to pull from: anyone, the other aggregators, or no one.
+    pub scope: watch::Receiver<Scope>,
 }
 
 /// How often the pull loop runs; see [`run`].
@@ -313,12 +324,14 @@ fn jittered(pause: Duration) -> Duration {
     pause.mul_f64(rand::rng().random_range(0.75..1.25))
 }
 
-/// The members gossip believes alive, by their API addresses.
-fn alive_peers(gossip: &GossipHandle) -> Vec<SocketAddr> {
+/// The members gossip believes alive that `scope` pulls from, by their
+/// API addresses.
+fn alive_peers(gossip: &GossipHandle, scope: Scope) -> Vec<SocketAddr> {
     let view = Arc::clone(&gossip.view.borrow());
     view.members
         .iter()
         .filter(|m| m.state == MemberState::Alive)
+        .filter(|m| scope == Scope::Everyone || m.id.meta.role == Role::Aggregator)
         .filter_map(|m| m.id.meta.service(Service::Api))
         .collect()
 }

@@ -33,12 +33,14 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use starling_gossip::rendezvous;
 use starling_gossip::{
     GossipHandle, MemberEvent, MemberState, MembershipView, NodeId, RESTART_STEP, Transition,
 };
+use starling_gossip::{Role, rendezvous};
 use starling_history::{EventKind, NewEvent};
+use tokio::sync::watch;
 
+use super::Scope;
 use super::publisher::Publisher;
 
 /// How long the k-th ranked observer waits per rank for a better-ranked
@@ -82,6 +84,7 @@ struct Pending {
 pub(crate) async fn run(
     publisher: Publisher,
     gossip: GossipHandle,
+    scope: watch::Receiver<Scope>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -94,6 +97,7 @@ pub(crate) async fn run(
     .await;
     let mut recorder = Recorder {
         publisher,
+        scope,
         grace,
         pending: Vec::new(),
         suspected: HashSet::new(),
@@ -141,6 +145,11 @@ pub(crate) async fn run(
 #[derive(Debug)]
 struct Recorder {
     publisher: Publisher,
+    /// Who ranks to record other members' transitions: every alive member
+    /// in full replication, the aggregators alone in an aggregated cluster
+    /// (an ordinary node there never sees the others' records, so every
+    /// fallback rank would fire).
+    scope: watch::Receiver<Scope>,
     grace: Duration,
     pending: Vec<Pending>,
     /// Identities (name, incarnation) this node saw suspected. A Down that
@@ -187,6 +196,10 @@ impl Recorder {
                 return;
             }
         };
+        let scope = *self.scope.borrow();
+        if scope == Scope::OwnLog {
+            return;
+        }
         let new = observed_event(&event);
         let key = new
             .dedupe_key
@@ -196,6 +209,7 @@ impl Recorder {
             view.members
                 .iter()
                 .filter(|m| m.state == MemberState::Alive && m.id.name != event.member.name)
+                .filter(|m| scope == Scope::Everyone || m.id.meta.role == Role::Aggregator)
                 .map(|m| m.id.name.as_str()),
         );
         let rank = rendezvous::rank(&key, eligible)

@@ -54,17 +54,30 @@ pub enum Purpose {
     ProbeReport,
     /// The agent's answer to a report: whom to probe.
     ProbeAssignment,
+    /// A node's own rows, streamed to an aggregator (`POST /v1/stream`).
+    StreamRequest,
+    /// An aggregator's acknowledgement of a stream.
+    StreamReply,
+    /// A node asking an aggregator for the cluster's health table
+    /// (`POST /v1/health-table`).
+    HealthRequest,
+    /// The changed part of the health table.
+    HealthReply,
 }
 
 impl Purpose {
     /// The channels whose bodies are sealed JSON over HTTP, stamped
     /// against replay (see `replay`).
-    pub const SEALED_JSON: [Purpose; 5] = [
+    pub const SEALED_JSON: [Purpose; 9] = [
         Purpose::SyncRequest,
         Purpose::SyncReply,
         Purpose::Annotation,
         Purpose::ProbeReport,
         Purpose::ProbeAssignment,
+        Purpose::StreamRequest,
+        Purpose::StreamReply,
+        Purpose::HealthRequest,
+        Purpose::HealthReply,
     ];
 
     /// A short label, used as a Prometheus label value; keep them stable.
@@ -78,6 +91,10 @@ impl Purpose {
             Purpose::Echo => "echo",
             Purpose::ProbeReport => "probe_report",
             Purpose::ProbeAssignment => "probe_assignment",
+            Purpose::StreamRequest => "stream_request",
+            Purpose::StreamReply => "stream_reply",
+            Purpose::HealthRequest => "health_request",
+            Purpose::HealthReply => "health_reply",
         }
     }
 
@@ -91,6 +108,10 @@ impl Purpose {
             Purpose::Echo => 6,
             Purpose::ProbeReport => 7,
             Purpose::ProbeAssignment => 8,
+            Purpose::StreamRequest => 9,
+            Purpose::StreamReply => 10,
+            Purpose::HealthRequest => 11,
+            Purpose::HealthReply => 12,
         }
     }
 }

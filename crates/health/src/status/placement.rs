@@ -33,6 +33,9 @@ impl Placement for GossipPlacement {
             // When it dies, every survivor drops it from the ranking at
             // its Down, and the next in rank starts within a placement
             // poll; a suspect owner keeps the check until it is declared.
+            // Aggregators run no checks: one must never own a check no
+            // one would then run.
+            Scope::Cluster if view.me.meta.role == Role::Aggregator => false,
             Scope::Cluster => {
                 // Until it has met the others, every agent would think it
                 // is the owner: wait for the cluster, or, alone for a
@@ -44,7 +47,7 @@ impl Placement for GossipPlacement {
                 let candidates = std::iter::once(view.me.name.as_str()).chain(
                     view.members
                         .iter()
-                        .filter(|m| m.state.is_active())
+                        .filter(|m| m.state.is_active() && m.id.meta.role != Role::Aggregator)
                         .map(|m| m.id.name.as_str()),
                 );
                 rendezvous::rank(check, candidates).first() == Some(&view.me.name.as_str())

@@ -59,11 +59,13 @@ pub fn last_passes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
 pub fn upsert_latest(tx: &Transaction<'_>, result: &CheckResult) -> rusqlite::Result<bool> {
     let changed = tx
         .prepare_cached(&format!(
-            "INSERT INTO latest_results (node, {RESULT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO latest_results (node, {RESULT_COLUMNS}, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                     (SELECT coalesce(max(revision), 0) + 1 FROM latest_results))
              ON CONFLICT (node, check_name) DO UPDATE SET
                  status = excluded.status, message = excluded.message,
                  details = excluded.details, duration_ms = excluded.duration_ms,
-                 at_ms = excluded.at_ms
+                 at_ms = excluded.at_ms, revision = excluded.revision
              WHERE excluded.at_ms > latest_results.at_ms"
         ))?
         .execute(params![
@@ -84,6 +86,25 @@ pub fn latest_results(conn: &Connection) -> rusqlite::Result<Vec<CheckResult>> {
         "SELECT node, {RESULT_COLUMNS} FROM latest_results ORDER BY node, check_name"
     ))?;
     let rows = stmt.query_map([], result_from_row)?;
+    rows.collect()
+}
+
+/// The latest results that changed after `revision`, oldest change first,
+/// at most `limit`, each with its revision: what an aggregator sends a node
+/// that holds its table as of `revision` (0: the whole table).
+pub fn latest_after(
+    conn: &Connection,
+    revision: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(u64, CheckResult)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT node, {RESULT_COLUMNS}, revision FROM latest_results
+         WHERE revision > ?1 ORDER BY revision LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(
+        params![saturating(revision), saturating(limit as u64)],
+        |row| Ok((get_u64(row, 7)?, result_from_row(row)?)),
+    )?;
     rows.collect()
 }
 

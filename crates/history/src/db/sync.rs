@@ -182,6 +182,21 @@ pub fn missing_in(
     missing_among(conn, theirs, max_rows, |origin| only.contains(origin))
 }
 
+/// Rows of our own origin after `after`, at most `max_rows`: what a node
+/// streams to the aggregators that own it, from where each acknowledged.
+/// `through` names our origin whenever there is anything past `after`.
+pub fn own_rows_after(
+    conn: &Connection,
+    after: u64,
+    max_rows: usize,
+) -> rusqlite::Result<SyncBatch> {
+    let Some(own) = own_origin(conn)? else {
+        return Ok(SyncBatch::default());
+    };
+    let theirs = VersionVector::from([(own.clone(), after)]);
+    missing_among(conn, &theirs, max_rows, |origin| origin == own)
+}
+
 fn missing_among(
     conn: &Connection,
     theirs: &VersionVector,

@@ -308,3 +308,57 @@ fn an_older_latest_result_does_not_replace_a_newer_one() {
         vec![other, also, newest]
     );
 }
+
+#[test]
+fn latest_after_a_revision_lists_only_what_changed_since_and_once() {
+    let (mut conn, _) = memory("aggregator");
+    let tx = tx(&mut conn);
+    db::upsert_latest(&tx, &result("n1", "dns", 10, Status::Ok)).expect("upserts");
+    db::upsert_latest(&tx, &result("n2", "dns", 10, Status::Ok)).expect("upserts");
+    let whole = db::latest_after(&tx, 0, 100).expect("reads");
+    assert_eq!(whole.len(), 2);
+    let seen = whole.last().expect("two rows").0;
+    assert!(db::latest_after(&tx, seen, 100).expect("reads").is_empty());
+    // An older result changes nothing, so it is not news either.
+    db::upsert_latest(&tx, &result("n1", "dns", 5, Status::Critical)).expect("upserts");
+    assert!(db::latest_after(&tx, seen, 100).expect("reads").is_empty());
+    // n1 changes twice: one row, the newest, past `seen`.
+    db::upsert_latest(&tx, &result("n1", "dns", 20, Status::Critical)).expect("upserts");
+    db::upsert_latest(&tx, &result("n1", "dns", 30, Status::Ok)).expect("upserts");
+    let changed = db::latest_after(&tx, seen, 100).expect("reads");
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].1, result("n1", "dns", 30, Status::Ok));
+    assert!(changed[0].0 > seen);
+    assert_eq!(
+        db::latest_after(&tx, 0, 1).expect("reads").len(),
+        1,
+        "limit holds"
+    );
+}
+
+#[test]
+fn own_rows_after_an_acknowledged_seq_are_ours_alone_with_our_through() {
+    let (mut conn, origin) = memory("node-a");
+    let tx = tx(&mut conn);
+    for _ in 0..5 {
+        db::record_local(&tx, &origin, "node-a", &new_event(NOW, "x"), NOW).expect("records");
+    }
+    let theirs = event(&super::origin("node-b"), 1, NOW);
+    db::insert_replicated(&tx, std::slice::from_ref(&theirs), NOW).expect("stores");
+    let batch = db::own_rows_after(&tx, 2, 100).expect("reads");
+    assert_eq!(
+        batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert!(batch.events.iter().all(|e| e.origin == origin));
+    assert_eq!(batch.through, [(origin.clone(), 5)].into_iter().collect());
+    assert!(!batch.more);
+    let cut = db::own_rows_after(&tx, 0, 2).expect("reads");
+    assert_eq!((cut.events.len(), cut.more), (2, true));
+    assert!(
+        db::own_rows_after(&tx, 5, 100)
+            .expect("reads")
+            .events
+            .is_empty()
+    );
+}

@@ -218,7 +218,7 @@ async fn an_old_file_is_migrated_and_keeps_its_data() {
         .expect("v2 tables exist");
     let version = store.read(schema::user_version).await.expect("reads");
     assert_eq!(version, schema::SCHEMA_VERSION);
-    assert_eq!(schema::SCHEMA_VERSION, 3);
+    assert_eq!(schema::SCHEMA_VERSION, 4);
     store.close().await;
 }
 
@@ -241,7 +241,7 @@ fn a_newer_schema_is_refused_naming_the_file() {
             error,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),

@@ -139,6 +139,20 @@ pub struct AgentArgs {
     #[arg(long, env = "STARLING_SYNC_IDLE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sync_idle_interval: Duration,
 
+    /// Aggregate the cluster once it has this many members and an
+    /// aggregator (`--role aggregator`) is one of them: the aggregators
+    /// then hold the whole log, other nodes their own and the cluster's
+    /// health. 0 aggregates whenever an aggregator is a member; below 90%
+    /// of the figure the cluster returns to full replication. Give every
+    /// agent the same value.
+    #[arg(long, env = "STARLING_AGGREGATE_ABOVE", default_value_t = 0)]
+    pub aggregate_above: usize,
+
+    /// Aggregators that own each node's events in an aggregated cluster
+    /// (its stream goes to each; they then copy it to the rest).
+    #[arg(long, env = "STARLING_AGGREGATION_REPLICAS", default_value_t = starling_aggregator::DEFAULT_REPLICAS)]
+    pub aggregation_replicas: usize,
+
     #[command(flatten)]
     pub etcd: EtcdArgs,
 

@@ -20,8 +20,9 @@ use std::time::Duration;
 use starling_checks::{ClientTls, DiskLimits, EtcdConfig, Schedule, SchedulerConfig};
 
 use crate::cli::{AgentArgs, EtcdArgs, KubeArgs, LabArgs};
+use starling_aggregator::{AggregationConfig, ModeRule};
 use starling_client::lab::LabConfig;
-use starling_gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets};
+use starling_gossip::{DEFAULT_GOSSIP_PORT, GossipConfig, JoinTargets, Role};
 use starling_history::{Retention, StoreConfig};
 use starling_replicate::ReplicationConfig;
 use starling_seal::KeyringError;
@@ -117,11 +118,38 @@ pub fn agent(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
         pull_idle_interval: args.sync_idle_interval.max(args.sync_interval),
         ..ReplicationConfig::default()
     };
+    if args.aggregation_replicas == 0 {
+        return Err(ConfigError::Invalid {
+            flag: "--aggregation-replicas",
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    let aggregation = AggregationConfig {
+        rule: ModeRule {
+            aggregate_above: args.aggregate_above,
+        },
+        replicas: args.aggregation_replicas,
+        ..AggregationConfig::default()
+    };
     let etcd = etcd_check(&args.etcd)?;
-    let kube = kube_checks(&args.kube, args.etcd.cert_warning)?;
-    let healthz = healthz_checks(&args.kube, args.etcd.cert_warning)?;
+    let mut kube = kube_checks(&args.kube, args.etcd.cert_warning)?;
+    let mut healthz = healthz_checks(&args.kube, args.etcd.cert_warning)?;
     let in_pod = args.kube.kubernetes_service_host.is_some();
-    let node = node::node_checks(&args.node, &args.data_dir, in_pod)?;
+    let mut node = node::node_checks(&args.node, &args.data_dir, in_pod)?;
+    if args.role == Role::Aggregator {
+        // An aggregator is not a node whose health the cluster reports:
+        // its checks would show as a node's, and cluster-scope checks are
+        // never placed on it.
+        if etcd.is_some() {
+            return Err(ConfigError::Invalid {
+                flag: "--etcd-endpoints",
+                reason: "an aggregator runs no checks; drop it or the role".to_owned(),
+            });
+        }
+        kube = None;
+        healthz.clear();
+        node = NodeChecksConfig::default();
+    }
     Ok(AgentConfig {
         node_name,
         gossip_bind: args.gossip_bind,
@@ -137,6 +165,7 @@ pub fn agent(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
             ..StoreConfig::default()
         },
         replication,
+        aggregation,
         etcd,
         kube,
         healthz,

@@ -6,6 +6,7 @@
 mod support;
 
 mod agents_loopback;
+mod aggregation_loopback;
 mod alert_loopback;
 mod alertmanager;
 mod cli;

@@ -98,6 +98,8 @@ impl AgentView for EmptyHistory {
             Ok(HistoryResponse {
                 answered_by: seeds::ME.to_owned(),
                 answered_at_unix_ms: 0,
+                served_by: None,
+                incomplete: None,
                 events: Vec::new(),
                 next_cursor: None,
             })

@@ -45,15 +45,20 @@ struct Sealer {
 
 /// The most a receiver reads for each channel: the UDP maximum, the
 /// push-pull frame limit, the HTTP body limits of the routes (1 MiB for
-/// sync, 16 KiB for annotations, 256 KiB for reports); the puller and the
+/// sync and health tables, 4 MiB for streams, 16 KiB for annotations, 256 KiB for reports); the puller and the
 /// probe read answers whole, capped here at the push-pull limit.
 fn transport_limit(purpose: Purpose) -> usize {
     match purpose {
         Purpose::Datagram | Purpose::Echo => 65_507,
-        Purpose::SyncRequest => 1 << 20,
+        Purpose::SyncRequest | Purpose::HealthRequest => 1 << 20,
+        Purpose::StreamRequest => 4 << 20,
         Purpose::Annotation => 16 << 10,
         Purpose::ProbeReport => 256 << 10,
-        Purpose::PushPull | Purpose::SyncReply | Purpose::ProbeAssignment => 16 << 20,
+        Purpose::PushPull
+        | Purpose::SyncReply
+        | Purpose::ProbeAssignment
+        | Purpose::StreamReply
+        | Purpose::HealthReply => 16 << 20,
     }
 }
 

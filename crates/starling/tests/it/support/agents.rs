@@ -9,6 +9,7 @@ use std::time::Duration;
 use starling::settings::OverlayConfig;
 use starling_agent::AgentConfig;
 use starling_agent::daemon::{self, RunningAgent};
+use starling_aggregator::AggregationConfig;
 use starling_checks::{PluginSpec, Schedule, Status};
 use starling_gossip::{GossipConfig, JoinTargets, MemberState, Role};
 use starling_history::StoreConfig;
@@ -42,6 +43,13 @@ pub fn settings(
         replication: ReplicationConfig {
             pull_interval: Duration::from_millis(300),
             ..ReplicationConfig::default()
+        },
+        // Fast streams and health pulls, for the same reason.
+        aggregation: AggregationConfig {
+            stream_interval: Duration::from_millis(200),
+            stream_idle_interval: Duration::from_secs(2),
+            health_interval: Duration::from_millis(300),
+            ..AggregationConfig::default()
         },
         etcd: None,
         kube: None,

@@ -1,0 +1,104 @@
+//! One sealed request to an aggregator and its sealed answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use starling_seal::{Keyring, Purpose};
+
+/// A stream batch or a health table page is about a megabyte.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why an aggregator did not answer usefully.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{aggregator}: {cause}")]
+    Unreachable {
+        aggregator: SocketAddr,
+        cause: String,
+    },
+    #[error("{aggregator} refused ({status}): {body}")]
+    Refused {
+        aggregator: SocketAddr,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{aggregator} answered something we cannot open: {cause}")]
+    BadReply {
+        aggregator: SocketAddr,
+        cause: String,
+    },
+    #[error("local history: {0}")]
+    Store(#[from] starling_history::StoreError),
+}
+
+/// The HTTP client every exchange with an aggregator uses.
+pub fn client() -> reqwest::Client {
+    starling_checks::http_client()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .expect("a plain-HTTP client with a preconfigured TLS backend always builds")
+}
+
+/// A sealed channel: which purpose each way, and where.
+pub(crate) struct Channel {
+    pub path: &'static str,
+    pub request: Purpose,
+    pub reply: Purpose,
+}
+
+pub(crate) async fn exchange<Q: Serialize, A: DeserializeOwned>(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    aggregator: SocketAddr,
+    channel: &Channel,
+    request: &Q,
+) -> Result<A, ExchangeError> {
+    let unreachable = |error: reqwest::Error| ExchangeError::Unreachable {
+        aggregator,
+        cause: if error.is_timeout() {
+            format!("no answer within {REQUEST_TIMEOUT:?}")
+        } else {
+            starling_checks::innermost_cause(&error)
+        },
+    };
+    let body = starling_seal::seal_json(keyring, channel.request, request);
+    let response = client
+        .post(format!("http://{aggregator}{}", channel.path))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(ExchangeError::Refused {
+            aggregator,
+            status,
+            body,
+        });
+    }
+    let sealed = response.bytes().await.map_err(unreachable)?.to_vec();
+    starling_seal::open_json(keyring, channel.reply, sealed).map_err(|error| {
+        ExchangeError::BadReply {
+            aggregator,
+            cause: error.to_string(),
+        }
+    })
+}
+
+pub(crate) const STREAM: Channel = Channel {
+    path: "/v1/stream",
+    request: Purpose::StreamRequest,
+    reply: Purpose::StreamReply,
+};
+
+pub(crate) const HEALTH: Channel = Channel {
+    path: "/v1/health-table",
+    request: Purpose::HealthRequest,
+    reply: Purpose::HealthReply,
+};

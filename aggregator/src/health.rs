@@ -1,0 +1,109 @@
+//! An ordinary node's copy of the cluster's health table: the latest
+//! result of every (node, check), kept current from an aggregator by
+//! revision, so a quiet cluster costs one small exchange per interval and
+//! a busy one sends each changed check once per interval, however often
+//! it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use starling_gossip::GossipHandle;
+use starling_history::Store;
+use starling_replicate::Scope;
+use starling_seal::Keyring;
+use tokio::sync::watch;
+
+use crate::exchange::{self, ExchangeError, HEALTH};
+use crate::metrics::AggregationMetrics;
+use crate::owners::{Aggregator, alive_aggregators, ranked};
+use crate::wire::{HealthReply, HealthRequest};
+
+/// Where this node's copy stands: which aggregator database it follows,
+/// and the newest revision of it that it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Cursor {
+    epoch: Option<String>,
+    after: u64,
+}
+
+pub(crate) struct HealthPuller {
+    pub store: Store,
+    pub gossip: GossipHandle,
+    pub keyring: Arc<Keyring>,
+    pub metrics: AggregationMetrics,
+    pub scope: watch::Receiver<Scope>,
+    pub interval: Duration,
+}
+
+/// Pages one pull may take: a whole 5,000-node table is about six.
+const MAX_PAGES: usize = 100;
+
+pub(crate) async fn run(puller: HealthPuller, shutdown: impl std::future::Future<Output = ()>) {
+    let client = exchange::client();
+    let mut cursor = Cursor::default();
+    let mut ticker = tokio::time::interval(puller.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        if *puller.scope.borrow() != Scope::OwnLog {
+            continue;
+        }
+        let candidates = {
+            let view = Arc::clone(&puller.gossip.view.borrow());
+            ranked(&view.me.name, &alive_aggregators(&view))
+        };
+        // The first owner, unless it does not answer: then the next.
+        for aggregator in candidates.iter().take(3) {
+            match puller.pull(&client, aggregator, &mut cursor).await {
+                Ok(()) => {
+                    puller.metrics.health_pulled(true);
+                    break;
+                }
+                Err(error) => {
+                    puller.metrics.health_pulled(false);
+                    tracing::debug!(%error, "health table pull failed");
+                }
+            }
+        }
+    }
+}
+
+impl HealthPuller {
+    async fn pull(
+        &self,
+        client: &reqwest::Client,
+        aggregator: &Aggregator,
+        cursor: &mut Cursor,
+    ) -> Result<(), ExchangeError> {
+        for _ in 0..MAX_PAGES {
+            let request = HealthRequest {
+                epoch: cursor.epoch.clone(),
+                after: cursor.after,
+            };
+            let reply: HealthReply =
+                exchange::exchange(client, &self.keyring, aggregator.api, &HEALTH, &request)
+                    .await?;
+            if cursor.epoch.as_ref() != Some(&reply.epoch) {
+                // Another database: its revisions are not ours to continue.
+                *cursor = Cursor {
+                    epoch: Some(reply.epoch.clone()),
+                    after: 0,
+                };
+            }
+            let newest = reply.changed.last().map(|r| r.revision);
+            let results = reply.changed.into_iter().map(|r| r.result).collect();
+            self.store.upsert_latest_all(results).await?;
+            if let Some(newest) = newest {
+                cursor.after = newest;
+            }
+            if !reply.more {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}

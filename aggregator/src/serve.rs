@@ -1,0 +1,157 @@
+//! The aggregator's side: taking a node's stream and serving the health
+//! table. Both refuse on a node that is not an aggregator, so a
+//! misdirected stream is an error the node sees, not rows in a log no one
+//! replicates.
+
+use bytes::Bytes;
+use starling_history::{Store, origin_node, valid_node_name, valid_origin};
+use starling_model::ApiError;
+use starling_replicate::refusal;
+use starling_seal::{Keyring, Purpose, seal_json};
+
+use crate::metrics::AggregationMetrics;
+use crate::wire::{HealthReply, HealthRequest, Revised, StreamReply, StreamRequest};
+
+/// Rows in one health-table answer: about 150 bytes each, so a whole
+/// 5,000-node table of 6 checks comes in 6 answers of about 1 MB.
+pub const HEALTH_BATCH_ROWS: usize = 5000;
+/// Rows one stream may carry, as a sync batch does.
+pub const STREAM_BATCH_ROWS: usize = starling_replicate::SYNC_BATCH_ROWS;
+
+/// Store a node's rows and acknowledge them.
+pub async fn answer_stream(
+    store: &Store,
+    keyring: &Keyring,
+    metrics: &AggregationMetrics,
+    body: Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    let request: StreamRequest =
+        starling_seal::open_json(keyring, Purpose::StreamRequest, body.to_vec())
+            .map_err(refusal("stream"))?;
+    check_stream(&request)?;
+    let origin = request.origin;
+    let held = through_of(store, &origin).await?;
+    let rows = if held >= request.from {
+        // Contiguous with what we hold: the sender's `through` is true
+        // here too (rows it deleted by age are vouched for, not awaited).
+        store.apply_batch(request.batch).await
+    } else {
+        // Past a gap: keep the rows, and answer where we really stand.
+        store.insert_replicated(request.batch.events).await
+    }
+    .map_err(unavailable)?;
+    metrics.ingested(rows);
+    let through = through_of(store, &origin).await?;
+    let reply = StreamReply {
+        aggregator: store.node_name().to_owned(),
+        epoch: store.origin().to_owned(),
+        origin,
+        through,
+    };
+    Ok(seal_json(keyring, Purpose::StreamReply, &reply))
+}
+
+async fn through_of(store: &Store, origin: &str) -> Result<u64, ApiError> {
+    let vector = store.version_vector().await.map_err(unavailable)?;
+    Ok(vector.get(origin).copied().unwrap_or(0))
+}
+
+/// A stream carries one log of its sender only: its origin is the
+/// sender's, and every row and `through` entry names it.
+fn check_stream(request: &StreamRequest) -> Result<(), ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("stream: {why}"));
+    let origin = &request.origin;
+    if !valid_node_name(&request.node) {
+        return Err(bad(format!("{:?} is not a node name", request.node)));
+    }
+    if !valid_origin(origin) || origin_node(origin) != request.node {
+        return Err(bad(format!("{origin:?} is not a log of {}", request.node)));
+    }
+    let batch = &request.batch;
+    let mut named = batch
+        .through
+        .keys()
+        .chain(batch.events.iter().map(|e| &e.origin));
+    if named.any(|other| other != origin) {
+        return Err(bad(format!("rows of a log other than {origin}")));
+    }
+    if batch.events.len() > STREAM_BATCH_ROWS {
+        return Err(bad(format!("more than {STREAM_BATCH_ROWS} rows")));
+    }
+    Ok(())
+}
+
+/// The health table's changes after the asked revision.
+pub async fn answer_health(
+    store: &Store,
+    keyring: &Keyring,
+    body: Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    let request: HealthRequest =
+        starling_seal::open_json(keyring, Purpose::HealthRequest, body.to_vec())
+            .map_err(refusal("health table"))?;
+    let epoch = store.origin().to_owned();
+    let after = if request.epoch.as_deref() == Some(epoch.as_str()) {
+        request.after
+    } else {
+        0
+    };
+    let mut changed = store
+        .latest_after(after, HEALTH_BATCH_ROWS + 1)
+        .await
+        .map_err(unavailable)?;
+    let more = changed.len() > HEALTH_BATCH_ROWS;
+    changed.truncate(HEALTH_BATCH_ROWS);
+    let reply = HealthReply {
+        aggregator: store.node_name().to_owned(),
+        epoch,
+        changed: changed
+            .into_iter()
+            .map(|(revision, result)| Revised { revision, result })
+            .collect(),
+        more,
+    };
+    Ok(seal_json(keyring, Purpose::HealthReply, &reply))
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("history: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_history::SyncBatch;
+
+    fn request(node: &str, origins: &[&str]) -> StreamRequest {
+        StreamRequest {
+            node: node.to_owned(),
+            origin: origins.first().copied().unwrap_or("").to_owned(),
+            from: 0,
+            batch: SyncBatch {
+                through: origins.iter().map(|o| ((*o).to_owned(), 1)).collect(),
+                ..SyncBatch::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_stream_carries_one_log_of_its_sender_only() {
+        let own = "n1#00000000000000aa";
+        check_stream(&request("n1", &[own])).expect("valid");
+        check_stream(&request("n1", &[own, own])).expect("one log named twice");
+        let refused = [
+            request("n1", &[]),
+            request("n2", &[own]),
+            request("n1", &[own, "n1#00000000000000bb"]),
+            request("n1", &["n1#nothex"]),
+            request("bad name", &[own]),
+        ];
+        for request in refused {
+            assert!(
+                matches!(check_stream(&request), Err(ApiError::BadRequest(_))),
+                "{request:?}"
+            );
+        }
+    }
+}

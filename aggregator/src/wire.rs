@@ -1,0 +1,63 @@
+//! What travels between a node and its aggregators: sealed JSON over
+//! HTTP, like anti-entropy, so only cluster members can stream rows in or
+//! read the health table out.
+
+use serde::{Deserialize, Serialize};
+use starling_history::{CheckResult, SyncBatch};
+
+/// `POST /v1/stream` body, once opened: rows of the sender's own log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamRequest {
+    /// The sender; `origin` must be one of its logs.
+    pub node: String,
+    pub origin: String,
+    /// The sender believes the aggregator holds every row of `origin` up
+    /// to this: the batch starts after it. Only when the aggregator does
+    /// hold them does it take the batch's `through`, so a wrong belief (an
+    /// aggregator wiped since) costs a resend, never a row.
+    pub from: u64,
+    /// Rows of `origin` past `from`, and `through` as the sender vouches
+    /// for it. Empty to learn where the aggregator stands.
+    pub batch: SyncBatch,
+}
+
+/// The acknowledgement: every row of `origin` up to `through` is committed
+/// to the aggregator's database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StreamReply {
+    pub aggregator: String,
+    /// The aggregator's own origin: it changes when its data is wiped, and
+    /// with it everything acknowledged before is void.
+    pub epoch: String,
+    pub origin: String,
+    pub through: u64,
+}
+
+/// `POST /v1/health-table` body, once opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthRequest {
+    /// The aggregator database the asker's copy came from; a different
+    /// one (another aggregator, or this one wiped) sends the whole table.
+    pub epoch: Option<String>,
+    /// The newest revision the asker holds of that database's table.
+    pub after: u64,
+}
+
+/// The latest results that changed after the asked revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HealthReply {
+    pub aggregator: String,
+    pub epoch: String,
+    /// Oldest change first.
+    pub changed: Vec<Revised>,
+    /// Cut at the row limit: ask again from the last revision.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Revised {
+    pub revision: u64,
+    pub result: CheckResult,
+}

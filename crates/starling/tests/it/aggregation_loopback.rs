@@ -1,0 +1,160 @@
+//! An aggregated cluster in this process, on 127.0.0.1: two aggregators
+//! and three ordinary nodes. Each node's log streams to the aggregators,
+//! the health table comes back, history is forwarded, and when the
+//! aggregators leave the cluster returns to full replication with nothing
+//! lost.
+
+use std::time::Duration;
+
+use starling_agent::daemon::RunningAgent;
+use starling_client::HistoryFilter;
+use starling_gossip::Role;
+use starling_history::{Event, EventFilter, EventKind, NewEvent, Status};
+
+use crate::support::agents;
+use agents::{PATIENCE, agent_with, keyring, metric, sees_alive};
+
+/// Polls `check` every 100 ms until it holds, or panics naming `what`.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A check of `node` turning critical, recorded in its own log.
+async fn canary_broke(node: &RunningAgent) -> Event {
+    node.history
+        .record(NewEvent {
+            at_unix_ms: starling_model::unix_ms_now(),
+            kind: EventKind::Check,
+            node: node.identity.name.clone(),
+            check: Some("canary".to_owned()),
+            old_state: Some("ok".to_owned()),
+            new_state: Some("critical".to_owned()),
+            message: "canary broken".to_owned(),
+            dedupe_key: None,
+        })
+        .await
+        .expect("recorded")
+}
+
+async fn holds(agent: &RunningAgent, event: &Event) -> bool {
+    let rows = agent
+        .history
+        .events(EventFilter {
+            node: Some(event.node.clone()),
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("reads");
+    rows.iter()
+        .any(|row| row.origin == event.origin && row.seq == event.seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_stream_to_aggregators_read_health_and_history_back_and_lose_nothing_when_they_leave()
+{
+    let key = keyring();
+    let aggregator = |s: &mut starling_agent::AgentConfig| s.role = Role::Aggregator;
+    let (a1, _d1) = agent_with("agg-1", &key, None, aggregator).await;
+    let (a2, _d2) = agent_with("agg-2", &key, Some(a1.gossip_addr), aggregator).await;
+    let mut workers = Vec::new();
+    for name in ["w1", "w2", "w3"] {
+        workers.push(agent_with(name, &key, Some(a1.gossip_addr), |_| {}).await);
+    }
+    let workers: Vec<&RunningAgent> = workers.iter().map(|(w, _)| w).collect();
+    for agent in [&a1, &a2].into_iter().chain(workers.iter().copied()) {
+        sees_alive(agent, 4).await;
+    }
+    for worker in &workers {
+        eventually("every node aggregated", || async {
+            metric(worker, "starling_aggregation_aggregated ").await == 1.0
+        })
+        .await;
+    }
+    let mut broke = Vec::new();
+    for worker in &workers {
+        broke.push(canary_broke(worker).await);
+    }
+    // Every row reaches both aggregators: each is an owner (replicas 2).
+    for event in &broke {
+        for aggregator in [&a1, &a2] {
+            eventually("an aggregator holds a node's row", || {
+                holds(aggregator, event)
+            })
+            .await;
+        }
+    }
+    for worker in &workers {
+        eventually("every row acknowledged", || async {
+            metric(worker, "starling_aggregation_unacked_rows ").await == 0.0
+        })
+        .await;
+    }
+    // Each node's health table shows the others' checks...
+    eventually("w1 sees w2's canary critical", || async {
+        let latest = workers[0].history.latest_results().await.expect("reads");
+        latest
+            .iter()
+            .any(|r| r.node == "w2" && r.check == "canary" && r.status == Status::Critical)
+    })
+    .await;
+    // ...while its database does not hold their rows.
+    assert!(
+        !holds(workers[0], &broke[1]).await,
+        "w1 replicated w2's log"
+    );
+    // History about another node, asked of w1, comes from an aggregator.
+    let filter = HistoryFilter {
+        node: Some("w2".to_owned()),
+        limit: 100,
+        ..HistoryFilter::default()
+    };
+    let page = starling_client::history(&[workers[0].api_addr.to_string()], &filter)
+        .await
+        .expect("w1 answers");
+    assert_eq!(page.answered_by, "w1");
+    let served_by = page.served_by.clone().expect("says who served it");
+    assert!(served_by.starts_with("agg-"), "{served_by}");
+    assert!(page.incomplete.is_none());
+    assert!(
+        page.events
+            .iter()
+            .any(|e| e.origin == broke[1].origin && e.seq == broke[1].seq),
+        "{page:?}"
+    );
+    // An aggregator takes no stream meant for it from a node that is not
+    // one: a worker refuses.
+    let refused = starling_checks::http_client()
+        .build()
+        .expect("a plain HTTP client")
+        .post(format!("http://{}/v1/stream", workers[1].api_addr))
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), 404);
+
+    // The aggregators leave: the cluster goes back to full replication,
+    // and every node pulls the others' logs again.
+    a1.shutdown().await.expect("clean shutdown");
+    a2.shutdown().await.expect("clean shutdown");
+    for worker in &workers {
+        for event in &broke {
+            eventually("full replication brings every row back", || {
+                holds(worker, event)
+            })
+            .await;
+        }
+        assert_eq!(
+            metric(worker, "starling_aggregation_aggregated ").await,
+            0.0
+        );
+    }
+}
