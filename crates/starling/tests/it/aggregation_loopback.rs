@@ -10,9 +10,10 @@ use starling_agent::daemon::RunningAgent;
 use starling_client::HistoryFilter;
 use starling_gossip::Role;
 use starling_history::{Event, EventFilter, EventKind, NewEvent, Status};
+use starling_model::HistoryResponse;
 
 use crate::support::agents;
-use agents::{PATIENCE, agent_with, keyring, metric, sees_alive};
+use agents::{AgentProcess, PATIENCE, agent_with, keyring, metric, sees_alive};
 
 /// Polls `check` every 100 ms until it holds, or panics naming `what`.
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -157,4 +158,104 @@ async fn nodes_stream_to_aggregators_read_health_and_history_back_and_lose_nothi
             0.0
         );
     }
+}
+
+/// `/v1/history` of the agent at `api` (up to 1000 rows about `node`).
+async fn history_at(api: std::net::SocketAddr, node: &str) -> Option<HistoryResponse> {
+    let filter = HistoryFilter {
+        node: Some(node.to_owned()),
+        limit: 1000,
+        ..HistoryFilter::default()
+    };
+    starling_client::history(&[api.to_string()], &filter)
+        .await
+        .ok()
+}
+
+fn lists(page: &HistoryResponse, event: &Event) -> bool {
+    page.events
+        .iter()
+        .any(|e| e.origin == event.origin && e.seq == event.seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_text = starling_seal::Keyring::generate_key();
+    let key = starling_seal::Keyring::parse(&key_text).expect("a generated key parses");
+    let (seed, _d0) = agent_with("w0", &key, None, |_| {}).await;
+    let mut aggregators: Vec<AgentProcess> = ["agg-1", "agg-2", "agg-3"]
+        .iter()
+        .map(|name| {
+            AgentProcess::start_with(
+                name,
+                &key_text,
+                seed.gossip_addr,
+                dir.path(),
+                &["--role", "aggregator", "--sync-interval", "300ms"],
+            )
+        })
+        .collect();
+    let (w1, _d1) = agent_with("w1", &key, Some(seed.gossip_addr), |_| {}).await;
+    for worker in [&seed, &w1] {
+        sees_alive(worker, 4).await;
+        eventually("aggregated", || async {
+            metric(worker, "starling_aggregation_aggregated ").await == 1.0
+        })
+        .await;
+    }
+    let before = [canary_broke(&seed).await, canary_broke(&w1).await];
+    for worker in [&seed, &w1] {
+        eventually("acknowledged", || async {
+            metric(worker, "starling_aggregation_unacked_rows ").await == 0.0
+        })
+        .await;
+    }
+    // kill -9 one aggregator: what it acknowledged is on another owner.
+    aggregators[0].kill();
+    let after = [canary_broke(&seed).await, canary_broke(&w1).await];
+    for asker in [&seed, &w1] {
+        for event in before.iter().chain(&after) {
+            eventually("every event queryable from every node", || async {
+                history_at(asker.api_addr, &event.node)
+                    .await
+                    .is_some_and(|page| lists(&page, event) && page.incomplete.is_none())
+            })
+            .await;
+        }
+    }
+    // Wiped and back under the same name: it gets every event again.
+    let wiped = &mut aggregators[1];
+    wiped.kill();
+    std::fs::remove_dir_all(dir.path().join("agg-2")).expect("wipes its data");
+    wiped.restart();
+    let wiped_api = wiped.api;
+    for event in before.iter().chain(&after) {
+        eventually("the wiped aggregator holds every event again", || async {
+            history_at(wiped_api, &event.node)
+                .await
+                .is_some_and(|page| lists(&page, event))
+        })
+        .await;
+    }
+    // With every aggregator gone, a node still answers, from its own log,
+    // and says the rest is unavailable.
+    for aggregator in &mut aggregators {
+        aggregator.kill();
+    }
+    eventually("an answer that says it is incomplete", || async {
+        history_at(w1.api_addr, "w1").await.is_some_and(|page| {
+            page.incomplete.is_some()
+                && before
+                    .iter()
+                    .chain(&after)
+                    .filter(|e| e.node == "w1")
+                    .all(|e| lists(&page, e))
+        })
+    })
+    .await;
+    let status = starling_client::status(&[w1.api_addr.to_string()]).await;
+    assert!(status.is_ok(), "status still answers: {status:?}");
+    seed.shutdown().await.expect("clean shutdown");
+    w1.shutdown().await.expect("clean shutdown");
 }
