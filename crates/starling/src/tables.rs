@@ -91,11 +91,18 @@ pub fn history_table(response: &HistoryResponse) -> String {
         ]);
     }
     let mut out = table(&rows);
+    let served = match &response.served_by {
+        Some(by) if *by != response.answered_by => format!(" from {by}'s history"),
+        _ => String::new(),
+    };
     out.push_str(&format!(
-        "{} events, newest first, answered by {}\n",
+        "{} events, newest first, answered by {}{served}\n",
         response.events.len(),
         response.answered_by
     ));
+    if let Some(why) = &response.incomplete {
+        out.push_str(&format!("INCOMPLETE: {why}\n"));
+    }
     if let Some(cursor) = &response.next_cursor {
         out.push_str(&format!("older events: add --cursor '{cursor}'\n"));
     }

@@ -15,6 +15,7 @@ mod deploy_manifests;
 mod history_loopback;
 mod lab_loopback;
 mod metrics_exposition;
+mod netns_aggregators;
 mod netns_alerts;
 mod netns_checks;
 mod netns_cluster;

@@ -24,6 +24,8 @@ pub struct Cluster {
     exes: Vec<PathBuf>,
     /// Flags every agent gets on top of the lab's own.
     extra: Vec<String>,
+    /// Flags one host's agent gets on top of those (its role).
+    host_extra: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             agents: (0..hosts).map(|_| None).collect(),
             exes: vec![PathBuf::from(STARLING); hosts],
             extra,
+            host_extra: vec![Vec::new(); hosts],
         };
         for host in 0..agents {
             cluster.start(host);
@@ -75,6 +78,12 @@ impl Cluster {
     /// Start `host`'s agent with `exe` from now on (restarts included).
     pub fn start_as(&mut self, host: usize, exe: &Path) {
         self.exes[host] = exe.to_owned();
+        self.start(host);
+    }
+
+    /// Start `host`'s agent with `extra` flags from now on.
+    pub fn start_with(&mut self, host: usize, extra: &[&str]) {
+        self.host_extra[host] = extra.iter().map(|s| (*s).to_owned()).collect();
         self.start(host);
     }
 
@@ -98,6 +107,7 @@ impl Cluster {
             args.extend(["--join".into(), format!("{}:7946", self.lab.addr(0))]);
         }
         args.extend(self.extra.iter().cloned());
+        args.extend(self.host_extra[host].iter().cloned());
         let process = self
             .lab
             .spawn(host, &self.exes[host], &args, &[])
@@ -126,9 +136,14 @@ impl Cluster {
     /// `starling history --output json` (the whole log, up to 1000 rows),
     /// run inside the observer's host.
     pub fn history(&self, observer: usize) -> Option<Vec<HistoryEvent>> {
+        Some(self.history_page(observer)?.events)
+    }
+
+    /// `starling history --output json` as it answered, run inside the
+    /// observer's host.
+    pub fn history_page(&self, observer: usize) -> Option<HistoryResponse> {
         let args = ["history", "--output", "json", "--limit", "1000"];
-        let response: HistoryResponse = serde_json::from_slice(&self.cli(observer, &args)?).ok()?;
-        Some(response.events)
+        serde_json::from_slice(&self.cli(observer, &args)?).ok()
     }
 
     /// Whether `host`'s history holds every (origin, seq) in `wanted`.
