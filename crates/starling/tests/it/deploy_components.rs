@@ -111,3 +111,71 @@ fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on(
         "the switch on both agent DaemonSets"
     );
 }
+
+#[test]
+fn the_aggregators_component_renders_a_statefulset_of_aggregators_the_agent_understands() {
+    let kubectl = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    if !kubectl.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: kubectl is not installed; the component's rendering is untested here");
+        return;
+    }
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mine = work.path().join("mine");
+    std::fs::create_dir(&mine).expect("a kustomization directory");
+    std::os::unix::fs::symlink(manifests::repository(), work.path().join("starling"))
+        .expect("links starling");
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        "resources: [../starling/deploy/base]\n\
+         components: [../starling/deploy/components/aggregators]\n",
+    )
+    .expect("writes the kustomization");
+    let rendered = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&mine)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&rendered.stdout)).expect("YAML");
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { documents.iter().filter(|d| d["kind"] == kind).collect() };
+    let sets = of_kind("StatefulSet");
+    assert_eq!(sets.len(), 1, "one StatefulSet of aggregators");
+    let spec = &sets[0]["spec"];
+    let pod = &spec["template"]["spec"];
+    let env = pod["containers"][0]["env"]
+        .as_array()
+        .expect("an environment");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "STARLING_ROLE" && e["value"] == "aggregator")
+    );
+    // Every setting it passes is one the agent reads.
+    let help = String::from_utf8_lossy(&starling(&["agent", "--help"]).stdout).into_owned();
+    for name in env.iter().filter_map(|e| e["name"].as_str()) {
+        assert!(help.contains(name), "the agent reads {name}");
+    }
+    assert!(
+        !spec["volumeClaimTemplates"]
+            .as_array()
+            .expect("a volume per aggregator")
+            .is_empty()
+    );
+    assert!(
+        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_array(),
+        "one aggregator per node"
+    );
+    let labels = &spec["selector"]["matchLabels"];
+    let budgets = of_kind("PodDisruptionBudget");
+    assert_eq!(budgets.len(), 1);
+    assert_eq!(budgets[0]["spec"]["maxUnavailable"], 1);
+    assert_eq!(&budgets[0]["spec"]["selector"]["matchLabels"], labels);
+}
