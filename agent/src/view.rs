@@ -264,13 +264,14 @@ impl AgentView for AgentSurface {
                     "no node named {node:?} in gossip or the history"
                 )));
             }
-            let events = local_history(&store, query).await?;
+            let (events, next_cursor) = local_history(&store, query).await?;
             Ok(HistoryResponse {
                 served_by: Some(answered_by.clone()),
                 answered_by,
                 answered_at_unix_ms: unix_ms_now(),
                 incomplete,
-                ..events
+                events,
+                next_cursor,
             })
         })
     }
@@ -339,8 +340,11 @@ impl AgentView for AgentSurface {
     }
 }
 
-/// A page of this node's own history database.
-async fn local_history(store: &Store, query: HistoryQuery) -> Result<HistoryResponse, ApiError> {
+/// A page of this node's own history database, and the cursor to the next.
+async fn local_history(
+    store: &Store,
+    query: HistoryQuery,
+) -> Result<(Vec<HistoryEvent>, Option<String>), ApiError> {
     let limit = query.limit;
     let filter = EventFilter {
         node: query.node,
@@ -368,14 +372,7 @@ async fn local_history(store: &Store, query: HistoryQuery) -> Result<HistoryResp
             }
             .to_string()
         });
-    Ok(HistoryResponse {
-        answered_by: String::new(),
-        answered_at_unix_ms: 0,
-        served_by: None,
-        incomplete: None,
-        events: events.into_iter().map(history_event).collect(),
-        next_cursor,
-    })
+    Ok((events.into_iter().map(history_event).collect(), next_cursor))
 }
 
 fn history_event(event: Event) -> HistoryEvent {

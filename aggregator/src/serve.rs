@@ -1,7 +1,7 @@
 //! The aggregator's side: taking a node's stream and serving the health
-//! table. Both refuse on a node that is not an aggregator, so a
-//! misdirected stream is an error the node sees, not rows in a log no one
-//! replicates.
+//! table. The agent calls these on aggregators only; every other node
+//! answers 404, so a misdirected stream is an error the node sees, not
+//! rows in a log no one replicates.
 
 use bytes::Bytes;
 use starling_history::{Store, origin_node, valid_node_name, valid_origin};
@@ -52,8 +52,10 @@ pub async fn answer_stream(
 }
 
 async fn through_of(store: &Store, origin: &str) -> Result<u64, ApiError> {
-    let vector = store.version_vector().await.map_err(unavailable)?;
-    Ok(vector.get(origin).copied().unwrap_or(0))
+    store
+        .held_through(origin.to_owned())
+        .await
+        .map_err(unavailable)
 }
 
 /// A stream carries one log of its sender only: its origin is the

@@ -178,7 +178,7 @@ impl Streamer {
 
     /// The last seq of our own log.
     async fn own_through(&self) -> Result<u64, ExchangeError> {
-        let vector = self.store.version_vector().await?;
-        Ok(vector.get(self.store.origin()).copied().unwrap_or(0))
+        let origin = self.store.origin().to_owned();
+        Ok(self.store.held_through(origin).await?)
     }
 }

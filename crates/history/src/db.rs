@@ -12,8 +12,8 @@ pub use results::{
     insert_result, last_passes, latest_after, latest_results, recent_results, upsert_latest,
 };
 pub use sync::{
-    apply_batch, apply_batch_noting, insert_replicated, insert_replicated_noting, missing_for,
-    missing_in, own_rows_after, past_a_gap, prune_origins, version_vector,
+    apply_batch, apply_batch_noting, held_through, insert_replicated, insert_replicated_noting,
+    missing_for, missing_in, own_rows_after, past_a_gap, prune_origins, version_vector,
 };
 
 mod results;

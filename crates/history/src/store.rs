@@ -272,6 +272,11 @@ impl Store {
             .await
     }
 
+    /// See `db::held_through`.
+    pub async fn held_through(&self, origin: String) -> Result<u64, StoreError> {
+        self.read(move |conn| db::held_through(conn, &origin)).await
+    }
+
     /// See `db::own_rows_after`.
     pub async fn own_rows_after(
         &self,

@@ -306,6 +306,16 @@ fn ensure_origin(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<u64> {
     through_of(tx, origin)
 }
 
+/// Every seq of `origin` up to this is held here (0 for an origin never
+/// heard of): one entry of the version vector, without reading the rest.
+pub fn held_through(conn: &Connection, origin: &str) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT through FROM origins WHERE origin = ?1")?
+        .query_row([origin], |row| get_u64(row, 0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 fn through_of(conn: &Connection, origin: &str) -> rusqlite::Result<u64> {
     conn.prepare_cached("SELECT through FROM origins WHERE origin = ?1")?
         .query_row([origin], |row| get_u64(row, 0))

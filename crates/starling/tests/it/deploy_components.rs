@@ -60,38 +60,9 @@ fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on(
     assert!(help.contains(SWITCH), "the agent reads {SWITCH}");
 
     // And kustomize puts it on both agent DaemonSets.
-    let kubectl = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output();
-    if !kubectl.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: kubectl is not installed; the component's rendering is untested here");
+    let Some(documents) = rendered_with("node-conditions") else {
         return;
-    }
-    // As operations.md shows it: a kustomization of the operator's own,
-    // next to a copy of starling (kustomize takes relative paths only).
-    let work = tempfile::tempdir().expect("a temporary directory");
-    let mine = work.path().join("mine");
-    std::fs::create_dir(&mine).expect("a kustomization directory");
-    std::os::unix::fs::symlink(manifests::repository(), work.path().join("starling"))
-        .expect("links starling");
-    std::fs::write(
-        mine.join("kustomization.yaml"),
-        "resources: [../starling/deploy/base]\n\
-         components: [../starling/deploy/components/node-conditions]\n",
-    )
-    .expect("writes the kustomization");
-    let rendered = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&mine)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(&String::from_utf8_lossy(&rendered.stdout)).expect("YAML");
+    };
     let switched: Vec<&str> = documents
         .iter()
         .filter(|d| d["kind"] == "DaemonSet")
@@ -114,36 +85,9 @@ fn the_node_conditions_component_grants_what_is_documented_and_switches_them_on(
 
 #[test]
 fn the_aggregators_component_renders_a_statefulset_of_aggregators_the_agent_understands() {
-    let kubectl = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output();
-    if !kubectl.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: kubectl is not installed; the component's rendering is untested here");
+    let Some(documents) = rendered_with("aggregators") else {
         return;
-    }
-    let work = tempfile::tempdir().expect("a temporary directory");
-    let mine = work.path().join("mine");
-    std::fs::create_dir(&mine).expect("a kustomization directory");
-    std::os::unix::fs::symlink(manifests::repository(), work.path().join("starling"))
-        .expect("links starling");
-    std::fs::write(
-        mine.join("kustomization.yaml"),
-        "resources: [../starling/deploy/base]\n\
-         components: [../starling/deploy/components/aggregators]\n",
-    )
-    .expect("writes the kustomization");
-    let rendered = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&mine)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(&String::from_utf8_lossy(&rendered.stdout)).expect("YAML");
+    };
     let of_kind =
         |kind: &str| -> Vec<&Value> { documents.iter().filter(|d| d["kind"] == kind).collect() };
     let sets = of_kind("StatefulSet");
@@ -178,4 +122,42 @@ fn the_aggregators_component_renders_a_statefulset_of_aggregators_the_agent_unde
     assert_eq!(budgets.len(), 1);
     assert_eq!(budgets[0]["spec"]["maxUnavailable"], 1);
     assert_eq!(&budgets[0]["spec"]["selector"]["matchLabels"], labels);
+}
+
+/// The base with `component`, rendered by the real `kubectl kustomize` as
+/// operations.md shows it: a kustomization of the operator's own, next to
+/// a copy of starling (kustomize takes relative paths only). `None`,
+/// having said so, where kubectl is not installed.
+fn rendered_with(component: &str) -> Option<Vec<Value>> {
+    let kubectl = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    if !kubectl.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: kubectl is not installed; the component's rendering is untested here");
+        return None;
+    }
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mine = work.path().join("mine");
+    std::fs::create_dir(&mine).expect("a kustomization directory");
+    std::os::unix::fs::symlink(manifests::repository(), work.path().join("starling"))
+        .expect("links starling");
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        format!(
+            "resources: [../starling/deploy/base]\n\
+             components: [../starling/deploy/components/{component}]\n"
+        ),
+    )
+    .expect("writes the kustomization");
+    let rendered = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&mine)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    Some(serde_saphyr::from_multiple(&String::from_utf8_lossy(&rendered.stdout)).expect("YAML"))
 }
