@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use starling_seal::{Keyring, Purpose};
 
+use crate::wire::{HealthReply, HealthRequest, StreamReply, StreamRequest};
+
 /// A stream batch or a health table page is about a megabyte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,13 +46,13 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A sealed channel: which purpose each way, and where.
-pub(crate) struct Channel {
-    pub path: &'static str,
-    pub request: Purpose,
-    pub reply: Purpose,
+struct Channel {
+    path: &'static str,
+    request: Purpose,
+    reply: Purpose,
 }
 
-pub(crate) async fn exchange<Q: Serialize, A: DeserializeOwned>(
+async fn exchange<Q: Serialize, A: DeserializeOwned>(
     client: &reqwest::Client,
     keyring: &Keyring,
     aggregator: SocketAddr,
@@ -91,14 +93,34 @@ pub(crate) async fn exchange<Q: Serialize, A: DeserializeOwned>(
     })
 }
 
-pub(crate) const STREAM: Channel = Channel {
+const STREAM: Channel = Channel {
     path: "/v1/stream",
     request: Purpose::StreamRequest,
     reply: Purpose::StreamReply,
 };
 
-pub(crate) const HEALTH: Channel = Channel {
+const HEALTH: Channel = Channel {
     path: "/v1/health-table",
     request: Purpose::HealthRequest,
     reply: Purpose::HealthReply,
 };
+
+/// One stream to `aggregator`, as a node's streamer sends it each round.
+pub async fn send_stream(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    aggregator: SocketAddr,
+    request: &StreamRequest,
+) -> Result<StreamReply, ExchangeError> {
+    exchange(client, keyring, aggregator, &STREAM, request).await
+}
+
+/// One page of `aggregator`'s health table, as a node's puller asks it.
+pub async fn pull_health(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    aggregator: SocketAddr,
+    request: &HealthRequest,
+) -> Result<HealthReply, ExchangeError> {
+    exchange(client, keyring, aggregator, &HEALTH, request).await
+}

@@ -13,7 +13,7 @@ use starling_replicate::Scope;
 use starling_seal::Keyring;
 use tokio::sync::watch;
 
-use crate::exchange::{self, ExchangeError, HEALTH};
+use crate::exchange::{self, ExchangeError};
 use crate::metrics::AggregationMetrics;
 use crate::owners::{Aggregator, alive_aggregators, ranked};
 use crate::wire::{HealthReply, HealthRequest};
@@ -85,8 +85,7 @@ impl HealthPuller {
                 after: cursor.after,
             };
             let reply: HealthReply =
-                exchange::exchange(client, &self.keyring, aggregator.api, &HEALTH, &request)
-                    .await?;
+                exchange::pull_health(client, &self.keyring, aggregator.api, &request).await?;
             if cursor.epoch.as_ref() != Some(&reply.epoch) {
                 // Another database: its revisions are not ours to continue.
                 *cursor = Cursor {

@@ -41,12 +41,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use exchange::ExchangeError;
+pub use exchange::{ExchangeError, client, pull_health, send_stream};
 pub use forward::{ForwardError, Forwarder};
 pub use metrics::AggregationMetrics;
 pub use mode::{Mode, ModeRule};
 pub use owners::{Aggregator, DEFAULT_REPLICAS, alive_aggregators, owners, ranked};
 pub use serve::{HEALTH_BATCH_ROWS, STREAM_BATCH_ROWS, answer_health, answer_stream};
+pub use wire::{HealthReply, HealthRequest, Revised, StreamReply, StreamRequest};
 
 /// Between two looks at our own log for rows to stream: the delay an
 /// event of ours may take to reach its aggregators.

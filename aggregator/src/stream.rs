@@ -19,7 +19,7 @@ use starling_seal::Keyring;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::exchange::{self, ExchangeError, STREAM};
+use crate::exchange::{self, ExchangeError};
 use crate::metrics::AggregationMetrics;
 use crate::owners::{Aggregator, alive_aggregators, owners};
 use crate::serve::STREAM_BATCH_ROWS;
@@ -150,7 +150,7 @@ impl Streamer {
                 batch,
             };
             let reply: StreamReply =
-                exchange::exchange(client, &self.keyring, owner.api, &STREAM, &request).await?;
+                exchange::send_stream(client, &self.keyring, owner.api, &request).await?;
             let met = state.as_ref().is_none_or(|s| s.epoch != reply.epoch);
             if met && state.is_some() {
                 tracing::info!(

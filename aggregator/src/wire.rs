@@ -1,6 +1,7 @@
 //! What travels between a node and its aggregators: sealed JSON over
 //! HTTP, like anti-entropy, so only cluster members can stream rows in or
-//! read the health table out.
+//! read the health table out. Public so that a load generator
+//! (`starling-bench aggregator`) speaks the same protocol as a node.
 
 use serde::{Deserialize, Serialize};
 use starling_history::{CheckResult, SyncBatch};
@@ -8,7 +9,7 @@ use starling_history::{CheckResult, SyncBatch};
 /// `POST /v1/stream` body, once opened: rows of the sender's own log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StreamRequest {
+pub struct StreamRequest {
     /// The sender; `origin` must be one of its logs.
     pub node: String,
     pub origin: String,
@@ -25,7 +26,7 @@ pub(crate) struct StreamRequest {
 /// The acknowledgement: every row of `origin` up to `through` is committed
 /// to the aggregator's database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct StreamReply {
+pub struct StreamReply {
     pub aggregator: String,
     /// The aggregator's own origin: it changes when its data is wiped, and
     /// with it everything acknowledged before is void.
@@ -37,7 +38,7 @@ pub(crate) struct StreamReply {
 /// `POST /v1/health-table` body, once opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct HealthRequest {
+pub struct HealthRequest {
     /// The aggregator database the asker's copy came from; a different
     /// one (another aggregator, or this one wiped) sends the whole table.
     pub epoch: Option<String>,
@@ -47,7 +48,7 @@ pub(crate) struct HealthRequest {
 
 /// The latest results that changed after the asked revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct HealthReply {
+pub struct HealthReply {
     pub aggregator: String,
     pub epoch: String,
     /// Oldest change first.
@@ -57,7 +58,7 @@ pub(crate) struct HealthReply {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Revised {
+pub struct Revised {
     pub revision: u64,
     pub result: CheckResult,
 }

@@ -261,6 +261,10 @@ impl Agents {
         Ipv4Addr::from(u32::from(self.first_ip) + index as u32)
     }
 
+    pub(super) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     pub(super) fn key_file(&self) -> &Path {
         &self.key_file
     }

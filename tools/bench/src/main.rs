@@ -6,6 +6,7 @@
 //! detection, measured the same way for both in the same run. The report
 //! (Markdown) goes to stdout, progress to stderr.
 
+mod aggregator;
 mod cluster;
 mod fuzz;
 mod history;
@@ -106,6 +107,13 @@ pub enum BenchCommand {
     /// marks a killed node down. Prints a Markdown report. Build with
     /// --release: 5,000 nodes take minutes.
     Scale(scale::ScaleBenchArgs),
+    /// What an N-node aggregated cluster (default 5,000, one check
+    /// transition per node per minute) costs real aggregator processes on
+    /// loopback: their CPU, memory and storage, and how fast they
+    /// acknowledge streams and answer health pulls. The ordinary nodes are
+    /// virtual: the same sealed streams and pulls at the rates N nodes
+    /// send them. Prints a Markdown report. Build with --release first.
+    Aggregator(aggregator::AggregatorBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -190,6 +198,8 @@ pub enum BenchError {
     Http(String),
     #[error("overlay benchmark: {0}")]
     Overlay(String),
+    #[error("aggregator benchmark: {0}")]
+    Aggregator(String),
     #[error("scale simulation: {0}")]
     Scale(String),
     #[error("fuzz: {0}")]
@@ -220,6 +230,10 @@ pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
         },
         BenchCommand::Overlay(args) => tokio::select! {
             result = overlay::run(args) => result,
+            () = starling_agent_signal() => Err(BenchError::Interrupted),
+        },
+        BenchCommand::Aggregator(args) => tokio::select! {
+            result = aggregator::run(args) => result,
             () = starling_agent_signal() => Err(BenchError::Interrupted),
         },
         BenchCommand::Fuzz(args) => fuzz::run(args),
