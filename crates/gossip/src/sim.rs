@@ -22,8 +22,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::pushpull::{self, Trailer};
 use crate::{
-    GossipConfig, GossipNode, MemberState, MembershipEvent, NodeId, NodeMeta, PushPull, Role,
-    SERVICE_SLOTS, Transition,
+    GossipConfig, GossipNode, MemberState, NodeId, NodeMeta, PushPull, Role, SERVICE_SLOTS,
+    Transition,
 };
 
 /// IPv4 and UDP headers around each datagram.
@@ -137,8 +137,17 @@ struct SimNode {
     wake_at: Option<Duration>,
 }
 
-/// One observed transition: (virtual time, observer index, event).
-pub type Observation = (Duration, usize, MembershipEvent);
+/// One observed transition, by node index. Compact on purpose: a cold
+/// start of N nodes records N² of them (25 million at 5,000), and a whole
+/// `MembershipEvent` with its identity each ran the 5,000-node run out of
+/// memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub at: Duration,
+    pub observer: usize,
+    pub subject: usize,
+    pub transition: Transition,
+}
 
 #[derive(Debug)]
 pub struct Sim {
@@ -360,8 +369,8 @@ impl Sim {
     pub fn observers_of(&self, subject: usize, transition: Transition) -> HashSet<usize> {
         self.observations
             .iter()
-            .filter(|(_, _, e)| e.member.addr == addr_of(subject) && e.transition == transition)
-            .map(|(_, observer, _)| *observer)
+            .filter(|o| o.subject == subject && o.transition == transition)
+            .map(|o| o.observer)
             .collect()
     }
 
@@ -369,8 +378,8 @@ impl Sim {
     pub fn downs(&self) -> Vec<(Duration, usize, String)> {
         self.observations
             .iter()
-            .filter(|(_, _, e)| e.transition == Transition::Failed)
-            .map(|(at, observer, e)| (*at, *observer, e.member.name.clone()))
+            .filter(|o| o.transition == Transition::Failed)
+            .map(|o| (o.at, o.observer, self.nodes[o.subject].id.name.clone()))
             .collect()
     }
 
@@ -503,7 +512,14 @@ impl Sim {
         let outgoing = gossip.take_outgoing();
         let push_pulls = gossip.take_push_pulls();
         for event in gossip.take_events() {
-            self.observations.push((now, index, event));
+            if let Some(&subject) = self.by_addr.get(&event.member.addr) {
+                self.observations.push(Observation {
+                    at: now,
+                    observer: index,
+                    subject,
+                    transition: event.transition,
+                });
+            }
         }
         let next = gossip.next_deadline();
         for (to_addr, data) in outgoing {

@@ -191,7 +191,7 @@ fn transition(node: &mut VirtualNode) -> Event {
         origin: node.origin.clone(),
         seq: node.seq,
         observer: node.name.clone(),
-        at_unix_ms: now_ms(),
+        at_unix_ms: starling_model::unix_ms_now(),
         kind: EventKind::Check,
         node: node.name.clone(),
         check: Some(CHECK.to_owned()),
@@ -200,12 +200,6 @@ fn transition(node: &mut VirtualNode) -> Event {
         message: format!("{CHECK}: the kubelet's /healthz answered {new}"),
         dedupe_key: None,
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A stream of `events` past `from`, vouching for the last of them.
@@ -591,21 +585,7 @@ fn report(
     let cluster_rate = load.events;
     let node_rate = args.events_per_node_per_minute / 60.0;
     let mut out = String::from("### Aggregator ingest (real aggregator processes)\n\n");
-    out.push_str(&format!(
-        "- Command: `starling-bench aggregator --nodes {} --aggregators {} --replicas {} \
-         --events-per-node-per-minute {} --preload-events {} --duration {}{}`\n",
-        args.nodes,
-        args.aggregators,
-        args.replicas,
-        args.events_per_node_per_minute,
-        args.preload_events,
-        args.duration,
-        if args.without_health_pulls {
-            " --without-health-pulls"
-        } else {
-            ""
-        }
-    ));
+    out.push_str(&format!("- Command: `{}`\n", super::command_line()));
     out.push_str(&format!(
         "- Load of {} nodes over {} s: {:.1} transitions/s to {} owners each ({} streams), \
          {:.1} idle asks/s ({} sent), {:.1} health pulls/s ({} sent, {} rows returned); \

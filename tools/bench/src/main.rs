@@ -8,6 +8,7 @@
 
 mod aggregator;
 mod cluster;
+mod fleet;
 mod fuzz;
 mod history;
 mod http;
@@ -114,6 +115,13 @@ pub enum BenchCommand {
     /// virtual: the same sealed streams and pulls at the rates N nodes
     /// send them. Prints a Markdown report. Build with --release first.
     Aggregator(aggregator::AggregatorBenchArgs),
+    /// As many real agents as the machine holds (default 250) plus
+    /// aggregators (default 3) on loopback: convergence, a 10-minute idle
+    /// window (false Downs, RSS, CPU, traffic per agent), then annotations
+    /// while one aggregator is killed with SIGKILL, and whether every node
+    /// answers for every acknowledged event. Prints a Markdown report.
+    /// Build with --release first.
+    Fleet(fleet::FleetBenchArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -234,6 +242,10 @@ pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
         },
         BenchCommand::Aggregator(args) => tokio::select! {
             result = aggregator::run(args) => result,
+            () = starling_agent_signal() => Err(BenchError::Interrupted),
+        },
+        BenchCommand::Fleet(args) => tokio::select! {
+            result = fleet::run(args) => result,
             () = starling_agent_signal() => Err(BenchError::Interrupted),
         },
         BenchCommand::Fuzz(args) => fuzz::run(args),

@@ -138,7 +138,7 @@ fn no_false_down_with_ten_percent_packet_loss() {
         let suspicions = sim
             .observations
             .iter()
-            .filter(|(_, _, e)| e.transition == Transition::Suspected)
+            .filter(|o| o.transition == Transition::Suspected)
             .count();
         eprintln!(
             "{nodes} nodes, 10% loss, 10 min: {suspicions} suspicions seen, all refuted, 0 Down"
@@ -208,7 +208,7 @@ fn a_two_second_freeze_is_a_suspicion_not_a_death_at_every_size() {
         let suspected = sim
             .observations
             .iter()
-            .filter(|(_, _, e)| e.transition == Transition::Suspected)
+            .filter(|o| o.transition == Transition::Suspected)
             .count();
         eprintln!("{nodes} nodes: six 2 s freezes, {suspected} suspicions, 0 Down");
     }
