@@ -127,16 +127,22 @@ impl AlertLab {
             .collect()
     }
 
-    /// Alertmanager posts for `key`, firing (no `endsAt`) or resolved.
+    /// Alerts Alertmanager got for `key`, firing (no `endsAt`) or
+    /// resolved, told apart by `startsAt`. Delivery is at least once: an
+    /// attempt that timed out just as the receiver came back in reach may
+    /// have arrived, and its retry posts the same alert again, which
+    /// Alertmanager takes as the same alert (same labels and start).
     fn alertmanager_posts(&self, key: &str, resolved: bool) -> usize {
         read_received_log(&self.log)
             .into_iter()
             .filter(|r| r.path == "/api/v2/alerts")
-            .filter(|r| {
-                let alert = &r.body[0];
+            .map(|r| r.body[0].clone())
+            .filter(|alert| {
                 alert["labels"]["alert_key"] == key && alert.get("endsAt").is_some() == resolved
             })
-            .count()
+            .map(|alert| alert["startsAt"].to_string())
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// Exactly one firing and `resolved` resolved notices for `key` on
