@@ -13,8 +13,8 @@ use starling_alert::{AlertMetrics, Alerting, SinkError};
 use starling_checks::Runner;
 use starling_conditions::{ConditionMetrics, ConditionsConfig};
 use starling_gossip::{
-    DataDirError, Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId, NodeMeta,
-    SERVICE_SLOTS,
+    DataDirError, Gossip, GossipHandle, GossipMetrics, GossipNode, GossipSockets, NodeId,
+    NodeIdentity, NodeMeta, SERVICE_SLOTS,
 };
 use starling_health::overlay::{OverlayIntake, OverlayMetrics};
 use starling_health::status::{self, GossipPlacement, StatusMetrics};
@@ -303,7 +303,7 @@ fn identity(
     let mut services = [None; SERVICE_SLOTS];
     services[usize::from(Service::Api)] =
         Some(SocketAddr::new(config.advertise_ip, api_addr.port()));
-    NodeId {
+    NodeId::from(NodeIdentity {
         name: config.node_name.clone(),
         addr: gossip_addr,
         incarnation,
@@ -311,7 +311,7 @@ fn identity(
             role: config.role,
             services,
         },
-    }
+    })
 }
 
 /// Says loudly when gossip runs without keys, and which keys are loaded.

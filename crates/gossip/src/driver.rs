@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::bootstrap::{self, JoinTargets};
-use super::identity::NodeId;
+use super::identity::{NodeId, NodeIdentity};
 use super::members::{MemberState, Transition};
 use super::metrics::GossipMetrics;
 use super::node::{GossipNode, PushPull};
@@ -95,9 +95,11 @@ impl MembershipView {
     /// addresses: for the pure functions that read a view (here and in
     /// the layers above, through the `test-util` feature).
     pub fn for_tests(me: &str, others: &[(&str, MemberState)]) -> Self {
-        let id = |name: &str, port: u16| NodeId {
-            name: name.to_owned(),
-            ..NodeId::seed(SocketAddr::from(([127, 0, 0, 1], port)))
+        let id = |name: &str, port: u16| {
+            NodeId::from(NodeIdentity {
+                name: name.to_owned(),
+                ..NodeIdentity::seed(SocketAddr::from(([127, 0, 0, 1], port)))
+            })
         };
         MembershipView {
             me: id(me, 1),

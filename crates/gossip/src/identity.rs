@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,8 +80,20 @@ impl NodeMeta {
 /// incarnations; the higher incarnation wins, which is how a restarted or
 /// falsely-declared-down node replaces its old self without waiting for the
 /// cluster to forget it.
+///
+/// One shared allocation: foca's member list, our member table, every
+/// event and view hold clones of the same identity, so a member costs a
+/// node one copy of its fields, not one per holder. At 5,000 members that
+/// is what keeps a node's membership a few MiB (and the 5,000-node
+/// simulation, which holds every node's, inside one machine). It reads as
+/// its fields ([`NodeIdentity`]) and is written, on the wire and in JSON,
+/// exactly as they are.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(Arc<NodeIdentity>);
+
+/// The fields of a [`NodeId`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeId {
+pub struct NodeIdentity {
     /// The Kubernetes node name: what operators recognise.
     pub name: String,
     /// Advertised gossip address (UDP for SWIM, TCP for push-pull).
@@ -94,6 +107,46 @@ pub struct NodeId {
     pub meta: NodeMeta,
 }
 
+impl From<NodeIdentity> for NodeId {
+    fn from(fields: NodeIdentity) -> Self {
+        NodeId(Arc::new(fields))
+    }
+}
+
+impl std::ops::Deref for NodeId {
+    type Target = NodeIdentity;
+
+    fn deref(&self) -> &NodeIdentity {
+        &self.0
+    }
+}
+
+impl NodeId {
+    /// The fields to change, copied first if another holder shares them:
+    /// a changed identity is a new one, never an edit seen by the others.
+    pub fn make_mut(&mut self) -> &mut NodeIdentity {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        NodeIdentity::deserialize(deserializer).map(NodeId::from)
+    }
+}
+
 impl NodeId {
     /// A stand-in for a peer we know only by address (a `--join` seed).
     ///
@@ -101,7 +154,15 @@ impl NodeId {
     /// its own identity, which wins the address conflict because any real
     /// incarnation is above zero.
     pub fn seed(addr: SocketAddr) -> Self {
-        NodeId {
+        NodeIdentity::seed(addr).into()
+    }
+}
+
+impl NodeIdentity {
+    /// The fields of [`NodeId::seed`]: a base to build other identities
+    /// from (`NodeIdentity { name, ..NodeIdentity::seed(addr) }`).
+    pub fn seed(addr: SocketAddr) -> Self {
+        NodeIdentity {
             name: String::new(),
             addr,
             incarnation: 0,
@@ -134,10 +195,9 @@ impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
-        Some(NodeId {
-            incarnation: self.incarnation + 1,
-            ..self.clone()
-        })
+        let mut renewed = self.clone();
+        renewed.make_mut().incarnation += 1;
+        Some(renewed)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -156,11 +216,12 @@ mod tests {
     use super::*;
 
     fn node(incarnation: u64) -> NodeId {
-        NodeId {
+        NodeIdentity {
             incarnation,
             name: "n1".into(),
-            ..NodeId::seed("127.0.0.1:7946".parse().expect("valid literal"))
+            ..NodeIdentity::seed("127.0.0.1:7946".parse().expect("valid literal"))
         }
+        .into()
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod suspicion;
 pub use bootstrap::{DEFAULT_GOSSIP_PORT, JoinTargets};
 pub use config::GossipConfig;
 pub use driver::{Gossip, GossipHandle, GossipSockets, MemberEvent, MemberView, MembershipView};
-pub use identity::{NodeId, NodeMeta, Role, SERVICE_SLOTS};
+pub use identity::{NodeId, NodeIdentity, NodeMeta, Role, SERVICE_SLOTS};
 pub use incarnation::{DataDirError, RESTART_STEP, next as next_incarnation};
 pub use members::{MemberRecord, MemberState, MembershipEvent, Transition};
 pub use metrics::GossipMetrics;

@@ -256,13 +256,15 @@ mod tests {
     use foca::Identity;
 
     use super::*;
+    use crate::identity::NodeIdentity;
 
     fn id(n: u8, incarnation: u64) -> NodeId {
-        NodeId {
+        NodeIdentity {
             name: format!("n{n}"),
             incarnation,
-            ..NodeId::seed(SocketAddr::from(([127, 0, 0, n], 7946)))
+            ..NodeIdentity::seed(SocketAddr::from(([127, 0, 0, n], 7946)))
         }
+        .into()
     }
 
     fn transitions(table: &mut MemberTable) -> Vec<Transition> {
@@ -394,7 +396,7 @@ mod tests {
         let mut table = MemberTable::default();
         table.up(&id(4, 1), secs(0));
         let mut next = id(4, 2);
-        next.meta.services[1] = Some("10.244.0.9:7949".parse().expect("literal"));
+        next.make_mut().meta.services[1] = Some("10.244.0.9:7949".parse().expect("literal"));
         table.renamed(&next, secs(1));
         assert_eq!(transitions(&mut table), vec![Transition::Joined]);
         assert_eq!(table.get(&next.addr).map(|r| &r.id), Some(&next));

@@ -318,8 +318,9 @@ impl GossipNode {
             return false;
         }
         let mut next = current.clone();
-        next.incarnation += 1;
-        next.meta.services[slot] = addr;
+        let fields = next.make_mut();
+        fields.incarnation += 1;
+        fields.meta.services[slot] = addr;
         let changed = match self.foca.change_identity(next, &mut self.effects) {
             Ok(()) => true,
             Err(error) => {

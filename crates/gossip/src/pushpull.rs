@@ -250,9 +250,11 @@ mod tests {
 
     fn member(name: &str, incarnation: u64) -> Member<NodeId> {
         let addr: SocketAddr = "127.0.61.9:7946".parse().expect("an address");
-        let mut id = NodeId::seed(addr);
-        id.name = name.to_owned();
-        id.incarnation = incarnation;
+        let id = NodeId::from(crate::NodeIdentity {
+            name: name.to_owned(),
+            incarnation,
+            ..crate::NodeIdentity::seed(addr)
+        });
         Member::new(id, foca::Incarnation::default(), foca::State::Alive)
     }
 

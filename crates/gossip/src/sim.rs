@@ -22,8 +22,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::pushpull::{self, Trailer};
 use crate::{
-    GossipConfig, GossipNode, MemberState, NodeId, NodeMeta, PushPull, Role, SERVICE_SLOTS,
-    Transition,
+    GossipConfig, GossipNode, MemberState, NodeId, NodeIdentity, NodeMeta, PushPull, Role,
+    SERVICE_SLOTS, Transition,
 };
 
 /// IPv4 and UDP headers around each datagram.
@@ -175,7 +175,7 @@ impl Sim {
     pub fn new(config: SimConfig) -> Self {
         let nodes = (0..config.nodes)
             .map(|i| SimNode {
-                id: NodeId {
+                id: NodeId::from(NodeIdentity {
                     name: format!("n{i}"),
                     addr: addr_of(i),
                     incarnation: 1,
@@ -183,7 +183,7 @@ impl Sim {
                         role: Role::Worker,
                         services: [None; SERVICE_SLOTS],
                     },
-                },
+                }),
                 node: None,
                 status: Status::NotStarted,
                 held: Vec::new(),
@@ -417,7 +417,7 @@ impl Sim {
             Event::Start { node, seed } => {
                 let slot = &mut self.nodes[node];
                 if slot.status != Status::NotStarted {
-                    slot.id.incarnation += 1;
+                    slot.id.make_mut().incarnation += 1;
                 }
                 let mut gossip = GossipNode::new(
                     slot.id.clone(),

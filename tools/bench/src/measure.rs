@@ -34,6 +34,20 @@ pub fn lo_tx_bytes() -> std::io::Result<u64> {
         .map_err(|_| invalid(format!("{LO_TX_BYTES}: not a number: {text:?}")))
 }
 
+/// A field of this process's /proc/self/status (`VmRSS:`, `VmHWM:`), KiB.
+pub fn self_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets this process's VmHWM to its current RSS (Linux: "5" to
+/// clear_refs), so a phase's peak is its own. Without permission the peak
+/// is the process's so far, which only overstates.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

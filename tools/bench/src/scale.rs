@@ -14,6 +14,7 @@ use starling_gossip::MemberState;
 use starling_gossip::sim::{Sim, SimConfig, Traffic};
 
 use super::BenchError;
+use super::measure;
 use super::results::median;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -45,6 +46,9 @@ pub struct ScaleRow {
     pub last_survivor_down: Duration,
     /// Real time the size took to simulate.
     pub wall: Duration,
+    /// The simulating process's peak resident memory for this size, MiB:
+    /// every node's whole state lives in it.
+    pub peak_rss_mib: f64,
 }
 
 const STEP: Duration = Duration::from_millis(250);
@@ -66,6 +70,7 @@ pub fn run(args: ScaleBenchArgs) -> Result<(), BenchError> {
 /// Cold start, idle window, one kill: `nodes` simulated nodes.
 pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, BenchError> {
     let started = std::time::Instant::now();
+    measure::reset_peak_rss();
     let mut sim = Sim::new(SimConfig::new(nodes, seed));
     sim.cold_start(Duration::from_secs(1));
     let limit = Duration::from_secs(300);
@@ -74,6 +79,7 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
         .ok_or_else(|| {
             BenchError::Scale(format!("{nodes} nodes: no full views within {limit:?}"))
         })?;
+    phase(nodes, "full views", started);
     // Past the first periodic push-pulls, which still carry the states
     // the cold start left different.
     sim.run_for(Duration::from_secs(60));
@@ -91,6 +97,7 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
             sim.downs().len()
         )));
     }
+    phase(nodes, "idle window", started);
     let victim = nodes / 2;
     sim.kill(victim);
     let killed_at = sim.now();
@@ -111,7 +118,19 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
         traffic_max: per_second.iter().copied().fold(0.0, f64::max),
         last_survivor_down: all_down - killed_at,
         wall: started.elapsed(),
+        peak_rss_mib: measure::self_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
     })
+}
+
+/// Progress on stderr: a 5,000-node size runs for many minutes.
+fn phase(nodes: usize, done: &str, started: std::time::Instant) {
+    let mib = |field| measure::self_status_kib(field).unwrap_or(0) / 1024;
+    eprintln!(
+        "scale: {nodes} nodes: {done} after {:.0} s, RSS {} MiB, peak {} MiB",
+        started.elapsed().as_secs_f64(),
+        mib("VmRSS:"),
+        mib("VmHWM:")
+    );
 }
 
 fn report(args: &ScaleBenchArgs, rows: &[ScaleRow]) -> String {
@@ -131,19 +150,20 @@ fn report(args: &ScaleBenchArgs, rows: &[ScaleRow]) -> String {
          no loss; traffic per node is every sealed datagram and push-pull frame sent plus \
          received, with IPv4/UDP/TCP headers, over the idle window after convergence and 60 s\n\n",
     );
-    out.push_str("| nodes | cold start to full views (s) | idle traffic per node, median (B/s) | largest (B/s) | vs the smallest size | last survivor marks a kill down (s) | simulated in (s) |\n");
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    out.push_str("| nodes | cold start to full views (s) | idle traffic per node, median (B/s) | largest (B/s) | vs the smallest size | last survivor marks a kill down (s) | simulated in (s) | peak memory of the simulation (MiB) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
     let base = rows.first().map_or(1.0, |r| r.traffic_median.max(1.0));
     for row in rows {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.2} | {:.0} |\n",
+            "| {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.2} | {:.0} | {:.0} |\n",
             row.nodes,
             row.cold_start.as_secs_f64(),
             row.traffic_median,
             row.traffic_max,
             row.traffic_median / base,
             row.last_survivor_down.as_secs_f64(),
-            row.wall.as_secs_f64()
+            row.wall.as_secs_f64(),
+            row.peak_rss_mib
         ));
     }
     out

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::measure;
+
 /// Feed hostile inputs to every decoder of network and disk bytes: the
 /// sealed envelope, gossip datagrams, push-pull streams, pushed rows, sync
 /// requests and answers, annotations, probe echoes, reports and
@@ -108,7 +110,7 @@ fn install_panic_hook() {
 /// Runs `inputs` inputs through `target`.
 pub fn fuzz(target: &mut dyn Target, inputs: u64, seed: u64) -> Outcome {
     install_panic_hook();
-    reset_peak_rss();
+    measure::reset_peak_rss();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut input = Vec::new();
     let mut outcome = Outcome {
@@ -125,7 +127,7 @@ pub fn fuzz(target: &mut dyn Target, inputs: u64, seed: u64) -> Outcome {
     let started = Instant::now();
     for n in 0..inputs {
         if n == inputs / 10 {
-            outcome.rss_at_tenth_kib = status_kib("VmRSS:");
+            outcome.rss_at_tenth_kib = measure::self_status_kib("VmRSS:");
         }
         target.input(&mut rng, &mut input);
         FUZZING.with(|f| *f.borrow_mut() = true);
@@ -148,7 +150,7 @@ pub fn fuzz(target: &mut dyn Target, inputs: u64, seed: u64) -> Outcome {
         }
     }
     outcome.elapsed = started.elapsed();
-    outcome.peak_rss_kib = status_kib("VmHWM:");
+    outcome.peak_rss_kib = measure::self_status_kib("VmHWM:");
     outcome
 }
 
@@ -239,20 +241,6 @@ fn row(o: &Outcome) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A field of /proc/self/status, in KiB.
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Resets VmHWM to the current RSS (Linux: "5" to clear_refs), so each
-/// decoder's peak is its own. Without permission the peak is the
-/// process's so far, which only overstates.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use starling_gossip::{GossipConfig, GossipNode, NodeId, NodeMeta, Role, SERVICE_SLOTS};
+use starling_gossip::{
+    GossipConfig, GossipNode, NodeId, NodeIdentity, NodeMeta, Role, SERVICE_SLOTS,
+};
 use starling_history::{Event, EventFilter, EventKind, NewEvent, VersionVector, db};
 use starling_model::{AnnotationRequest, HistoryCursor};
 use starling_probe::{ProbeAssignment, ProbeTarget, Prober, WindowTiming};
@@ -172,7 +174,7 @@ pub fn node_id(index: usize) -> NodeId {
     let mut services = [None; SERVICE_SLOTS];
     services[0] = Some(SocketAddr::from((ip, 7947)));
     services[1] = Some(SocketAddr::from(([10, 244, index as u8, 9], 7949)));
-    NodeId {
+    NodeId::from(NodeIdentity {
         name: format!("node-{}", char::from(b'a' + index as u8)),
         addr: SocketAddr::from((ip, 7946)),
         incarnation: 1_796_000_000,
@@ -184,7 +186,7 @@ pub fn node_id(index: usize) -> NodeId {
             },
             services,
         },
-    }
+    })
 }
 
 /// Four real gossip nodes join, gossip, spread pushed rows, suspect and
@@ -305,7 +307,7 @@ fn probe(keyring: &Keyring, seeds: &mut Seeds) {
 fn target(index: usize) -> ProbeTarget {
     let id = node_id(index);
     ProbeTarget {
-        node: id.name,
+        node: id.name.clone(),
         addr: id.meta.services[1].expect("every fuzz node has a probe"),
     }
 }
