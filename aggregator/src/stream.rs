@@ -1,9 +1,10 @@
 //! An ordinary node's side of aggregation: its own rows, streamed to the
 //! aggregators that own it until each has acknowledged them.
 //!
-//! The node deletes nothing for this: its own log stays under the normal
-//! retention, and an acknowledgement only moves where the next stream to
-//! that aggregator starts. An owner that dies is replaced by the next one
+//! The node deletes nothing for this: an acknowledgement only moves where
+//! the next stream to that aggregator starts, and what not every owner has
+//! acknowledged is kept from retention (`KeepOwn`), so aggregators down for
+//! longer than the retention cost disk, not events. An owner that dies is replaced by the next one
 //! in rendezvous order, which learns where it stands with an empty stream
 //! and gets the rest; an owner wiped and back under the same name answers
 //! with a new epoch, and gets everything again.
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use starling_gossip::GossipHandle;
-use starling_history::{Store, SyncBatch};
+use starling_history::{KeepOwn, Store, SyncBatch};
 use starling_replicate::Scope;
 use starling_seal::Keyring;
 use tokio::sync::watch;
@@ -63,7 +64,12 @@ pub(crate) async fn run(streamer: Streamer, shutdown: impl std::future::Future<O
             () = &mut shutdown => true,
             _ = ticker.tick() => false,
         };
-        if *streamer.scope.borrow() == Scope::OwnLog {
+        let aggregated = *streamer.scope.borrow() == Scope::OwnLog;
+        if !aggregated {
+            // Full replication: every peer pulls our rows; retention applies.
+            streamer.store.keep_own(KeepOwn::Nothing);
+        }
+        if aggregated {
             // On the way out too: our leave was just recorded.
             let round = streamer.round(&client, &mut acked);
             match tokio::time::timeout(LAST_ROUND, round).await {
@@ -76,6 +82,16 @@ pub(crate) async fn run(streamer: Streamer, shutdown: impl std::future::Future<O
             return;
         }
     }
+}
+
+/// The seq through which every owner holds our log: 0 while one has not
+/// answered yet, or when no aggregator is alive to own it.
+fn acknowledged_by_all(owners: &[Aggregator], acked: &HashMap<String, Acked>) -> u64 {
+    owners
+        .iter()
+        .map(|o| acked.get(&o.name).map_or(0, |a| a.through))
+        .min()
+        .unwrap_or(0)
 }
 
 /// How long a round may take; on shutdown, how long the last one may
@@ -95,6 +111,10 @@ impl Streamer {
             owners(&me, &alive_aggregators(&view), self.replicas)
         };
         acked.retain(|name, _| owners.iter().any(|o| &o.name == name));
+        // Before anything that can fail: a new owner, or none alive, keeps
+        // our whole log from retention until acknowledged.
+        self.store
+            .keep_own(KeepOwn::After(acknowledged_by_all(&owners, acked)));
         let own = self.own_through().await?;
         for owner in &owners {
             let due = match acked.get(&owner.name) {
@@ -115,11 +135,8 @@ impl Streamer {
                 }
             }
         }
-        let floor = owners
-            .iter()
-            .map(|o| acked.get(&o.name).map_or(0, |a| a.through))
-            .min()
-            .unwrap_or(0);
+        let floor = acknowledged_by_all(&owners, acked);
+        self.store.keep_own(KeepOwn::After(floor));
         self.metrics.set_unacked(own.saturating_sub(floor));
         Ok(())
     }

@@ -22,7 +22,7 @@ pub use model::{
     CheckResult, Event, EventFilter, EventKind, EventPosition, MAX_MESSAGE_BYTES, NewEvent,
     ParseEnumError, Status, SyncBatch, VersionVector, origin_node, valid_node_name, valid_origin,
 };
-pub use retention::{Retention, RetentionReport};
+pub use retention::{KeepOwn, Retention, RetentionReport};
 pub use schema::SCHEMA_VERSION;
 pub use store::{OpenError, Store, StoreConfig, StoreError, WriteContext};
 

@@ -34,6 +34,30 @@ impl Default for Retention {
     }
 }
 
+/// Which of this node's own events retention keeps whatever their age and
+/// the size cap. In aggregated mode a node's own log is the only copy until
+/// its aggregators acknowledge it, so what they have not is kept: with
+/// every aggregator down for longer than the retention, nothing is lost,
+/// and the log grows by the node's own events only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeepOwn {
+    /// Full replication: every peer holds our rows, retention applies.
+    #[default]
+    Nothing,
+    /// Our rows past this seq: the lowest any owning aggregator holds.
+    After(u64),
+}
+
+impl KeepOwn {
+    /// The seq past which our rows stay, as SQLite compares it.
+    fn after(self) -> i64 {
+        match self {
+            KeepOwn::Nothing => i64::MAX,
+            KeepOwn::After(seq) => i64::try_from(seq).unwrap_or(i64::MAX),
+        }
+    }
+}
+
 /// What one `enforce` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -46,17 +70,27 @@ pub struct RetentionReport {
     pub latest_deleted: u64,
     /// Bytes the database file uses afterwards (its pages, WAL excluded).
     pub size_bytes: u64,
+    /// Our own events past the age limit kept because no aggregator has
+    /// acknowledged them ([`KeepOwn`]).
+    pub own_kept_unacknowledged: u64,
 }
+
+/// Events retention may delete: not our own rows that [`KeepOwn`] keeps.
+/// `?1` is our origin, `?2` the seq past which ours stay.
+const DELETABLE: &str = "NOT (origin = ?1 AND seq > ?2)";
 
 /// Delete what is older than `retention` allows, then the oldest events
 /// while the file is over its size cap, and give freed pages back.
 ///
 /// `origins.through` is left alone: what a node deleted it still vouches
-/// for, or peers would send the old rows back forever.
+/// for, or peers would send the old rows back forever. Our own rows (of
+/// `own_origin`) that `keep` names stay.
 pub fn enforce(
     conn: &Connection,
     now_ms: u64,
     retention: &Retention,
+    own_origin: &str,
+    keep: KeepOwn,
 ) -> rusqlite::Result<RetentionReport> {
     let cutoff = |age: Duration| {
         let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
@@ -66,8 +100,15 @@ pub fn enforce(
     let mut report = RetentionReport::default();
     {
         let tx = conn.unchecked_transaction()?;
-        report.events_deleted =
-            tx.execute("DELETE FROM events WHERE at_ms < ?1", [events_cutoff])? as u64;
+        report.events_deleted = tx.execute(
+            &format!("DELETE FROM events WHERE at_ms < ?3 AND {DELETABLE}"),
+            rusqlite::params![own_origin, keep.after(), events_cutoff],
+        )? as u64;
+        report.own_kept_unacknowledged = tx.query_row(
+            "SELECT count(*) FROM events WHERE at_ms < ?3 AND origin = ?1 AND seq > ?2",
+            rusqlite::params![own_origin, keep.after(), events_cutoff],
+            |row| get_u64(row, 0),
+        )?;
         report.results_deleted = tx.execute(
             "DELETE FROM check_results WHERE at_ms < ?1",
             [cutoff(retention.results_max_age)],
@@ -79,7 +120,7 @@ pub fn enforce(
         tx.commit()?;
     }
     if used_bytes(conn)? > retention.max_size_bytes {
-        report.events_deleted += shrink_to(conn, retention.max_size_bytes)?;
+        report.events_deleted += shrink_to(conn, retention.max_size_bytes, own_origin, keep)?;
     }
     // Each step of this pragma frees one page: it must run to the end.
     let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
@@ -100,8 +141,14 @@ pub fn enforce(
 /// whole log. So each round deletes as many rows as the excess is worth at
 /// the pages events take per row (`dbstat`), and once the rows' bytes fill
 /// no more than half the cap, retention stops and leaves the rest to
-/// SQLite merging emptied pages.
-fn shrink_to(conn: &Connection, cap: u64) -> rusqlite::Result<u64> {
+/// SQLite merging emptied pages. When only kept rows of our own are left
+/// it stops too: the cap gives way to losing nothing.
+fn shrink_to(
+    conn: &Connection,
+    cap: u64,
+    own_origin: &str,
+    keep: KeepOwn,
+) -> rusqlite::Result<u64> {
     let mut deleted = 0;
     loop {
         let used = used_bytes(conn)?;
@@ -121,9 +168,12 @@ fn shrink_to(conn: &Connection, cap: u64) -> rusqlite::Result<u64> {
         while excess > 0 {
             let chunk = i64::try_from(excess.min(SIZE_CHUNK_ROWS)).expect("a chunk is small");
             let removed = conn.execute(
-                "DELETE FROM events WHERE rowid IN
-                     (SELECT rowid FROM events ORDER BY at_ms, origin, seq LIMIT ?1)",
-                [chunk],
+                &format!(
+                    "DELETE FROM events WHERE rowid IN
+                         (SELECT rowid FROM events WHERE {DELETABLE}
+                          ORDER BY at_ms, origin, seq LIMIT ?3)"
+                ),
+                rusqlite::params![own_origin, keep.after(), chunk],
             )? as u64;
             if removed == 0 {
                 return Ok(deleted);

@@ -17,7 +17,7 @@ use super::db::{self, SetupError};
 use super::digest::Slices;
 use super::metrics::HistoryMetrics;
 use super::model::{CheckResult, Event, EventFilter, NewEvent, SyncBatch, VersionVector};
-use super::retention::{Retention, RetentionReport};
+use super::retention::{KeepOwn, Retention, RetentionReport};
 
 mod error;
 mod readers;
@@ -77,6 +77,9 @@ struct Inner {
     /// database holds something as new, so a node's health never depends
     /// on a disk write.
     held: Mutex<HashMap<(String, String), CheckResult>>,
+    /// Which of our own rows retention keeps; the writer reads it at each
+    /// housekeeping, aggregation sets it as acknowledgements come.
+    keep_own: Arc<Mutex<KeepOwn>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,7 +159,9 @@ impl Store {
         }
         let readers = Arc::new(ReaderPool::new(idle));
         let (sender, receiver) = mpsc::channel();
+        let keep_own = Arc::new(Mutex::new(KeepOwn::default()));
         let writer = Writer {
+            keep_own: Arc::clone(&keep_own),
             conn,
             origin: origin.clone(),
             node_name: node_name.to_owned(),
@@ -179,6 +184,7 @@ impl Store {
                 writer: Some(writer),
                 readers,
                 held: Mutex::new(HashMap::new()),
+                keep_own,
             }),
         })
     }
@@ -285,6 +291,18 @@ impl Store {
     ) -> Result<SyncBatch, StoreError> {
         self.read(move |conn| db::own_rows_after(conn, after, max_rows))
             .await
+    }
+
+    /// Keep these of our own rows from retention from now on (see
+    /// [`KeepOwn`]). Until told, retention keeps none: the first
+    /// housekeeping runs a `housekeeping_every` after the open, by which
+    /// time aggregation knows the cluster's mode.
+    pub fn keep_own(&self, keep: KeepOwn) {
+        *self
+            .inner
+            .keep_own
+            .lock()
+            .expect("nothing panics while holding keep_own") = keep;
     }
 
     /// Run retention and a checkpoint now, rather than at the next tick.

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
@@ -10,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{StoreConfig, StoreError, file_size, now_ms};
 use crate::metrics::{HistoryMetrics, WriteFailure};
-use crate::retention::{self, RetentionReport};
+use crate::retention::{self, KeepOwn, RetentionReport};
 
 /// Ops committed together at most: bounds how long the first caller of a
 /// burst waits for the others' rows to be written.
@@ -96,6 +97,8 @@ pub(super) struct Writer {
     pub(super) metrics: HistoryMetrics,
     /// See [`WriteContext::opened_ms`].
     pub(super) opened_ms: u64,
+    /// See [`super::Store::keep_own`].
+    pub(super) keep_own: Arc<Mutex<KeepOwn>>,
 }
 
 impl Writer {
@@ -184,11 +187,27 @@ impl Writer {
         &mut self,
         reply: Option<oneshot::Sender<Result<RetentionReport, StoreError>>>,
     ) {
-        let outcome = retention::enforce(&self.conn, now_ms(), &self.config.retention)
-            .and_then(|report| retention::checkpoint(&self.conn).map(|()| report));
+        let keep = *self
+            .keep_own
+            .lock()
+            .expect("nothing panics while holding keep_own");
+        let outcome = retention::enforce(
+            &self.conn,
+            now_ms(),
+            &self.config.retention,
+            &self.origin,
+            keep,
+        )
+        .and_then(|report| retention::checkpoint(&self.conn).map(|()| report));
         self.metrics.size_bytes.set(file_size(&self.path));
         let outcome = match outcome {
             Ok(report) => {
+                if report.own_kept_unacknowledged > 0 {
+                    tracing::warn!(
+                        events = report.own_kept_unacknowledged,
+                        "own events past retention are kept: no aggregator has acknowledged them yet"
+                    );
+                }
                 self.metrics.retained(&report);
                 Ok(report)
             }

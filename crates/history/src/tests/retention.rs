@@ -3,7 +3,7 @@
 use super::*;
 use crate::db;
 use crate::model::EventFilter;
-use crate::retention::{self, Retention, RetentionReport};
+use crate::retention::{self, KeepOwn, Retention, RetentionReport};
 
 #[test]
 fn age_limits_delete_exactly_what_is_older() {
@@ -24,7 +24,8 @@ fn age_limits_delete_exactly_what_is_older() {
     }
     tx.commit().expect("commits");
 
-    let report = retention::enforce(&conn, NOW, &Retention::default()).expect("enforces");
+    let report = retention::enforce(&conn, NOW, &Retention::default(), &own, KeepOwn::Nothing)
+        .expect("enforces");
     assert_eq!(report.events_deleted, 2);
     assert_eq!(report.results_deleted, 1);
     assert_eq!(report.latest_deleted, 1);
@@ -87,7 +88,7 @@ fn enforce_cap(conn: &rusqlite::Connection, own: &str, total: u64, cap: u64) -> 
         max_size_bytes: cap,
         ..Retention::default()
     };
-    let report = retention::enforce(conn, NOW, &limits).expect("enforces");
+    let report = retention::enforce(conn, NOW, &limits, own, KeepOwn::Nothing).expect("enforces");
     assert!(report.events_deleted > 0);
     let left = db::count_events(conn).expect("counts");
     assert!(left > 0, "the cap must not take the whole log");
@@ -146,4 +147,64 @@ fn checkpoint_runs_on_a_file() {
         .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
         .expect("reads");
     assert_eq!(auto_vacuum, 2, "INCREMENTAL was set before the first table");
+}
+
+/// In aggregated mode our log is the only copy of what no aggregator has
+/// acknowledged: age does not take it, and the size cap gives way.
+#[test]
+fn own_events_no_aggregator_acknowledged_outlive_age_and_size_limits() {
+    let (mut conn, own) = memory("node-a");
+    let week = 7 * DAY_MS;
+    let b = origin("b");
+    let tx = tx(&mut conn);
+    for i in 0..4 {
+        db::record_local(
+            &tx,
+            &own,
+            "node-a",
+            &new_event(NOW - week - 10 + i, "x"),
+            NOW,
+        )
+        .expect("records");
+    }
+    db::insert_replicated(&tx, &[event(&b, 1, NOW - week - 1)], NOW).expect("inserts");
+    tx.commit().expect("commits");
+
+    let report = retention::enforce(&conn, NOW, &Retention::default(), &own, KeepOwn::After(2))
+        .expect("enforces");
+    assert_eq!(report.events_deleted, 3, "ours through 2, and the peer's");
+    assert_eq!(report.own_kept_unacknowledged, 2);
+    let left: Vec<u64> = db::query_events(&conn, &EventFilter::default())
+        .expect("reads")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, [4, 3]);
+
+    let total = 3000;
+    let cap = 256 * 1024;
+    let (conn, own) = filled(total, false);
+    let limits = Retention {
+        max_size_bytes: cap,
+        ..Retention::default()
+    };
+    let report =
+        retention::enforce(&conn, NOW, &limits, &own, KeepOwn::After(0)).expect("enforces");
+    assert_eq!(
+        report.events_deleted, 0,
+        "nothing acknowledged, nothing goes"
+    );
+    let report =
+        retention::enforce(&conn, NOW, &limits, &own, KeepOwn::After(2000)).expect("enforces");
+    assert!(report.events_deleted > 0 && report.events_deleted <= 2000);
+    let lowest_left = conn
+        .query_row("SELECT min(seq) FROM events", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .expect("reads");
+    assert!(lowest_left <= 2001, "every unacknowledged row is left");
+    assert_eq!(
+        db::count_events(&conn).expect("counts"),
+        total - report.events_deleted
+    );
 }

@@ -196,7 +196,12 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
             )
         })
         .collect();
-    let (w1, _d1) = agent_with("w1", &key, Some(seed.gossip_addr), |_| {}).await;
+    // w1 keeps events one second, and runs retention only when told.
+    let (w1, _d1) = agent_with("w1", &key, Some(seed.gossip_addr), |config| {
+        config.history.retention.events_max_age = Duration::from_secs(1);
+        config.history.housekeeping_every = Duration::from_secs(3600);
+    })
+    .await;
     for worker in [&seed, &w1] {
         sees_alive(worker, 4).await;
         eventually("aggregated", || async {
@@ -256,6 +261,20 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
     .await;
     let status = starling_client::status(&[w1.api_addr.to_string()]).await;
     assert!(status.is_ok(), "status still answers: {status:?}");
+    // What no aggregator acknowledged is the only copy: past the age
+    // limit, retention keeps it.
+    let unacknowledged = canary_broke(&w1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = w1
+        .history
+        .enforce_retention()
+        .await
+        .expect("retention runs");
+    assert!(report.own_kept_unacknowledged >= 1, "{report:?}");
+    assert!(
+        holds(&w1, &unacknowledged).await,
+        "retention deleted an event no aggregator had"
+    );
     seed.shutdown().await.expect("clean shutdown");
     w1.shutdown().await.expect("clean shutdown");
 }
