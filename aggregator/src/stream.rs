@@ -64,14 +64,15 @@ pub(crate) async fn run(streamer: Streamer, shutdown: impl std::future::Future<O
             () = &mut shutdown => true,
             _ = ticker.tick() => false,
         };
-        let aggregated = *streamer.scope.borrow() == Scope::OwnLog;
-        if !aggregated {
-            // Full replication: every peer pulls our rows; retention applies.
+        let scope = *streamer.scope.borrow();
+        if scope != Scope::OwnLog {
+            // Every peer, or every aggregator, pulls our rows: retention
+            // applies.
             streamer.store.keep_own(KeepOwn::Nothing);
         }
-        if aggregated {
+        if scope != Scope::Everyone {
             // On the way out too: our leave was just recorded.
-            let round = streamer.round(&client, &mut acked);
+            let round = streamer.round(&client, scope, &mut acked);
             match tokio::time::timeout(LAST_ROUND, round).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "streaming own events to aggregators"),
@@ -100,21 +101,36 @@ const LAST_ROUND: Duration = Duration::from_secs(5);
 
 impl Streamer {
     /// Send each owner what it lacks, or ask where it stands.
+    ///
+    /// An ordinary node's owners are its rendezvous-ranked aggregators. An
+    /// aggregator streams its own log to every other aggregator: anti-
+    /// entropy among them idles up to half a minute, and what an
+    /// aggregator records (an alert sent, a member down) must reach the
+    /// others within an alert's grace period, or they would act on it too.
     async fn round(
         &self,
         client: &reqwest::Client,
+        scope: Scope,
         acked: &mut HashMap<String, Acked>,
     ) -> Result<(), ExchangeError> {
         let me = self.store.node_name().to_owned();
         let owners = {
             let view = Arc::clone(&self.gossip.view.borrow());
-            owners(&me, &alive_aggregators(&view), self.replicas)
+            let mut alive = alive_aggregators(&view);
+            if scope == Scope::OwnLog {
+                owners(&me, &alive, self.replicas)
+            } else {
+                alive.retain(|aggregator| aggregator.name != me);
+                alive
+            }
         };
         acked.retain(|name, _| owners.iter().any(|o| &o.name == name));
-        // Before anything that can fail: a new owner, or none alive, keeps
-        // our whole log from retention until acknowledged.
-        self.store
-            .keep_own(KeepOwn::After(acknowledged_by_all(&owners, acked)));
+        if scope == Scope::OwnLog {
+            // Before anything that can fail: a new owner, or none alive,
+            // keeps our whole log from retention until acknowledged.
+            self.store
+                .keep_own(KeepOwn::After(acknowledged_by_all(&owners, acked)));
+        }
         let own = self.own_through().await?;
         for owner in &owners {
             let due = match acked.get(&owner.name) {
@@ -136,7 +152,9 @@ impl Streamer {
             }
         }
         let floor = acknowledged_by_all(&owners, acked);
-        self.store.keep_own(KeepOwn::After(floor));
+        if scope == Scope::OwnLog {
+            self.store.keep_own(KeepOwn::After(floor));
+        }
         self.metrics.set_unacked(own.saturating_sub(floor));
         Ok(())
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use starling_gossip::rendezvous;
-use starling_gossip::{GossipHandle, MembershipView};
+use starling_gossip::{GossipHandle, MemberState, MembershipView, NodeId, Role};
 use starling_health::status::roll_up;
 use starling_history::Store;
-use starling_replicate::Publisher;
+use starling_replicate::{Publisher, Scope};
 
 use super::decide::{self, DecideTiming, Decision, Situation, Wanted};
 use super::flapping::{Downs, Flaps};
@@ -64,6 +64,11 @@ struct Local {
 }
 
 impl Evaluator {
+    /// Whom this node replicates with, which decides who may send.
+    fn scope(&self) -> Scope {
+        *self.publisher.scope().borrow()
+    }
+
     pub async fn run(self, every: Duration, shutdown: impl Future<Output = ()>) {
         let mut ledgers = Ledgers::default();
         let mut local = Local::default();
@@ -269,9 +274,15 @@ impl Evaluator {
         // A live claimant that cannot deliver is passed over for the takeover.
         let expired = ledger.is_some_and(|l| l.claim_expired(now, self.timing.takeover_after));
         let passed_over = claimant.filter(|_| expired);
-        let rank = ranked(view, key, observation.subject.as_deref(), passed_over)
-            .iter()
-            .position(|name| *name == me)?;
+        let rank = ranked(
+            view,
+            self.scope(),
+            key,
+            observation.subject.as_deref(),
+            passed_over,
+        )
+        .iter()
+        .position(|name| *name == me)?;
         // A claim going stale starts a new discrepancy: the fallbacks' grace
         // periods count from the claimant's death, not from the first notice,
         // or all of them would take over at once.
@@ -388,9 +399,15 @@ impl Evaluator {
             {
                 continue;
             }
-            let owner = ranked(view, key, observation.subject.as_deref(), None)
-                .first()
-                .copied();
+            let owner = ranked(
+                view,
+                self.scope(),
+                key,
+                observation.subject.as_deref(),
+                None,
+            )
+            .first()
+            .copied();
             local.refreshed.insert(key.to_owned(), now);
             if owner != Some(me) {
                 continue;
@@ -468,17 +485,101 @@ impl Evaluator {
 /// What a discrepancy is: (generation, verdict, stale claim).
 type Signature = (u64, Verdict, bool);
 
-/// The alive members, this node included, ranked for `key`: the subject
-/// never sends about itself, and `passed_over` is a claimant being taken
-/// over from.
+/// Ordinary nodes that send while an aggregated cluster has no aggregator
+/// alive. They do not see each other's marks (each keeps only its own
+/// log), so each of them sends: a few duplicates rather than silence, or
+/// one alert per node of a 5,000-node cluster.
+const FALLBACK_SENDERS: usize = 3;
+
+/// The alive members that may send for `key`, this node included, best
+/// first: the subject never sends about itself, and `passed_over` is a
+/// claimant being taken over from.
+///
+/// Dedupe rests on each sender seeing the others' marks in its history.
+/// With full replication every node does, so every node ranks. In an
+/// aggregated cluster only aggregators hold each other's records, so only
+/// they rank; with none alive, the first [`FALLBACK_SENDERS`] others do.
 fn ranked<'v>(
     view: &'v MembershipView,
+    scope: Scope,
     key: &str,
     subject: Option<&str>,
     passed_over: Option<&str>,
 ) -> Vec<&'v str> {
-    let eligible = view
-        .alive_names()
-        .filter(|name| Some(*name) != subject && Some(*name) != passed_over);
-    rendezvous::rank(key, eligible)
+    let eligible = std::iter::once(&view.me)
+        .chain(
+            view.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| &m.id),
+        )
+        .filter(|id| Some(id.name.as_str()) != subject && Some(id.name.as_str()) != passed_over);
+    let name = |id: &&'v NodeId| id.name.as_str();
+    if scope == Scope::Everyone {
+        return rendezvous::rank(key, eligible.map(|id| name(&id)));
+    }
+    let aggregators: Vec<&str> = eligible
+        .clone()
+        .filter(|id| id.meta.role == Role::Aggregator)
+        .map(|id| name(&id))
+        .collect();
+    if !aggregators.is_empty() {
+        return rendezvous::rank(key, aggregators);
+    }
+    let mut fallback = rendezvous::rank(key, eligible.map(|id| name(&id)));
+    fallback.truncate(FALLBACK_SENDERS);
+    fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers w1..w6 and aggregators agg-1, agg-2 seen from `me`; the
+    /// aggregators in `agg_state`.
+    fn cluster(me: &str, agg_state: MemberState) -> MembershipView {
+        let mut others: Vec<(&str, MemberState)> = ["w1", "w2", "w3", "w4", "w5", "w6"]
+            .into_iter()
+            .filter(|name| *name != me)
+            .map(|name| (name, MemberState::Alive))
+            .collect();
+        others.extend([("agg-1", agg_state), ("agg-2", agg_state)]);
+        let mut view = MembershipView::for_tests(me, &others);
+        for member in &mut view.members {
+            if member.id.name.starts_with("agg-") {
+                member.id.make_mut().meta.role = Role::Aggregator;
+            }
+        }
+        view
+    }
+
+    #[test]
+    fn aggregated_clusters_send_from_aggregators_or_a_few_fallbacks() {
+        let key = "node-down/w6";
+        let view = cluster("w1", MemberState::Alive);
+        let everyone = ranked(&view, Scope::Everyone, key, Some("w6"), None);
+        assert_eq!(everyone.len(), 7, "every alive member but the subject");
+        for scope in [Scope::OwnLog, Scope::Aggregators] {
+            let mut senders = ranked(&view, scope, key, Some("w6"), None);
+            senders.sort_unstable();
+            assert_eq!(senders, ["agg-1", "agg-2"]);
+        }
+        // Every aggregator down: the same few ordinary nodes on every node.
+        let fallbacks = |me| {
+            ranked(
+                &cluster(me, MemberState::Down),
+                Scope::OwnLog,
+                key,
+                Some("w6"),
+                None,
+            )
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+        };
+        let from_w1 = fallbacks("w1");
+        assert_eq!(from_w1.len(), FALLBACK_SENDERS);
+        assert!(!from_w1.iter().any(|n| n.starts_with("agg-") || n == "w6"));
+        assert_eq!(fallbacks("w3"), from_w1, "every node agrees who sends");
+    }
 }

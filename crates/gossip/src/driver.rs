@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::bootstrap::{self, JoinTargets};
-use super::identity::{NodeId, NodeIdentity};
+use super::identity::NodeId;
 use super::members::{MemberState, Transition};
 use super::metrics::GossipMetrics;
 use super::node::{GossipNode, PushPull};
@@ -96,9 +96,9 @@ impl MembershipView {
     /// the layers above, through the `test-util` feature).
     pub fn for_tests(me: &str, others: &[(&str, MemberState)]) -> Self {
         let id = |name: &str, port: u16| {
-            NodeId::from(NodeIdentity {
+            NodeId::from(crate::NodeIdentity {
                 name: name.to_owned(),
-                ..NodeIdentity::seed(SocketAddr::from(([127, 0, 0, 1], port)))
+                ..crate::NodeIdentity::seed(SocketAddr::from(([127, 0, 0, 1], port)))
             })
         };
         MembershipView {

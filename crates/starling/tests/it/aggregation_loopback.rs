@@ -6,14 +6,20 @@
 
 use std::time::Duration;
 
+use starling::settings::SinkSpec;
 use starling_agent::daemon::RunningAgent;
+use starling_alert::{AlertConfig, DecideTiming, Severity, SinkAuth, SinkKind};
 use starling_client::HistoryFilter;
 use starling_gossip::Role;
 use starling_history::{Event, EventFilter, EventKind, NewEvent, Status};
 use starling_model::HistoryResponse;
+use starling_testkit::AlertReceiver;
 
-use crate::support::agents;
-use agents::{AgentProcess, PATIENCE, agent_with, keyring, metric, sees_alive};
+use crate::support::agents::{
+    self as support, AgentProcess, PATIENCE, agent_with, keyring, metric, sees_alive,
+};
+
+const ALERTMANAGER: &str = "/api/v2/alerts";
 
 /// Polls `check` every 100 ms until it holds, or panics naming `what`.
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -277,4 +283,81 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
     );
     seed.shutdown().await.expect("clean shutdown");
     w1.shutdown().await.expect("clean shutdown");
+}
+
+/// Alerts to `receiver`'s Alertmanager endpoint, each fallback waiting
+/// one second for a better-ranked node's mark.
+fn alerting(receiver: &AlertReceiver) -> AlertConfig {
+    AlertConfig {
+        sinks: vec![SinkSpec {
+            name: "am".to_owned(),
+            kind: SinkKind::Alertmanager,
+            url: receiver.url(),
+            severities: vec![Severity::Warning, Severity::Critical],
+            auth: SinkAuth::default(),
+            hmac_key: None,
+            ca_file: None,
+        }],
+        timing: DecideTiming {
+            grace: Duration::from_secs(1),
+            ..DecideTiming::default()
+        },
+        evaluate_every: Duration::from_millis(200),
+        ..AlertConfig::default()
+    }
+}
+
+/// Alert dedupe rests on each sender seeing the others' marks, and an
+/// ordinary node of an aggregated cluster sees only its own: there only
+/// aggregators send, so a degraded node is one alert, from one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aggregated_cluster_sends_each_alert_once_from_an_aggregator() {
+    let receiver = AlertReceiver::start().await.expect("receiver binds");
+    let key = keyring();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flag = dir.path().join("broken");
+    let aggregator = |s: &mut starling_agent::AgentConfig| {
+        s.role = Role::Aggregator;
+        s.alert = alerting(&receiver);
+    };
+    let (a1, _d1) = agent_with("agg-1", &key, None, aggregator).await;
+    let (a2, _d2) = agent_with("agg-2", &key, Some(a1.gossip_addr), aggregator).await;
+    let mut workers = vec![
+        agent_with("w1", &key, Some(a1.gossip_addr), |s| {
+            support::canary(s, &flag);
+            s.alert = alerting(&receiver);
+        })
+        .await,
+    ];
+    for name in ["w2", "w3", "w4"] {
+        workers.push(
+            agent_with(name, &key, Some(a1.gossip_addr), |s| {
+                s.alert = alerting(&receiver)
+            })
+            .await,
+        );
+    }
+    for agent in [&a1, &a2].into_iter().chain(workers.iter().map(|(w, _)| w)) {
+        sees_alive(agent, 5).await;
+    }
+    for (worker, _) in &workers {
+        eventually("every node aggregated", || async {
+            metric(worker, "starling_aggregation_aggregated ").await == 1.0
+        })
+        .await;
+    }
+    std::fs::write(&flag, "").expect("flag");
+    eventually("the alert is sent", || async {
+        !receiver.accepted(ALERTMANAGER).is_empty()
+    })
+    .await;
+    // Past the grace of every rank among the five others: any node that
+    // ranked and missed the first mark would have sent by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let posts = receiver.accepted(ALERTMANAGER);
+    assert_eq!(posts.len(), 1, "one post, from one node: {posts:#?}");
+    let alert = &posts[0].body[0];
+    assert_eq!(alert["labels"]["node"], "w1");
+    let observer = alert["annotations"]["observer"].as_str().expect("observer");
+    assert!(observer.starts_with("agg-"), "sent by {observer}");
 }
