@@ -346,6 +346,20 @@ async fn an_aggregated_cluster_sends_each_alert_once_from_an_aggregator() {
         })
         .await;
     }
+    for aggregator in [&a1, &a2] {
+        eventually(
+            "aggregators stream their own logs to each other",
+            || async {
+                metric(
+                    aggregator,
+                    "starling_aggregation_streams_total{result=\"ok\"} ",
+                )
+                .await
+                    > 0.0
+            },
+        )
+        .await;
+    }
     std::fs::write(&flag, "").expect("flag");
     eventually("the alert is sent", || async {
         !receiver.accepted(ALERTMANAGER).is_empty()
