@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use starling_replicate::{PostError, post_sealed};
 use starling_seal::{Keyring, Purpose};
 
 use crate::wire::{HealthReply, HealthRequest, StreamReply, StreamRequest};
@@ -59,32 +60,18 @@ async fn exchange<Q: Serialize, A: DeserializeOwned>(
     channel: &Channel,
     request: &Q,
 ) -> Result<A, ExchangeError> {
-    let unreachable = |error: reqwest::Error| ExchangeError::Unreachable {
-        aggregator,
-        cause: if error.is_timeout() {
-            format!("no answer within {REQUEST_TIMEOUT:?}")
-        } else {
-            starling_checks::innermost_cause(&error)
-        },
-    };
     let body = starling_seal::seal_json(keyring, channel.request, request);
-    let response = client
-        .post(format!("http://{aggregator}{}", channel.path))
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
+    let url = format!("http://{aggregator}{}", channel.path);
+    let sealed = post_sealed(client, url, body, REQUEST_TIMEOUT)
         .await
-        .map_err(unreachable)?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        return Err(ExchangeError::Refused {
-            aggregator,
-            status,
-            body,
-        });
-    }
-    let sealed = response.bytes().await.map_err(unreachable)?.to_vec();
+        .map_err(|error| match error {
+            PostError::Unreachable(cause) => ExchangeError::Unreachable { aggregator, cause },
+            PostError::Refused { status, body } => ExchangeError::Refused {
+                aggregator,
+                status,
+                body,
+            },
+        })?;
     starling_seal::open_json(keyring, channel.reply, sealed).map_err(|error| {
         ExchangeError::BadReply {
             aggregator,

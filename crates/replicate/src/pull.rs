@@ -19,6 +19,7 @@ use starling_seal::{Keyring, Purpose};
 use super::Scope;
 use super::cadence::{Cadence, Outcome};
 use super::metrics::ReplicationMetrics;
+use super::sealed_post::{PostError, post_sealed};
 use super::serve::SYNC_BATCH_ROWS;
 use super::wire::{self, Comparison, Fingerprint, SyncReply, SyncRequest, WireError};
 
@@ -153,25 +154,14 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     async fn send(&self, request: &SyncRequest) -> Result<SyncReply, PullError> {
         let peer = self.peer;
-        let unreachable = |error: reqwest::Error| PullError::Unreachable {
-            peer,
-            cause: innermost(&error),
-        };
         let body = starling_seal::seal_json(self.keyring, Purpose::SyncRequest, request);
-        let response = self
-            .client
-            .post(format!("http://{peer}/v1/sync"))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
+        let url = format!("http://{peer}/v1/sync");
+        let sealed = post_sealed(self.client, url, body, REQUEST_TIMEOUT)
             .await
-            .map_err(unreachable)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(PullError::Refused { peer, status, body });
-        }
-        let sealed = response.bytes().await.map_err(unreachable)?.to_vec();
+            .map_err(|error| match error {
+                PostError::Unreachable(cause) => PullError::Unreachable { peer, cause },
+                PostError::Refused { status, body } => PullError::Refused { peer, status, body },
+            })?;
         read_reply(self.keyring, sealed).map_err(|source| PullError::BadReply { peer, source })
     }
 }
@@ -334,11 +324,4 @@ fn alive_peers(gossip: &GossipHandle, scope: Scope) -> Vec<SocketAddr> {
         .filter(|m| scope == Scope::Everyone || m.id.meta.role == Role::Aggregator)
         .filter_map(|m| m.id.meta.service(Service::Api))
         .collect()
-}
-
-fn innermost(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return format!("no answer within {REQUEST_TIMEOUT:?}");
-    }
-    starling_checks::innermost_cause(error)
 }
