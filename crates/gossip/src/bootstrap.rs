@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::driver::{Command, MembershipView};
+use super::handle::Command;
+use super::view::MembershipView;
 
 /// The default gossip port, used when a `--join-dns` name has none.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::Member;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::bootstrap::{self, JoinTargets};
-use super::identity::NodeId;
-use super::members::{MemberState, Transition};
+use super::handle::{Command, GossipHandle};
+use super::members::MemberState;
 use super::metrics::GossipMetrics;
 use super::node::{GossipNode, PushPull};
 use super::pushpull::{self, Trailer};
+use super::view::{MemberEvent, MemberView, MembershipView};
 use starling_seal::Keyring;
 use starling_seal::{self as envelope, Purpose};
 
@@ -46,159 +46,6 @@ const EVENT_BUFFER: usize = 1024;
 const PAYLOAD_BUFFER: usize = 4096;
 /// Commands queued into the loop before senders wait.
 const COMMAND_BUFFER: usize = 256;
-
-/// One member as the rest of the agent sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberView {
-    pub id: NodeId,
-    pub state: MemberState,
-    pub since_unix_ms: u64,
-    /// Other members whose own probes of this one failed lately (the
-    /// Lifeguard suspicion witnesses): how many agree it is in trouble.
-    pub witnesses: u32,
-    /// Down, and this node saw it suspect first: a Down it could check,
-    /// not one it only heard of (see `MemberRecord`).
-    pub suspected_before_down: bool,
-}
-
-/// A snapshot of membership, republished by the loop.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MembershipView {
-    pub me: NodeId,
-    /// Every other member we know of, including down and left ones.
-    pub members: Vec<MemberView>,
-    pub local_health: u32,
-    /// At least one other member is alive in our view.
-    pub connected: bool,
-    /// When the loop last published: proves the loop is turning.
-    pub published_unix_ms: u64,
-    /// When this agent's gossip started.
-    pub started_unix_ms: u64,
-}
-
-impl MembershipView {
-    /// This node and the members alive in its view: the candidates for
-    /// anything ranked by rendezvous over "who is up".
-    pub fn alive_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.me.name.as_str()).chain(
-            self.members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive)
-                .map(|m| m.id.name.as_str()),
-        )
-    }
-}
-
-#[cfg(any(test, feature = "test-util"))]
-impl MembershipView {
-    /// `me` and other members in the given states, on made-up loopback
-    /// addresses: for the pure functions that read a view (here and in
-    /// the layers above, through the `test-util` feature).
-    pub fn for_tests(me: &str, others: &[(&str, MemberState)]) -> Self {
-        let id = |name: &str, port: u16| {
-            NodeId::from(crate::NodeIdentity {
-                name: name.to_owned(),
-                ..crate::NodeIdentity::seed(SocketAddr::from(([127, 0, 0, 1], port)))
-            })
-        };
-        MembershipView {
-            me: id(me, 1),
-            members: others
-                .iter()
-                .enumerate()
-                .map(|(i, (name, state))| MemberView {
-                    id: id(name, 2 + i as u16),
-                    state: *state,
-                    since_unix_ms: 0,
-                    witnesses: 0,
-                    suspected_before_down: *state == MemberState::Down,
-                })
-                .collect(),
-            local_health: 0,
-            connected: true,
-            published_unix_ms: 0,
-            started_unix_ms: 0,
-        }
-    }
-}
-
-/// A membership transition, stamped with wall-clock time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberEvent {
-    pub member: NodeId,
-    pub transition: Transition,
-    pub at_unix_ms: u64,
-}
-
-/// What other tasks send into the loop.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Join(Vec<SocketAddr>),
-    /// A peer pushed its state; answer with ours.
-    Serve {
-        theirs: Vec<Member<NodeId>>,
-        reply: oneshot::Sender<Vec<Member<NodeId>>>,
-    },
-    /// The answer to a push-pull we started.
-    Merge(Vec<Member<NodeId>>),
-    /// Publish a service address in this node's identity.
-    SetService {
-        slot: usize,
-        addr: SocketAddr,
-    },
-    /// Spread an upper layer's payload to every member.
-    Spread {
-        origin: String,
-        seq: u64,
-        payload: Vec<u8>,
-    },
-}
-
-/// Read access to gossip for the rest of the agent.
-#[derive(Clone, Debug)]
-pub struct GossipHandle {
-    pub view: watch::Receiver<Arc<MembershipView>>,
-    events: broadcast::Sender<MemberEvent>,
-    payloads: broadcast::Sender<Arc<[u8]>>,
-    commands: mpsc::Sender<Command>,
-}
-
-impl GossipHandle {
-    /// The typed stream of membership transitions.
-    pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
-        self.events.subscribe()
-    }
-
-    /// Payloads spread by members (ours included), as given to
-    /// [`GossipHandle::spread`].
-    pub fn subscribe_payloads(&self) -> broadcast::Receiver<Arc<[u8]>> {
-        self.payloads.subscribe()
-    }
-
-    /// Publish where one of this node's services answers, in the slot the
-    /// caller's layer owns (a no-op when it is already published).
-    pub async fn set_service(&self, slot: impl Into<usize>, addr: SocketAddr) {
-        let slot = slot.into();
-        if self.view.borrow().me.meta.service(slot) == Some(addr) {
-            return;
-        }
-        // A closed loop means the agent is stopping.
-        let _ = self.commands.send(Command::SetService { slot, addr }).await;
-    }
-
-    /// Spread a payload to every member by gossip; (origin, seq) names it.
-    /// Best effort: it is dropped if the loop is gone or it does not fit a
-    /// datagram, so the caller needs another way to deliver it.
-    pub async fn spread(&self, origin: String, seq: u64, payload: Vec<u8>) {
-        let command = Command::Spread {
-            origin,
-            seq,
-            payload,
-        };
-        // A closed loop means the agent is stopping.
-        let _ = self.commands.send(command).await;
-    }
-}
 
 /// The UDP socket and TCP listener, bound to the same address and port.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ mod config;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handle;
 mod health;
 mod identity;
 mod incarnation;
@@ -22,12 +23,15 @@ mod scheduler;
 #[doc(hidden)]
 pub mod sim;
 mod suspicion;
+mod view;
 
 pub use bootstrap::{DEFAULT_GOSSIP_PORT, JoinTargets};
 pub use config::GossipConfig;
-pub use driver::{Gossip, GossipHandle, GossipSockets, MemberEvent, MemberView, MembershipView};
+pub use driver::{Gossip, GossipSockets};
+pub use handle::GossipHandle;
 pub use identity::{NodeId, NodeIdentity, NodeMeta, Role, SERVICE_SLOTS};
 pub use incarnation::{DataDirError, RESTART_STEP, next as next_incarnation};
 pub use members::{MemberRecord, MemberState, MembershipEvent, Transition};
 pub use metrics::GossipMetrics;
 pub use node::{DatagramError, GossipNode, NodeStats, PushPull};
+pub use view::{MemberEvent, MemberView, MembershipView};
