@@ -164,6 +164,8 @@ pub struct Sim {
     pub datagrams_delivered: u64,
     /// Per node, since the start or the last `reset_traffic`.
     traffic: Vec<Traffic>,
+    /// Per node, payloads (an upper layer's rows) it took from gossip.
+    payloads_taken: Vec<u32>,
 }
 
 pub fn addr_of(index: usize) -> SocketAddr {
@@ -192,6 +194,7 @@ impl Sim {
             .collect();
         let by_addr = (0..config.nodes).map(|i| (addr_of(i), i)).collect();
         let traffic = vec![Traffic::default(); config.nodes];
+        let payloads_taken = vec![0; config.nodes];
         Sim {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -204,6 +207,7 @@ impl Sim {
             observations: Vec::new(),
             datagrams_delivered: 0,
             traffic,
+            payloads_taken,
         }
     }
 
@@ -311,6 +315,32 @@ impl Sim {
         assert!(gossip.set_service(slot, Some(addr), now), "a new address");
         self.nodes[node].id = gossip.identity().clone();
         self.flush(node);
+    }
+
+    /// Have `node` spread an upper layer's payload by gossip, as
+    /// replication pushes each new row.
+    pub fn spread(
+        &mut self,
+        node: usize,
+        origin: String,
+        seq: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), foca::Error> {
+        let now = self.now;
+        let gossip = self.nodes[node].node.as_mut().expect("running");
+        gossip.spread_payload(origin, seq, payload, now)?;
+        self.flush(node);
+        Ok(())
+    }
+
+    /// How many nodes the simulation has.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Nodes that took at least `count` payloads from gossip.
+    pub fn nodes_holding_payloads(&self, count: u32) -> usize {
+        self.payloads_taken.iter().filter(|&&n| n >= count).count()
     }
 
     pub fn is_running(&self, node: usize) -> bool {
@@ -521,6 +551,7 @@ impl Sim {
                 });
             }
         }
+        self.payloads_taken[index] += gossip.take_payloads().len() as u32;
         let next = gossip.next_deadline();
         for (to_addr, data) in outgoing {
             let Some(&to) = self.by_addr.get(&to_addr) else {

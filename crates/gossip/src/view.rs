@@ -1,8 +1,6 @@
 //! What the rest of the agent reads of gossip: the membership snapshot
 //! the loop republishes, and the typed transitions it broadcasts.
 
-use std::net::SocketAddr;
-
 use super::identity::NodeId;
 use super::members::{MemberState, Transition};
 
@@ -57,7 +55,7 @@ impl MembershipView {
         let id = |name: &str, port: u16| {
             NodeId::from(crate::NodeIdentity {
                 name: name.to_owned(),
-                ..crate::NodeIdentity::seed(SocketAddr::from(([127, 0, 0, 1], port)))
+                ..crate::NodeIdentity::seed(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             })
         };
         MembershipView {
