@@ -46,6 +46,10 @@ pub struct ScaleRow {
     /// Virtual time from a row's push by one node until 99.9% of the
     /// others took it from gossip (full replication's push path).
     pub event_to_999: Duration,
+    /// Bytes one pushed row costs each node, sent plus received, over its
+    /// whole spread (retransmissions included) above the idle traffic: a
+    /// full-mode node's traffic is this times the cluster's event rate.
+    pub row_bytes_per_node: f64,
     /// Virtual time from the kill to the last survivor's Down.
     pub last_survivor_down: Duration,
     /// Real time the size took to simulate.
@@ -102,7 +106,8 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
         )));
     }
     phase(nodes, "idle window", started);
-    let event_to_999 = disseminate(&mut sim)?;
+    let idle_per_node = per_second.iter().sum::<f64>() / nodes as f64;
+    let (event_to_999, row_bytes_per_node) = disseminate(&mut sim, idle_per_node)?;
     let victim = nodes / 2;
     sim.kill(victim);
     let killed_at = sim.now();
@@ -122,6 +127,7 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
         traffic_median: median(&per_second).unwrap_or(0.0),
         traffic_max: per_second.iter().copied().fold(0.0, f64::max),
         event_to_999,
+        row_bytes_per_node,
         last_survivor_down: all_down - killed_at,
         wall: started.elapsed(),
         peak_rss_mib: measure::self_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
@@ -132,10 +138,15 @@ pub fn measure(nodes: usize, seed: u64, idle: Duration) -> Result<ScaleRow, Benc
 /// short message is about this.
 const ROW_BYTES: usize = 200;
 
+/// Long enough after a row reached 99.9% for its last retransmissions.
+const SPREAD_TAIL: Duration = Duration::from_secs(5);
+
 /// One node pushes a row by gossip, as replication does for each new
-/// event; the virtual time until 99.9% of the others hold it.
-fn disseminate(sim: &mut Sim) -> Result<Duration, BenchError> {
+/// event: the virtual time until 99.9% of the others hold it, and the bytes
+/// it cost each node above `idle_per_node` (B/s, sent plus received).
+fn disseminate(sim: &mut Sim, idle_per_node: f64) -> Result<(Duration, f64), BenchError> {
     let nodes = sim.nodes();
+    sim.reset_traffic();
     let spread_at = sim.now();
     sim.spread(0, "n0-bench".to_owned(), 1, vec![0x5a; ROW_BYTES])
         .map_err(|error| BenchError::Scale(format!("{nodes} nodes: spread refused: {error}")))?;
@@ -149,7 +160,16 @@ fn disseminate(sim: &mut Sim) -> Result<Duration, BenchError> {
         .ok_or_else(|| {
             BenchError::Scale(format!("{nodes} nodes: a pushed row never reached 99.9%"))
         })?;
-    Ok(reached - spread_at)
+    sim.run_for(SPREAD_TAIL);
+    let window = (sim.now() - spread_at).as_secs_f64();
+    let total: u64 = (0..nodes)
+        .map(|node| {
+            let Traffic { sent, received } = sim.traffic(node);
+            sent + received
+        })
+        .sum();
+    let per_node = total as f64 / nodes as f64 - idle_per_node * window;
+    Ok((reached - spread_at, per_node.max(0.0)))
 }
 
 /// Progress on stderr: a 5,000-node size runs for many minutes.
@@ -180,18 +200,19 @@ fn report(args: &ScaleBenchArgs, rows: &[ScaleRow]) -> String {
          no loss; traffic per node is every sealed datagram and push-pull frame sent plus \
          received, with IPv4/UDP/TCP headers, over the idle window after convergence and 60 s\n\n",
     );
-    out.push_str("| nodes | cold start to full views (s) | idle traffic per node, median (B/s) | largest (B/s) | vs the smallest size | a pushed row on 99.9% of nodes (s) | last survivor marks a kill down (s) | simulated in (s) | peak memory of the simulation (MiB) |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| nodes | cold start to full views (s) | idle traffic per node, median (B/s) | largest (B/s) | vs the smallest size | a pushed row on 99.9% of nodes (s) | bytes a pushed row costs each node | last survivor marks a kill down (s) | simulated in (s) | peak memory of the simulation (MiB) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let base = rows.first().map_or(1.0, |r| r.traffic_median.max(1.0));
     for row in rows {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.0} | {:.0} |\n",
+            "| {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
             row.nodes,
             row.cold_start.as_secs_f64(),
             row.traffic_median,
             row.traffic_max,
             row.traffic_median / base,
             row.event_to_999.as_secs_f64(),
+            row.row_bytes_per_node,
             row.last_survivor_down.as_secs_f64(),
             row.wall.as_secs_f64(),
             row.peak_rss_mib
@@ -213,6 +234,8 @@ mod tests {
         assert!(row.cold_start < Duration::from_secs(10), "{row:?}");
         assert!(row.traffic_median > 0.0, "{row:?}");
         assert!(row.event_to_999 < Duration::from_secs(2), "{row:?}");
+        // At least the row's bytes in and out once each.
+        assert!(row.row_bytes_per_node > ROW_BYTES as f64, "{row:?}");
         assert!(row.last_survivor_down < Duration::from_secs(5), "{row:?}");
     }
 }
