@@ -1,13 +1,14 @@
-//! An ordinary node's side of aggregation: its own rows, streamed to the
-//! aggregators that own it until each has acknowledged them.
+//! A node's own rows, streamed to the aggregators that hold them for it
+//! until each has acknowledged them: an ordinary node's to its owners, an
+//! aggregator's to the other aggregators.
 //!
 //! The node deletes nothing for this: an acknowledgement only moves where
 //! the next stream to that aggregator starts, and what not every owner has
-//! acknowledged is kept from retention (`KeepOwn`), so aggregators down for
-//! longer than the retention cost disk, not events. An owner that dies is replaced by the next one
-//! in rendezvous order, which learns where it stands with an empty stream
-//! and gets the rest; an owner wiped and back under the same name answers
-//! with a new epoch, and gets everything again.
+//! acknowledged is kept from retention (`KeepOwn`), so aggregators down
+//! for longer than the retention cost disk, not events. An owner that dies
+//! is replaced by the next one in rendezvous order, which learns where it
+//! stands with an empty stream and gets the rest; an owner wiped and back
+//! under the same name answers with a new epoch, and gets everything again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
