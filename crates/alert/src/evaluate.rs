@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use starling_gossip::rendezvous;
-use starling_gossip::{GossipHandle, MemberState, MembershipView, NodeId, Role};
+use starling_gossip::{GossipHandle, MemberState, MembershipView, Role};
 use starling_health::status::roll_up;
 use starling_history::Store;
 use starling_replicate::{Publisher, Scope};
@@ -513,20 +513,20 @@ fn ranked<'v>(
                 .filter(|m| m.state == MemberState::Alive)
                 .map(|m| &m.id),
         )
-        .filter(|id| Some(id.name.as_str()) != subject && Some(id.name.as_str()) != passed_over);
-    let name = |id: &&'v NodeId| id.name.as_str();
+        .map(|id| (id.name.as_str(), id.meta.role))
+        .filter(|(name, _)| Some(*name) != subject && Some(*name) != passed_over);
     if scope == Scope::Everyone {
-        return rendezvous::rank(key, eligible.map(|id| name(&id)));
+        return rendezvous::rank(key, eligible.map(|(name, _)| name));
     }
     let aggregators: Vec<&str> = eligible
         .clone()
-        .filter(|id| id.meta.role == Role::Aggregator)
-        .map(|id| name(&id))
+        .filter(|(_, role)| *role == Role::Aggregator)
+        .map(|(name, _)| name)
         .collect();
     if !aggregators.is_empty() {
         return rendezvous::rank(key, aggregators);
     }
-    let mut fallback = rendezvous::rank(key, eligible.map(|id| name(&id)));
+    let mut fallback = rendezvous::rank(key, eligible.map(|(name, _)| name));
     fallback.truncate(FALLBACK_SENDERS);
     fallback
 }
