@@ -13,7 +13,8 @@ pub use results::{
 };
 pub use sync::{
     apply_batch, apply_batch_noting, held_through, insert_replicated, insert_replicated_noting,
-    missing_for, missing_in, own_rows_after, past_a_gap, prune_origins, version_vector,
+    missing_for, missing_in, own_rows_after, past_a_gap, prune_latest, prune_origins,
+    version_vector,
 };
 
 mod results;

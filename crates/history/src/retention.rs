@@ -5,6 +5,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::db::{count_events, get_u64};
+use super::model::origin_node;
 
 /// Rows deleted per step when over the size cap: small enough that the
 /// writer answers queued ops between steps of a big purge.
@@ -65,8 +66,11 @@ pub struct RetentionReport {
     pub events_deleted: u64,
     /// Raw result rows deleted by age.
     pub results_deleted: u64,
-    /// Latest-result rows deleted: a check not heard of for as long as
-    /// events are kept is gone (its node left, or the check was removed).
+    /// Latest-result rows of our own checks deleted: one not run for as
+    /// long as events are kept was removed. Other nodes' rows are not
+    /// aged out: they change only with a transition, so a check steady
+    /// for a week would lose its row everywhere but on its node. They go
+    /// when gossip forgets their node (`db::prune_latest`).
     pub latest_deleted: u64,
     /// Bytes the database file uses afterwards (its pages, WAL excluded).
     pub size_bytes: u64,
@@ -114,8 +118,8 @@ pub fn enforce(
             [cutoff(retention.results_max_age)],
         )? as u64;
         report.latest_deleted = tx.execute(
-            "DELETE FROM latest_results WHERE at_ms < ?1",
-            [events_cutoff],
+            "DELETE FROM latest_results WHERE at_ms < ?1 AND node = ?2",
+            rusqlite::params![events_cutoff, origin_node(own_origin)],
         )? as u64;
         tx.commit()?;
     }

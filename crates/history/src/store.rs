@@ -355,6 +355,12 @@ impl Store {
             .await
     }
 
+    /// See `db::prune_latest`.
+    pub async fn prune_latest(&self, known: HashSet<String>) -> Result<usize, StoreError> {
+        self.submit(move |tx, _| Ok(db::prune_latest(tx, |node| known.contains(node))?))
+            .await
+    }
+
     /// See `db::past_a_gap`.
     pub async fn past_a_gap(&self, rows: Vec<(String, u64)>) -> Result<bool, StoreError> {
         self.read(move |conn| db::past_a_gap(conn, &rows)).await

@@ -268,22 +268,32 @@ pub(crate) async fn run(puller: Puller, shutdown: impl std::future::Future<Outpu
 /// are forgotten: retention deletes by day, so this can be lazy.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Forget the origins of nodes gossip no longer counts as members (see
-/// `starling_history::db::prune_origins`).
+/// Forget the origins of nodes gossip no longer counts as members, and
+/// the latest results of nodes it has forgotten altogether (see
+/// `starling_history::db::prune_origins` and `prune_latest`).
 async fn prune(store: &Store, gossip: &GossipHandle) {
-    let live: HashSet<String> = {
+    let (live, known): (HashSet<String>, HashSet<String>) = {
         let view = gossip.view.borrow();
-        view.members
+        let me = std::iter::once(view.me.name.clone());
+        let live = view
+            .members
             .iter()
             .filter(|m| m.state.is_active())
             .map(|m| m.id.name.clone())
-            .chain(std::iter::once(view.me.name.clone()))
-            .collect()
+            .chain(me.clone())
+            .collect();
+        let known = view.members.iter().map(|m| m.id.name.clone()).chain(me);
+        (live, known.collect())
     };
     match store.prune_origins(live).await {
         Ok(0) => {}
         Ok(pruned) => tracing::info!(pruned, "forgot the history origins of departed nodes"),
         Err(error) => tracing::warn!(%error, "pruning history origins failed"),
+    }
+    match store.prune_latest(known).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "forgot the latest results of departed nodes"),
+        Err(error) => tracing::warn!(%error, "pruning latest results failed"),
     }
 }
 

@@ -278,6 +278,30 @@ pub fn prune_origins(conn: &Connection, live: impl Fn(&str) -> bool) -> rusqlite
     Ok(pruned)
 }
 
+/// Forget the latest results of nodes `known` does not name (gossip forgot
+/// them: gone longer than it remembers the down), except our own; returns
+/// how many rows went. A node's results change only with its transitions,
+/// so age says nothing about whether they still hold: membership does.
+pub fn prune_latest(conn: &Connection, known: impl Fn(&str) -> bool) -> rusqlite::Result<usize> {
+    let own = own_origin(conn)?;
+    let own_node = own.as_deref().map(origin_node);
+    let nodes: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT node FROM latest_results")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut pruned = 0;
+    for node in nodes {
+        if own_node == Some(node.as_str()) || known(&node) {
+            continue;
+        }
+        pruned += conn
+            .prepare_cached("DELETE FROM latest_results WHERE node = ?1")?
+            .execute([&node])?;
+    }
+    Ok(pruned)
+}
+
 /// Whether any of these (origin, seq) lies past a gap: its origin's through
 /// is below it, so an earlier row of that origin never arrived. Rows of
 /// our own origin never lie past a gap.

@@ -314,3 +314,57 @@ fn an_emptied_origin_of_a_departed_node_is_forgotten_and_a_live_one_kept() {
         .expect("reads");
     assert_eq!(own_kept, 1, "our own origin is never pruned");
 }
+
+/// Other nodes' latest results change only with a transition, so they stay
+/// however old they are, until gossip forgets their node.
+#[test]
+fn latest_results_go_with_their_node_not_with_age() {
+    let (mut conn, own) = memory("node-a");
+    let week = 7 * DAY_MS;
+    let tx = tx(&mut conn);
+    for (node, check, at) in [
+        ("node-a", "removed", NOW - week - 1),
+        ("node-a", "dns", NOW),
+        ("steady", "dns", NOW - 30 * DAY_MS),
+        ("gone", "dns", NOW),
+    ] {
+        db::upsert_latest(&tx, &result(node, check, at, Status::Ok)).expect("upserts");
+    }
+    db::record_local(&tx, &own, "node-a", &new_event(NOW, "x"), NOW).expect("records");
+    tx.commit().expect("commits");
+    let rows = |conn: &rusqlite::Connection| -> Vec<(String, String)> {
+        db::latest_results(conn)
+            .expect("reads")
+            .into_iter()
+            .map(|r| (r.node, r.check))
+            .collect()
+    };
+
+    let report = crate::retention::enforce(
+        &conn,
+        NOW,
+        &crate::Retention::default(),
+        &own,
+        crate::KeepOwn::Nothing,
+    )
+    .expect("enforces");
+    assert_eq!(report.latest_deleted, 1, "our own removed check");
+    let pair = |node: &str, check: &str| (node.to_owned(), check.to_owned());
+    assert_eq!(
+        rows(&conn),
+        [
+            pair("gone", "dns"),
+            pair("node-a", "dns"),
+            pair("steady", "dns")
+        ],
+        "a month-old result of a live node stays"
+    );
+
+    let pruned = db::prune_latest(&conn, |node| node == "steady").expect("prunes");
+    assert_eq!(pruned, 1);
+    assert_eq!(
+        rows(&conn),
+        [pair("node-a", "dns"), pair("steady", "dns")],
+        "a forgotten node's rows go; ours never"
+    );
+}
