@@ -177,11 +177,11 @@ impl NodeIdentity {
 impl NodeId {
     /// `self` is the same running process as `older`, which changed its
     /// metadata or renewed itself since; a restart steps the incarnation by
-    /// at least [`crate::RESTART_STEP`].
+    /// at least [`crate::incarnation::RESTART_STEP`].
     pub fn same_process_as(&self, older: &NodeId) -> bool {
         self.name == older.name
             && self.incarnation > older.incarnation
-            && self.incarnation - older.incarnation < crate::RESTART_STEP
+            && self.incarnation - older.incarnation < crate::incarnation::RESTART_STEP
     }
 }
 

@@ -384,7 +384,7 @@ mod tests {
     fn restart_faster_than_detection_is_a_rejoin() {
         let mut table = MemberTable::default();
         table.up(&id(4, 1), secs(0));
-        table.renamed(&id(4, 1 + crate::RESTART_STEP), secs(1));
+        table.renamed(&id(4, 1 + crate::incarnation::RESTART_STEP), secs(1));
         assert_eq!(
             transitions(&mut table),
             vec![Transition::Joined, Transition::Rejoined]

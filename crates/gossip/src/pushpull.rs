@@ -250,10 +250,10 @@ mod tests {
 
     fn member(name: &str, incarnation: u64) -> Member<NodeId> {
         let addr: SocketAddr = "127.0.61.9:7946".parse().expect("an address");
-        let id = NodeId::from(crate::NodeIdentity {
+        let id = NodeId::from(crate::identity::NodeIdentity {
             name: name.to_owned(),
             incarnation,
-            ..crate::NodeIdentity::seed(addr)
+            ..crate::identity::NodeIdentity::seed(addr)
         });
         Member::new(id, foca::Incarnation::default(), foca::State::Alive)
     }

@@ -53,9 +53,12 @@ impl MembershipView {
     /// the layers above, through the `test-util` feature).
     pub fn for_tests(me: &str, others: &[(&str, MemberState)]) -> Self {
         let id = |name: &str, port: u16| {
-            NodeId::from(crate::NodeIdentity {
+            NodeId::from(crate::identity::NodeIdentity {
                 name: name.to_owned(),
-                ..crate::NodeIdentity::seed(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                ..crate::identity::NodeIdentity::seed(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    port,
+                )))
             })
         };
         MembershipView {
