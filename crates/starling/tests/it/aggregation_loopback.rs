@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use starling::settings::SinkSpec;
 use starling_agent::daemon::RunningAgent;
-use starling_alert::{AlertConfig, DecideTiming, Severity, SinkAuth, SinkKind};
+use starling_alert::{AlertConfig, SinkKind};
 use starling_client::HistoryFilter;
 use starling_gossip::Role;
 use starling_history::{Event, EventFilter, EventKind, NewEvent, Status};
@@ -285,26 +284,9 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
     w1.shutdown().await.expect("clean shutdown");
 }
 
-/// Alerts to `receiver`'s Alertmanager endpoint, each fallback waiting
-/// one second for a better-ranked node's mark.
+/// Alerts to `receiver`'s Alertmanager endpoint.
 fn alerting(receiver: &AlertReceiver) -> AlertConfig {
-    AlertConfig {
-        sinks: vec![SinkSpec {
-            name: "am".to_owned(),
-            kind: SinkKind::Alertmanager,
-            url: receiver.url(),
-            severities: vec![Severity::Warning, Severity::Critical],
-            auth: SinkAuth::default(),
-            hmac_key: None,
-            ca_file: None,
-        }],
-        timing: DecideTiming {
-            grace: Duration::from_secs(1),
-            ..DecideTiming::default()
-        },
-        evaluate_every: Duration::from_millis(200),
-        ..AlertConfig::default()
-    }
+    support::fast_alerting("am", SinkKind::Alertmanager, receiver.url())
 }
 
 /// Alert dedupe rests on each sender seeing the others' marks, and an

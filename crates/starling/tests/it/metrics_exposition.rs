@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use starling::settings::{KubeChecksConfig, KubeSource, SinkSpec};
-use starling_alert::{AlertConfig, DecideTiming, Severity, SinkKind};
+use starling::settings::{KubeChecksConfig, KubeSource};
+use starling_alert::SinkKind;
 use starling_checks::SchedulerConfig;
 use starling_probe::SystemClock;
 use starling_testkit::{
@@ -61,23 +61,7 @@ async fn metrics_parse_follow_the_conventions_and_cover_checks_and_cluster() {
             node_conditions: None,
         });
         settings.overlay = fast_overlay();
-        settings.alert = AlertConfig {
-            sinks: vec![SinkSpec {
-                name: "hook".to_owned(),
-                kind: SinkKind::Webhook,
-                url: receiver.url(),
-                severities: vec![Severity::Warning, Severity::Critical],
-                auth: Default::default(),
-                hmac_key: None,
-                ca_file: None,
-            }],
-            timing: DecideTiming {
-                grace: Duration::from_secs(1),
-                ..DecideTiming::default()
-            },
-            evaluate_every: Duration::from_millis(200),
-            ..AlertConfig::default()
-        };
+        settings.alert = support::fast_alerting("hook", SinkKind::Webhook, receiver.url());
         settings
     };
     let agent = starling_agent::daemon::start(with_kube("metrics-node", Vec::new(), &data[0]))

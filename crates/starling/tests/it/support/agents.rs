@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use starling::settings::OverlayConfig;
+use starling::settings::{OverlayConfig, SinkSpec};
 use starling_agent::AgentConfig;
 use starling_agent::daemon::{self, RunningAgent};
 use starling_aggregator::AggregationConfig;
+use starling_alert::{AlertConfig, DecideTiming, Severity, SinkAuth, SinkKind};
 use starling_checks::{PluginSpec, Schedule, Status};
 use starling_gossip::{GossipConfig, JoinTargets, MemberState, Role};
 use starling_history::StoreConfig;
@@ -306,6 +307,28 @@ impl Drop for AgentProcess {
 
 /// A plugin check, `canary`, critical (saying "canary broken") while
 /// `flag` exists, run every 200 ms.
+/// Alerts to one sink at `url`, every severity, evaluated every 200 ms,
+/// each fallback waiting one second for a better-ranked node's mark.
+pub fn fast_alerting(name: &str, kind: SinkKind, url: String) -> AlertConfig {
+    AlertConfig {
+        sinks: vec![SinkSpec {
+            name: name.to_owned(),
+            kind,
+            url,
+            severities: vec![Severity::Warning, Severity::Critical],
+            auth: SinkAuth::default(),
+            hmac_key: None,
+            ca_file: None,
+        }],
+        timing: DecideTiming {
+            grace: Duration::from_secs(1),
+            ..DecideTiming::default()
+        },
+        evaluate_every: Duration::from_millis(200),
+        ..AlertConfig::default()
+    }
+}
+
 pub fn canary(settings: &mut AgentConfig, flag: &Path) {
     settings.node.plugins = vec![PluginSpec {
         name: "canary".to_owned(),
