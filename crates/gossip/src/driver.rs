@@ -322,6 +322,7 @@ impl Gossip {
                 member: member.clone(),
                 transition: event.transition,
                 at_unix_ms: clock.unix_ms(event.at),
+                suspected_before_down: event.suspected_before_down,
             });
         }
         let now = clock.now();

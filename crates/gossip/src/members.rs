@@ -79,6 +79,8 @@ pub struct MembershipEvent {
     pub transition: Transition,
     /// Monotonic time of the caller's clock when it was observed.
     pub at: Duration,
+    /// For a Down: see `MemberRecord::suspected_before_down`.
+    pub suspected_before_down: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,9 +89,13 @@ pub struct MemberRecord {
     pub state: MemberState,
     /// When `state` began, on the caller's monotonic clock.
     pub since: Duration,
-    /// This node saw the member suspect before it went down: a Down it
-    /// could check. A Down heard of only (a rumor from a node that was cut
-    /// off, a push-pull after a missed leave rumor) is someone else's view.
+    /// This node saw the member suspect for at least
+    /// `MemberTable::checked_suspicion` before it went down: a Down it
+    /// could check, since a reachable member refutes well within that. A
+    /// Down heard of only (a rumor from a node that was cut off, a
+    /// push-pull after a missed leave rumor) is someone else's view, and so
+    /// is one whose suspicion arrived a moment before it: at a heal, the
+    /// cut-off side's Suspect and Down of a healthy member arrive together.
     pub suspected_before_down: bool,
 }
 
@@ -102,9 +108,19 @@ pub(crate) struct MemberTable {
     by_addr: HashMap<SocketAddr, MemberRecord>,
     leaving: HashSet<(SocketAddr, u64)>,
     events: Vec<MembershipEvent>,
+    /// How long a suspicion must have lasted here for the Down that ends
+    /// it to count as checked (see `MemberRecord::suspected_before_down`).
+    checked_suspicion: Duration,
 }
 
 impl MemberTable {
+    pub fn new(checked_suspicion: Duration) -> Self {
+        MemberTable {
+            checked_suspicion,
+            ..MemberTable::default()
+        }
+    }
+
     pub fn get(&self, addr: &SocketAddr) -> Option<&MemberRecord> {
         self.by_addr.get(addr)
     }
@@ -141,14 +157,21 @@ impl MemberTable {
         } else {
             (MemberState::Down, Transition::Failed)
         };
-        let suspected = self
-            .by_addr
-            .get(&id.addr)
-            .is_some_and(|r| r.id == *id && r.state == MemberState::Suspect);
-        self.set(id, state, now, Some(transition));
+        let suspected = self.by_addr.get(&id.addr).is_some_and(|r| {
+            r.id == *id
+                && r.state == MemberState::Suspect
+                && now.saturating_sub(r.since) >= self.checked_suspicion
+        });
+        self.set(id, state, now, None);
         if let Some(record) = self.by_addr.get_mut(&id.addr) {
             record.suspected_before_down = suspected;
         }
+        self.events.push(MembershipEvent {
+            member: id.clone(),
+            transition,
+            at: now,
+            suspected_before_down: suspected,
+        });
     }
 
     /// foca's `Rename`: a newer incarnation replaced an older one at the
@@ -176,6 +199,7 @@ impl MemberTable {
             member: id.clone(),
             transition: Transition::Rejoined,
             at: now,
+            suspected_before_down: false,
         });
     }
 
@@ -246,6 +270,7 @@ impl MemberTable {
                 member: id.clone(),
                 transition,
                 at: now,
+                suspected_before_down: false,
             });
         }
     }
@@ -352,6 +377,31 @@ mod tests {
             table.get(&id(4, 1).addr).map(|r| r.suspected_before_down),
             Some(false)
         );
+    }
+
+    /// Issue: at a heal, a majority node heard the cut-off side's Suspect
+    /// and Down of a healthy member a moment apart, took the Down for one
+    /// it had checked, and recorded the member down in every history.
+    #[test]
+    fn a_suspicion_that_arrived_just_before_the_down_was_not_checked_here() {
+        let mut table = MemberTable::new(Duration::from_secs(1));
+        table.up(&id(3, 1), secs(0));
+        table.observe(&id(3, 1), true, secs(10));
+        table.down(&id(3, 1), secs(10) + Duration::from_millis(50));
+        table.up(&id(4, 1), secs(0));
+        table.observe(&id(4, 1), true, secs(10));
+        table.down(&id(4, 1), secs(12));
+        let checked =
+            |table: &MemberTable, n| table.get(&id(n, 1).addr).map(|r| r.suspected_before_down);
+        assert_eq!(checked(&table, 3), Some(false));
+        assert_eq!(checked(&table, 4), Some(true));
+        let downs: Vec<(String, bool)> = table
+            .take_events()
+            .into_iter()
+            .filter(|e| e.transition == Transition::Failed)
+            .map(|e| (e.member.name.clone(), e.suspected_before_down))
+            .collect();
+        assert_eq!(downs, vec![("n3".into(), false), ("n4".into(), true)]);
     }
 
     /// Issue: one agent of 49 logged *down* for a graceful leave, under

@@ -135,7 +135,9 @@ impl GossipNode {
             timers: TimerQueue::default(),
             health: LocalHealth::new(config.max_local_health),
             suspicions: Suspicions::default(),
-            table: MemberTable::default(),
+            // Half the floor: a Down follows a suspicion by at least the
+            // floor where it is declared, and rumors of both travel alike.
+            table: MemberTable::new(config.suspicion_floor / 2),
             rumors,
             sized_for: 1,
             rng: StdRng::seed_from_u64(seed.wrapping_add(1)),

@@ -88,4 +88,7 @@ pub struct MemberEvent {
     pub member: NodeId,
     pub transition: Transition,
     pub at_unix_ms: u64,
+    /// For a Down: this node saw the member suspect long enough to have
+    /// heard a refutation (see `MemberView::suspected_before_down`).
+    pub suspected_before_down: bool,
 }

@@ -63,6 +63,19 @@ fn events_from_both_sides_of_a_partition_reach_all_five_after_it_heals() {
         cluster.holds(1, std::slice::from_ref(&left))
             && cluster.holds(4, std::slice::from_ref(&right))
     });
+    // The small side judges itself cut off while the split lasts, whoever
+    // of its two members declared the other side down first.
+    cluster.expect(
+        "the small side recorded that it was cut off",
+        CONVERGE,
+        || {
+            [0, 1].iter().all(|&h| {
+                cluster
+                    .history(h)
+                    .is_some_and(|events| isolations_of(&events, &Cluster::name(h)) >= 1)
+            })
+        },
+    );
     let before_heal: BTreeSet<_> = [0, 3]
         .iter()
         .flat_map(|&h| keys(&cluster.history(h).expect("answers")))

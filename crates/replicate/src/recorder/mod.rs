@@ -24,9 +24,13 @@
 //! if the member is back by the time it is judged: after a heal, the
 //! cut-off side's Downs of healthy members arrive by gossip, and their
 //! subjects renew at once. A Down declared while cut off is dropped even
-//! when judged after the heal.
+//! when judged after the heal. A Down heard of only whose subject stays
+//! down is a loss all the same: on the minority side of a split, the first
+//! node to declare the other side down tells its partners before their own
+//! probes get there.
 
-use std::collections::HashSet;
+mod cut_off;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +47,8 @@ use tokio::sync::watch;
 use super::Scope;
 use super::publisher::Publisher;
 
+use cut_off::{LOSS_SPAN_MS, cut_off, cut_off_event, in_doubt};
+
 /// How long the k-th ranked observer waits per rank for a better-ranked
 /// one's record to arrive. Push delivers in well under a second; pull
 /// within a few.
@@ -51,14 +57,12 @@ pub const DEFAULT_RECORD_GRACE: Duration = Duration::from_secs(3);
 /// show whether more losses follow (an isolated node loses its peers a
 /// probe or two apart), short next to the grace periods.
 const DOWN_SETTLE: Duration = Duration::from_secs(2);
-/// Losses this close together are one episode when judging a cut-off.
-const LOSS_SPAN_MS: u64 = 15_000;
-/// Lifeguard's score when this node's own probes keep failing: a lone dead
-/// member raises it by one and the next good probe lowers it again, while
-/// a node cut off from everyone saturates it (8) within a few seconds. Not
-/// lower: a node on the majority side that is merely busy stalls its own
-/// timers (+2 each) and must still record what it lost.
-const FAILING_PROBES: u32 = 6;
+/// How often the cut-off is judged again while Downs wait to be judged:
+/// Downs heard of only become losses by age alone, with no event to wake
+/// the recorder.
+const REJUDGE: Duration = Duration::from_millis(250);
+/// The longest a Down waits for a view in doubt to settle.
+const MAX_HOLD: Duration = Duration::from_secs(10);
 
 /// A record this node may have to make, unless someone else does first.
 #[derive(Debug)]
@@ -67,16 +71,28 @@ struct Pending {
     event: NewEvent,
     /// A Down from this node's view: recorded only if the view is a fact.
     judged: bool,
-    /// This node saw the member suspect before the Down. A Down heard of
-    /// only is still recorded, unless the member is back by the time it is
-    /// judged: then it was another node's view (a cut-off side's Downs
-    /// arrive by gossip at the heal, and their subjects renew at once).
+    /// This node saw the member suspect before the Down
+    /// (`MemberEvent::suspected_before_down`). A Down heard of only is
+    /// still recorded, unless the member is back by the time it is judged:
+    /// then it was another node's view (a cut-off side's Downs arrive by
+    /// gossip at the heal, and their subjects renew at once).
     suspected: bool,
     /// Some other member also failed to reach it (a suspicion witness)
     /// when it was declared down: not this node's view alone.
     corroborated: bool,
     /// The identity declared down.
     member: NodeId,
+    /// When this node learned of the transition.
+    noticed: Instant,
+}
+
+impl Pending {
+    /// A Down waits while the view is in doubt: the next losses, or the
+    /// renewals, decide whether this node was cut off (see
+    /// `cut_off::in_doubt`).
+    fn held(&self, in_doubt: bool, now: Instant) -> bool {
+        self.judged && in_doubt && now < self.noticed + MAX_HOLD
+    }
 }
 
 /// Records membership transitions until `shutdown`, then records our own
@@ -100,12 +116,11 @@ pub(crate) async fn run(
         scope,
         grace,
         pending: Vec::new(),
-        suspected: HashSet::new(),
         cut_off: None,
     };
     tokio::pin!(shutdown);
     loop {
-        let next_due = recorder.pending.iter().map(|p| p.due).min();
+        let next_due = recorder.next_wake(Instant::now());
         let wait_due = async move {
             match next_due {
                 Some(due) => tokio::time::sleep_until(due).await,
@@ -152,11 +167,6 @@ struct Recorder {
     scope: watch::Receiver<Scope>,
     grace: Duration,
     pending: Vec<Pending>,
-    /// Identities (name, incarnation) this node saw suspected. A Down that
-    /// arrives without one was learned from another node's rumor alone:
-    /// after a heal, the side that was cut off spreads its Downs of healthy
-    /// members, and those are its view, not what this node could check.
-    suspected: HashSet<(String, u64)>,
     /// The current or last episode of being cut off: (began, ended) in
     /// Unix ms, `ended` open while it lasts. A Down this node declared
     /// within it is its view, even when judged after the heal.
@@ -164,6 +174,18 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// The next record due, or sooner the next judgement of the cut-off
+    /// while any Down waits to be judged.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let due = self.pending.iter().map(|p| p.due).min();
+        let rejudge = self
+            .pending
+            .iter()
+            .any(|p| p.judged)
+            .then_some(now + REJUDGE);
+        due.into_iter().chain(rejudge).min()
+    }
+
     async fn on_event(&mut self, view: &MembershipView, event: MemberEvent) {
         let is_me = event.member.name == view.me.name && event.member.addr == view.me.addr;
         if is_me {
@@ -173,28 +195,19 @@ impl Recorder {
             }
             return;
         }
-        let identity = (event.member.name.clone(), event.member.incarnation);
         // Joins and renewals are recorded by their subject; suspicion and
         // its refutation are per-observer judgements, too many and too
         // local for a cluster-wide log (alerting watches them live).
         let head_start = match event.transition {
-            Transition::Suspected => {
-                self.suspected.insert(identity);
-                return;
-            }
             Transition::Failed => 0,
             Transition::Left => {
                 // A Down of the same identity waiting to be judged was the
                 // leave, its rumor late: the leave is recorded, not a failure.
                 let down = Some(dedupe_key(&event.member, Transition::Failed));
                 self.pending.retain(|p| p.event.dedupe_key != down);
-                self.suspected.remove(&identity);
                 1
             }
-            _ => {
-                self.suspected.remove(&identity);
-                return;
-            }
+            _ => return,
         };
         let scope = *self.scope.borrow();
         if scope == Scope::OwnLog {
@@ -218,24 +231,31 @@ impl Recorder {
             .expect("this node is among the candidates it ranked");
         let judged = event.transition == Transition::Failed;
         let settle = if judged { DOWN_SETTLE } else { Duration::ZERO };
-        let suspected = self.suspected.remove(&identity);
         let corroborated = view
             .members
             .iter()
             .any(|m| m.id.name == event.member.name && m.witnesses > 0);
+        let now = Instant::now();
         self.pending.push(Pending {
-            due: Instant::now() + settle + self.grace * (head_start + rank as u32),
+            due: now + settle + self.grace * (head_start + rank as u32),
             event: new,
             judged,
-            suspected,
+            suspected: event.suspected_before_down,
             corroborated,
             member: event.member.clone(),
+            noticed: now,
         });
     }
 
     async fn record_due(&mut self, view: &MembershipView) {
         self.judge_cut_off(view).await;
         let now = Instant::now();
+        let in_doubt = in_doubt(view, starling_model::unix_ms_now());
+        for pending in &mut self.pending {
+            if pending.due <= now && pending.held(in_doubt, now) {
+                pending.due = now + REJUDGE;
+            }
+        }
         let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|p| p.due <= now);
         self.pending = later;
         for pending in due {
@@ -314,77 +334,6 @@ impl Recorder {
             self.cut_off = Some((now_ms, None));
             record(&self.publisher, cut_off_event(view, &lost, now_ms)).await;
         }
-    }
-}
-
-/// The members this node lost lately, when its view of them is its own
-/// rather than the cluster's: it lost two or more within one span and is
-/// not on a majority side, or its own probes keep failing. `None` when its
-/// view stands for the cluster's.
-fn cut_off(view: &MembershipView, now_unix_ms: u64) -> Option<Vec<String>> {
-    // A Down this node only heard of (never suspect here) is another
-    // node's view: at a heal, the cut-off side's Downs of the majority
-    // arrive by gossip, and must not make the majority look cut off.
-    let heard_only =
-        |m: &&starling_gossip::MemberView| m.state == MemberState::Down && !m.suspected_before_down;
-    let known = 1 + view
-        .members
-        .iter()
-        .filter(|m| m.state != MemberState::Left)
-        .count();
-    let alive = 1 + view
-        .members
-        .iter()
-        .filter(|m| m.state == MemberState::Alive || heard_only(m))
-        .count();
-    let mut lost: Vec<String> = view
-        .members
-        .iter()
-        .filter(|m| matches!(m.state, MemberState::Down | MemberState::Suspect))
-        .filter(|m| !heard_only(m))
-        .filter(|m| now_unix_ms.saturating_sub(m.since_unix_ms) <= LOSS_SPAN_MS)
-        .map(|m| m.id.name.clone())
-        .collect();
-    let minority = lost.len() >= 2 && alive * 2 <= known;
-    let failing = view.local_health >= FAILING_PROBES && !lost.is_empty();
-    if !(minority || failing) {
-        return None;
-    }
-    lost.sort();
-    Some(lost)
-}
-
-/// One event for the episode, filed under this node: what it lost, and
-/// that those members' downs are its view, not recorded as facts.
-fn cut_off_event(view: &MembershipView, lost: &[String], at_unix_ms: u64) -> NewEvent {
-    let me = &view.me;
-    let others = view
-        .members
-        .iter()
-        .filter(|m| m.state != MemberState::Left)
-        .count();
-    const NAMED: usize = 10;
-    let mut names = lost[..lost.len().min(NAMED)].join(", ");
-    if lost.len() > NAMED {
-        names.push_str(&format!(" and {} more", lost.len() - NAMED));
-    }
-    NewEvent {
-        at_unix_ms,
-        kind: EventKind::Membership,
-        node: me.name.clone(),
-        check: None,
-        old_state: Some("alive".to_owned()),
-        new_state: Some("isolated".to_owned()),
-        message: format!(
-            "{} lost contact with {} of {others} members ({names}): it was cut off, or its \
-             own probes were failing; their downs are not recorded from its view",
-            me.name,
-            lost.len()
-        ),
-        dedupe_key: Some(format!(
-            "membership:{}:{}:isolated:{at_unix_ms}",
-            me.name, me.incarnation
-        )),
     }
 }
 
@@ -478,99 +427,32 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
-    fn view(me: &str, others: &[(&str, MemberState)], local_health: u32) -> MembershipView {
-        let mut view = MembershipView::for_tests(me, others);
-        for member in &mut view.members {
-            member.since_unix_ms = NOW - 1_000;
-        }
-        view.local_health = local_health;
-        view
-    }
-
     #[test]
-    fn a_lone_node_that_lost_everyone_is_cut_off_and_the_majority_is_not() {
-        use MemberState::{Alive, Down, Suspect};
-        let isolated = view(
-            "n3",
-            &[("n1", Down), ("n2", Down), ("n4", Suspect), ("n5", Down)],
-            0,
-        );
-        assert_eq!(
-            cut_off(&isolated, NOW),
-            Some(vec!["n1".into(), "n2".into(), "n4".into(), "n5".into()])
-        );
-        let majority = view(
-            "n1",
-            &[("n2", Alive), ("n3", Down), ("n4", Alive), ("n5", Alive)],
-            0,
-        );
-        assert_eq!(cut_off(&majority, NOW), None);
-    }
-
-    #[test]
-    fn one_loss_is_a_fact_even_in_a_pair_unless_our_probes_fail() {
-        use MemberState::{Alive, Down};
-        // Two nodes, one crashed: the survivor cannot tell, and records it.
-        assert_eq!(cut_off(&view("a", &[("b", Down)], 0), NOW), None);
-        assert_eq!(cut_off(&view("a", &[("b", Down)], 1), NOW), None);
-        // Its own probes failing: its losses say more about it.
-        let failing = view(
-            "a",
-            &[("b", Down), ("c", Alive), ("d", Alive)],
-            FAILING_PROBES,
-        );
-        assert_eq!(cut_off(&failing, NOW), Some(vec!["b".into()]));
-    }
-
-    #[test]
-    fn old_losses_and_left_members_do_not_make_a_cut_off() {
-        use MemberState::{Alive, Down, Left};
-        let mut old = view("a", &[("b", Down), ("c", Down), ("d", Alive)], 0);
-        for member in &mut old.members {
-            member.since_unix_ms = NOW - LOSS_SPAN_MS - 1;
-        }
-        assert_eq!(
-            cut_off(&old, NOW),
-            None,
-            "losses from long ago were judged then"
-        );
-        let left = view(
-            "a",
-            &[("b", Left), ("c", Left), ("d", Alive), ("e", Down)],
-            0,
-        );
-        assert_eq!(cut_off(&left, NOW), None);
-    }
-
-    #[test]
-    fn downs_heard_of_only_do_not_make_the_majority_look_cut_off() {
-        use MemberState::Down;
-        // At a heal, the minority's Downs of n2 and n4 reach n3 by gossip.
-        let mut healing = view(
-            "n3",
-            &[("n0", Down), ("n1", Down), ("n2", Down), ("n4", Down)],
-            0,
-        );
-        for member in &mut healing.members {
-            member.suspected_before_down = member.id.name == "n0" || member.id.name == "n1";
-        }
-        assert_eq!(cut_off(&healing, NOW), None);
-    }
-
-    #[test]
-    fn the_cut_off_event_names_the_node_and_what_it_lost() {
-        use MemberState::Down;
-        let isolated = view("n3", &[("n1", Down), ("n2", Down)], 0);
-        let lost = cut_off(&isolated, NOW).expect("cut off");
-        let event = cut_off_event(&isolated, &lost, NOW);
-        assert_eq!(event.node, "n3");
-        assert_eq!(event.new_state.as_deref(), Some("isolated"));
+    fn a_down_waits_while_our_own_probes_fail_but_not_forever() {
+        let view = MembershipView::for_tests("n1", &[("n2", MemberState::Down)]);
+        let down = MemberEvent {
+            member: view.members[0].id.clone(),
+            transition: Transition::Failed,
+            at_unix_ms: NOW,
+            suspected_before_down: true,
+        };
+        let noticed = Instant::now();
+        let pending = |judged| Pending {
+            due: noticed + DOWN_SETTLE,
+            event: observed_event(&down),
+            judged,
+            suspected: true,
+            corroborated: true,
+            member: down.member.clone(),
+            noticed,
+        };
+        let after_settle = noticed + DOWN_SETTLE;
+        assert!(pending(true).held(true, after_settle));
+        assert!(!pending(true).held(false, after_settle));
+        assert!(!pending(true).held(true, noticed + MAX_HOLD));
         assert!(
-            event
-                .message
-                .starts_with("n3 lost contact with 2 of 2 members (n1, n2)"),
-            "{}",
-            event.message
+            !pending(false).held(true, after_settle),
+            "a leave is no view"
         );
     }
 }
