@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use starling_replicate::{PostError, post_sealed};
+use starling_checks::{PostError, post_sealed};
 use starling_seal::{Keyring, Purpose};
 
 use crate::wire::{HealthReply, HealthRequest, StreamReply, StreamRequest};

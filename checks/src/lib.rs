@@ -10,6 +10,7 @@ mod kubernetes;
 mod node;
 mod result;
 mod runner;
+mod sealed_post;
 mod threshold;
 mod tls;
 
@@ -29,6 +30,7 @@ pub use node::{
 };
 pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
+pub use sealed_post::{PostError, post_sealed};
 pub use tls::{
     ClientTls, TlsError, http_client, is_loopback_url, loopback_unverified_client, tls_client,
 };

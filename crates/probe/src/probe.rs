@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::prober::Prober;
 use super::window::WindowTiming;
 use super::wire::{Echo, MAX_ECHO_BYTES, ProbeAssignment, ProbeReport};
+use starling_checks::{PostError, post_sealed};
 use starling_seal::open_json;
 use starling_seal::seal_json;
 use starling_seal::{Keyring, OVERHEAD, Purpose, open, seal};
@@ -323,23 +324,13 @@ async fn send_report(
     report: &ProbeReport,
 ) -> Result<ProbeAssignment, ReportError> {
     let body = seal_json(keyring, Purpose::ProbeReport, report);
-    let response = client
-        .post(url)
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
+    let sealed = post_sealed(client, url.to_owned(), body, REPORT_TIMEOUT)
         .await
-        .map_err(|e| ReportError::Unreachable(starling_checks::innermost_cause(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        return Err(ReportError::Refused { status, body });
-    }
-    let sealed = response
-        .bytes()
-        .await
-        .map_err(|e| ReportError::Unreachable(e.to_string()))?;
-    read_assignment(keyring, sealed.to_vec()).map_err(ReportError::BadAnswer)
+        .map_err(|error| match error {
+            PostError::Unreachable(cause) => ReportError::Unreachable(cause),
+            PostError::Refused { status, body } => ReportError::Refused { status, body },
+        })?;
+    read_assignment(keyring, sealed).map_err(ReportError::BadAnswer)
 }
 
 /// The agent's answer to a report, opened.

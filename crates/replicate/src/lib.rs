@@ -11,7 +11,6 @@ mod publisher;
 mod pull;
 mod push;
 mod recorder;
-mod sealed_post;
 mod serve;
 mod wire;
 
@@ -30,7 +29,6 @@ pub use pull::{
     DEFAULT_PULL_IDLE_INTERVAL, DEFAULT_PULL_INTERVAL, PullError, Pulled, client, pull_from,
 };
 pub use recorder::DEFAULT_RECORD_GRACE;
-pub use sealed_post::{PostError, post_sealed};
 pub use serve::{MAX_ANNOTATION_BYTES, SYNC_BATCH_ROWS};
 pub use serve::{accept_annotation, answer_sync, refusal};
 pub use wire::WireError;

@@ -19,9 +19,9 @@ use starling_seal::{Keyring, Purpose};
 use super::Scope;
 use super::cadence::{Cadence, Outcome};
 use super::metrics::ReplicationMetrics;
-use super::sealed_post::{PostError, post_sealed};
 use super::serve::SYNC_BATCH_ROWS;
 use super::wire::{self, Comparison, Fingerprint, SyncReply, SyncRequest, WireError};
+use starling_checks::{PostError, post_sealed};
 
 /// Between two pulls while they find something to fetch (±25% jitter).
 pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(2);

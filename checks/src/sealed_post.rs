@@ -1,7 +1,8 @@
 //! One sealed request over HTTP and the sealed bytes of its answer: the
-//! transport of anti-entropy pulls here and of the aggregator's streams,
-//! health tables and forwarded history above. Sealing and opening stay
-//! with the callers, who know the purposes and what to check.
+//! transport of anti-entropy pulls, of the aggregator's streams, health
+//! tables and forwarded history, and of the overlay probe's reports.
+//! Sealing and opening stay with the callers, who know the purposes and
+//! what to check.
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub async fn post_sealed(
         PostError::Unreachable(if error.is_timeout() {
             format!("no answer within {timeout:?}")
         } else {
-            starling_checks::innermost_cause(&error)
+            crate::innermost_cause(&error)
         })
     };
     let response = client
