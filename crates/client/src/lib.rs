@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use starling_model::{
-    AnnotationAck, ErrorBody, HistoryResponse, MAX_NODE_LIMIT, MembersResponse, NodeResponse,
-    NodesResponse, OverlayResponse, StatusResponse,
+    AnnotationAck, ErrorBody, HistoryQuery, HistoryResponse, MAX_NODE_LIMIT, MembersResponse,
+    NodeResponse, NodesResponse, OverlayResponse, StatusResponse,
 };
 
 use starling_model::AnnotationRequest;
@@ -183,37 +183,12 @@ pub async fn overlay(addrs: &[String]) -> Result<OverlayResponse, ClientError> {
     get(addrs, "/v1/overlay", &[]).await
 }
 
-/// The filters of `GET /v1/history`, as the agent's query string takes
-/// them; `None` leaves a filter out.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HistoryFilter {
-    pub node: Option<String>,
-    pub kind: Option<String>,
-    pub check: Option<String>,
-    /// Unix milliseconds, inclusive.
-    pub since: Option<u64>,
-    /// Unix milliseconds, exclusive.
-    pub until: Option<u64>,
-    /// A previous page's `next_cursor`.
-    pub cursor: Option<String>,
-    pub limit: u16,
-}
-
+/// `GET /v1/history` with the same filters the agent parses back.
 pub async fn history(
     addrs: &[String],
-    filter: &HistoryFilter,
+    query: &HistoryQuery,
 ) -> Result<HistoryResponse, ClientError> {
-    let mut query: Vec<(&str, String)> = vec![("limit", filter.limit.to_string())];
-    let optional = [
-        ("node", filter.node.clone()),
-        ("kind", filter.kind.clone()),
-        ("check", filter.check.clone()),
-        ("since", filter.since.map(|t| t.to_string())),
-        ("until", filter.until.map(|t| t.to_string())),
-        ("cursor", filter.cursor.clone()),
-    ];
-    query.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
-    get(addrs, "/v1/history", &query).await
+    get(addrs, "/v1/history", &query.to_params()).await
 }
 
 /// Which nodes `GET /v1/nodes` lists; `None` leaves a filter out.

@@ -1,8 +1,9 @@
 //! The query commands: ask the agents through the client, print for
 //! people (tables) or scripts (`--output json`).
 
-use starling_client::{self as client, ClientError, HistoryFilter, NodeFilter};
+use starling_client::{self as client, ClientError, NodeFilter};
 use starling_model::AnnotationRequest;
+use starling_model::HistoryQuery;
 use starling_seal::KeyringError;
 
 use crate::cli::{AnnotateArgs, HistoryArgs, NodesArgs, Output, QueryArgs};
@@ -94,14 +95,14 @@ pub async fn print_nodes(args: &NodesArgs) -> Result<(), ClientError> {
 
 /// `starling history`.
 pub async fn print_history(args: &HistoryArgs) -> Result<(), ClientError> {
-    let filter = HistoryFilter {
+    let filter = HistoryQuery {
         node: args.node.clone(),
-        kind: args.kind.clone(),
+        kind: args.kind,
         check: args.check.clone(),
-        since: args.since,
-        until: args.until,
+        since_unix_ms: args.since,
+        until_unix_ms: args.until,
         cursor: args.cursor.clone(),
-        limit: args.limit,
+        limit: usize::from(args.limit),
     };
     let history = client::history(&args.query.addr.list, &filter).await?;
     print_as(args.query.output, &history, history_table);

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use starling_client::HistoryFilter;
 use starling_model::AnnotationRequest;
+use starling_model::{EventKind, HistoryQuery};
 use tokio::process::Child;
 use tokio::time::Instant;
 
@@ -202,11 +202,11 @@ async fn downs_since(
     since: u64,
 ) -> Result<usize, BenchError> {
     let asked = usize::from(args.nodes); // the first aggregator, or the first node
-    let filter = HistoryFilter {
-        kind: Some("membership".to_owned()),
-        since: Some(since),
+    let filter = HistoryQuery {
+        kind: Some(EventKind::Membership),
+        since_unix_ms: Some(since),
         limit: 1000,
-        ..HistoryFilter::default()
+        ..HistoryQuery::default()
     };
     let index = if args.aggregators > 0 { asked } else { 0 };
     let page = starling_client::history(&[agents.api(index).to_string()], &filter)
@@ -266,10 +266,10 @@ async fn every_node_answers(
 ) -> Result<Duration, String> {
     let started = Instant::now();
     let mut pending: BTreeSet<usize> = (0..nodes).collect();
-    let filter = HistoryFilter {
-        kind: Some("annotation".to_owned()),
+    let filter = HistoryQuery {
+        kind: Some(EventKind::Annotation),
         limit: 1000,
-        ..HistoryFilter::default()
+        ..HistoryQuery::default()
     };
     while Instant::now() < started + PATIENCE {
         let mut still = BTreeSet::new();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use starling_gossip::Role;
+use starling_model::{EventKind, HistoryCursor};
 use starling_seal::{Keyring, KeyringError};
 
 mod alert;
@@ -516,7 +517,7 @@ pub struct HistoryArgs {
 
     /// Only events of this kind: membership, check, alert or annotation.
     #[arg(long)]
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
 
     /// Only events about this check.
     #[arg(long)]
@@ -538,7 +539,7 @@ pub struct HistoryArgs {
 
     /// Continue where a previous page ended (the cursor it printed).
     #[arg(long)]
-    pub cursor: Option<String>,
+    pub cursor: Option<HistoryCursor>,
 }
 
 #[derive(Clone, Debug, Args)]

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use starling_agent::daemon::RunningAgent;
 use starling_alert::{AlertConfig, SinkKind};
-use starling_client::HistoryFilter;
 use starling_gossip::Role;
 use starling_history::{Event, EventFilter, EventKind, NewEvent, Status};
-use starling_model::HistoryResponse;
+use starling_model::{HistoryQuery, HistoryResponse};
 use starling_testkit::AlertReceiver;
 
 use crate::support::agents::{
@@ -117,10 +116,10 @@ async fn nodes_stream_to_aggregators_read_health_and_history_back_and_lose_nothi
         "w1 replicated w2's log"
     );
     // History about another node, asked of w1, comes from an aggregator.
-    let filter = HistoryFilter {
+    let filter = HistoryQuery {
         node: Some("w2".to_owned()),
         limit: 100,
-        ..HistoryFilter::default()
+        ..HistoryQuery::default()
     };
     let page = starling_client::history(&[workers[0].api_addr.to_string()], &filter)
         .await
@@ -167,10 +166,10 @@ async fn nodes_stream_to_aggregators_read_health_and_history_back_and_lose_nothi
 
 /// `/v1/history` of the agent at `api` (up to 1000 rows about `node`).
 async fn history_at(api: std::net::SocketAddr, node: &str) -> Option<HistoryResponse> {
-    let filter = HistoryFilter {
+    let filter = HistoryQuery {
         node: Some(node.to_owned()),
         limit: 1000,
-        ..HistoryFilter::default()
+        ..HistoryQuery::default()
     };
     starling_client::history(&[api.to_string()], &filter)
         .await
