@@ -20,7 +20,8 @@
 //! rows would replicate everywhere. So a Down is judged after a short
 //! settle, and a cut-off node records one event about itself instead ("n3
 //! lost contact with 4 of 4 members"); the majority records the facts. A
-//! Down this node only heard of (never saw the member suspect) is dropped
+//! Down this node only heard of (it did not see the member suspect long
+//! enough to hear a refutation) is dropped
 //! if the member is back by the time it is judged: after a heal, the
 //! cut-off side's Downs of healthy members arrive by gossip, and their
 //! subjects renew at once. A Down declared while cut off is dropped even
