@@ -130,6 +130,17 @@ mod tests {
         view
     }
 
+    /// Marks `name`'s Down as heard of only, `age_ms` old.
+    fn heard_of_only(view: &mut MembershipView, name: &str, age_ms: u64) {
+        let member = view
+            .members
+            .iter_mut()
+            .find(|m| m.id.name == name)
+            .expect("the view names the member");
+        member.suspected_before_down = false;
+        member.since_unix_ms = NOW - age_ms;
+    }
+
     #[test]
     fn a_lone_node_that_lost_everyone_is_cut_off_and_the_majority_is_not() {
         use MemberState::{Alive, Down, Suspect};
@@ -194,12 +205,8 @@ mod tests {
             &[("n0", Down), ("n1", Down), ("n2", Down), ("n4", Down)],
             0,
         );
-        for member in &mut healing.members {
-            member.suspected_before_down = member.id.name == "n0" || member.id.name == "n1";
-            if !member.suspected_before_down {
-                member.since_unix_ms = NOW - 100;
-            }
-        }
+        heard_of_only(&mut healing, "n2", 100);
+        heard_of_only(&mut healing, "n4", 100);
         assert_eq!(cut_off(&healing, NOW), None);
     }
 
@@ -215,16 +222,13 @@ mod tests {
             &[("n0", Alive), ("n2", Down), ("n3", Down), ("n4", Down)],
             0,
         );
-        for member in &mut small_side.members {
-            member.suspected_before_down = member.id.name != "n2";
-        }
+        heard_of_only(&mut small_side, "n2", HEARD_DOWN_STANDS_MS);
         assert_eq!(
             cut_off(&small_side, NOW),
             Some(vec!["n2".into(), "n3".into(), "n4".into()]),
             "n2 has stayed down for 1 s"
         );
-        let n2 = &mut small_side.members[1];
-        n2.since_unix_ms = NOW - HEARD_DOWN_STANDS_MS + 1;
+        heard_of_only(&mut small_side, "n2", HEARD_DOWN_STANDS_MS - 1);
         assert_eq!(
             cut_off(&small_side, NOW),
             None,
@@ -232,18 +236,13 @@ mod tests {
         );
     }
 
-    /// Issue: on the small side of a 2/3 split, on a loaded machine, a
-    /// node judged its first Down after the 2 s settle, before its
-    /// stretched probes had lost the third member of the other side, and
-    /// recorded a healthy node down.
     #[test]
     fn failing_probes_and_fresh_downs_heard_of_only_put_the_view_in_doubt() {
         use MemberState::{Alive, Down};
         let mut small_side = view("n1", &[("n0", Alive), ("n4", Down)], 0);
-        small_side.members[1].suspected_before_down = false;
-        small_side.members[1].since_unix_ms = NOW - 100;
+        heard_of_only(&mut small_side, "n4", 100);
         assert!(in_doubt(&small_side, NOW), "n4 may renew yet");
-        small_side.members[1].since_unix_ms = NOW - HEARD_DOWN_STANDS_MS;
+        heard_of_only(&mut small_side, "n4", HEARD_DOWN_STANDS_MS);
         assert!(!in_doubt(&small_side, NOW), "n4 stayed down: a loss");
         small_side.local_health = HOLD_WHILE_FAILING;
         assert!(in_doubt(&small_side, NOW));
