@@ -245,6 +245,7 @@ fn start_checks(
     metrics: &StatusMetrics,
 ) -> Stage {
     let mut checks = Stage::new();
+    let configured = runner.names().map(str::to_owned).collect();
     let (results, results_inbox) = tokio::sync::mpsc::channel(CHECK_RESULTS_BUFFER);
     checks.spawn(runner.run(
         Arc::new(GossipPlacement::new(gossip.view.clone())),
@@ -256,6 +257,7 @@ fn start_checks(
         publisher.clone(),
         results_inbox,
         metrics.clone(),
+        configured,
     ));
     checks
 }

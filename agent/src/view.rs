@@ -186,9 +186,12 @@ impl AgentView for AgentSurface {
             let member = if is_me {
                 Some(member(&view.me, MemberState::Alive, view.started_unix_ms))
             } else {
+                // A restarted node is listed twice until its old self is
+                // forgotten: the newest incarnation is the node now.
                 view.members
                     .iter()
-                    .find(|m| m.id.name == name)
+                    .filter(|m| m.id.name == name)
+                    .max_by_key(|m| m.id.incarnation)
                     .map(|m| member(&m.id, m.state, m.since_unix_ms))
             };
             let checks: Vec<CheckDetail> = latest

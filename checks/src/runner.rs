@@ -72,6 +72,12 @@ impl Runner {
         self.checks.is_empty()
     }
 
+    /// The names of the checks this runner was given, wherever they are
+    /// placed: what this node's configuration asks for.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.checks.iter().map(|(checker, _)| checker.name())
+    }
+
     /// Run every check until `shutdown`, sending each finished run to
     /// `results`. Returns when all check loops have stopped.
     pub async fn run(

@@ -2,21 +2,27 @@
 //! and its latest row, and every change of status into the cluster's event
 //! log, where it replicates to every node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use starling_model::unix_ms_now;
 use tokio::sync::mpsc;
 
 use super::StatusMetrics;
+use crate::overlay::{CLOCK_CHECK, path_target};
 use starling_history::{CheckResult, EventKind, NewEvent, Status};
 use starling_replicate::Publisher;
 
+/// Records every result the runner sends until it stops. `configured`
+/// names the checks this node's configuration runs: a check of ours that
+/// a previous run recorded and that is not among them was removed, and is
+/// retired first (see [`removed_checks`]).
 pub async fn record_results(
     publisher: Publisher,
     mut results: mpsc::Receiver<starling_checks::CheckResult>,
     metrics: StatusMetrics,
+    configured: BTreeSet<String>,
 ) {
     let store = publisher.store().clone();
-    let me = store.node_name().to_owned();
     match store.last_passes().await {
         Ok(passes) => {
             for (check, at) in passes {
@@ -25,28 +31,104 @@ pub async fn record_results(
         }
         Err(error) => tracing::warn!(%error, "cannot read when checks last passed"),
     }
-    // The last status per check survives restarts through the latest
-    // table: a check that was critical before a restart and passes after
-    // it is a recovery, and is recorded as one.
-    let mut last: HashMap<String, Status> = match store.latest_results().await {
-        Ok(latest) => latest
-            .into_iter()
-            .filter(|r| r.node == me)
-            .map(|r| (r.check, r.status))
-            .collect(),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the last check results; transitions start afresh");
-            HashMap::new()
-        }
-    };
-    let mut unrecorded = Unrecorded::default();
+    let mut recorder = ResultRecorder::new(publisher, metrics).await;
+    for retired in removed_checks(&recorder.last, &configured, unix_ms_now()) {
+        tracing::info!(check = %retired.check, "check no longer configured here: retired as unknown");
+        recorder.record(retired).await;
+    }
     while let Some(result) = results.recv().await {
-        metrics.observe(&result);
+        recorder.metrics.observe(&result);
+        recorder.record(result).await;
+    }
+}
+
+/// Says why a retired check is unknown, on every node that shows it.
+pub(crate) const REMOVED_MESSAGE: &str = "no longer run on this node: not in its configuration";
+
+/// This node's checks that a previous run recorded and this run's
+/// configuration no longer has, as results that retire them: unknown, which
+/// the roll-up does not count against the node.
+///
+/// Without this their last status stood for good: other nodes keep this
+/// node's latest rows for as long as gossip knows the node, so a check
+/// removed while critical kept the node degraded on every node. Left
+/// alone: checks already unknown, the overlay's paths and clock verdict
+/// (the overlay intake retires those itself), and cluster checks, whose
+/// newest result speaks for the cluster: a retirement of ours would hide
+/// the verdict of the node that runs the check now.
+pub(crate) fn removed_checks(
+    last: &HashMap<String, Status>,
+    configured: &BTreeSet<String>,
+    now_ms: u64,
+) -> Vec<starling_checks::CheckResult> {
+    let mut removed: Vec<starling_checks::CheckResult> = last
+        .iter()
+        .filter(|(check, status)| {
+            **status != Status::Unknown
+                && !configured.contains(check.as_str())
+                && path_target(check).is_none()
+                && check.as_str() != CLOCK_CHECK
+                && !starling_checks::is_cluster_check(check)
+        })
+        .map(|(check, _)| starling_checks::CheckResult {
+            check: check.clone(),
+            status: Status::Unknown,
+            message: REMOVED_MESSAGE.to_owned(),
+            details: serde_json::Value::Null,
+            duration_ms: 0,
+            at_unix_ms: now_ms,
+            consecutive_failures: 0,
+        })
+        .collect();
+    removed.sort_by(|a, b| a.check.cmp(&b.check));
+    removed
+}
+
+/// Turns results into this node's rows and the cluster's transitions.
+struct ResultRecorder {
+    publisher: Publisher,
+    metrics: StatusMetrics,
+    me: String,
+    /// The last status per check. It survives restarts through the latest
+    /// table: a check that was critical before a restart and passes after
+    /// it is a recovery, and is recorded as one.
+    last: HashMap<String, Status>,
+    unrecorded: Unrecorded,
+}
+
+impl ResultRecorder {
+    async fn new(publisher: Publisher, metrics: StatusMetrics) -> Self {
+        let store = publisher.store();
+        let me = store.node_name().to_owned();
+        let last = match store.latest_results().await {
+            Ok(latest) => latest
+                .into_iter()
+                .filter(|r| r.node == me)
+                .map(|r| (r.check, r.status))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the last check results; transitions start afresh");
+                HashMap::new()
+            }
+        };
+        ResultRecorder {
+            publisher,
+            metrics,
+            me,
+            last,
+            unrecorded: Unrecorded::default(),
+        }
+    }
+
+    /// Into the history; the metrics are the caller's: a retirement is
+    /// not a run.
+    async fn record(&mut self, result: starling_checks::CheckResult) {
+        let store = self.publisher.store();
         let status = result.status;
-        let row = history_row(&me, &result);
+        let row = history_row(&self.me, &result);
         // Older transitions first, in order: the history catches up as soon
         // as a write succeeds again.
-        unrecorded.flush(&publisher).await;
+        self.unrecorded.flush(&self.publisher).await;
         let stored = match store.record_result(row.clone()).await {
             Ok(()) => true,
             Err(error) => {
@@ -55,15 +137,15 @@ pub async fn record_results(
                 false
             }
         };
-        let previous = last.insert(result.check.clone(), status);
-        if let Some(event) = transition(&me, &result, previous, status) {
-            unrecorded.push(event);
-            unrecorded.flush(&publisher).await;
+        let previous = self.last.insert(result.check.clone(), status);
+        if let Some(event) = transition(&self.me, &result, previous, status) {
+            self.unrecorded.push(event);
+            self.unrecorded.flush(&self.publisher).await;
         }
         // While this check's news cannot be written, the cluster hears it
         // from memory: its roll-up must not wait for this node's disk.
-        if !stored && unrecorded.holds(&result.check) {
-            publisher.spread_held(&row).await;
+        if !stored && self.unrecorded.holds(&result.check) {
+            self.publisher.spread_held(&row).await;
         }
     }
 }
@@ -166,5 +248,42 @@ pub(crate) async fn record_transition(
     };
     if let Err(error) = publisher.record(event).await {
         tracing::error!(%error, check = %result.check, "check transition not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::PATH_CHECK_PREFIX;
+
+    /// A check removed from a node's configuration kept its last status in
+    /// every node's roll-up: other nodes drop a node's latest rows only when
+    /// gossip forgets the node, so a plugin removed while critical left the
+    /// node degraded everywhere for as long as it lived.
+    #[test]
+    fn checks_gone_from_the_configuration_are_retired_and_nothing_else() {
+        let last: HashMap<String, Status> = [
+            ("conntrack", Status::Critical),
+            ("dns", Status::Warning),
+            ("disk", Status::Critical),
+            ("gone-long-ago", Status::Unknown),
+            (starling_checks::SCHEDULER, Status::Critical),
+            (CLOCK_CHECK, Status::Critical),
+        ]
+        .into_iter()
+        .map(|(check, status)| (check.to_owned(), status))
+        .chain([(format!("{PATH_CHECK_PREFIX}node-b"), Status::Critical)])
+        .collect();
+        let configured: BTreeSet<String> = ["disk".to_owned()].into();
+
+        let retired = removed_checks(&last, &configured, 1_000);
+
+        let names: Vec<&str> = retired.iter().map(|r| r.check.as_str()).collect();
+        assert_eq!(names, ["conntrack", "dns"]);
+        for result in &retired {
+            assert_eq!(result.status, Status::Unknown);
+            assert_eq!(result.message, REMOVED_MESSAGE);
+            assert_eq!(result.at_unix_ms, 1_000);
+        }
     }
 }

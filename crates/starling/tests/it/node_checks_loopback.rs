@@ -1,6 +1,7 @@
 //! The node checks in a real agent: an exec plugin's verdict and message
 //! reach `/v1/nodes/{name}` and the node's status, the disk check watches
-//! the data dir, and the DNS check resolves through a local server.
+//! the data dir, the DNS check resolves through a local server, and a
+//! check removed from the configuration stops counting.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -142,6 +143,83 @@ async fn a_plugins_verdict_and_the_disk_reach_the_nodes_status() {
     assert_eq!(code, Some(0), "healthy: {stdout}");
 
     agent.shutdown().await.expect("clean shutdown");
+}
+
+/// Issue 16: a check removed from a node's configuration kept its last
+/// status on every other node. They keep a node's latest rows for as long
+/// as gossip knows the node, so a plugin removed while critical left the
+/// node degraded everywhere, for good. Now the restarted agent retires the
+/// check as unknown, and that reaches the others like any status change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_removed_from_the_configuration_no_longer_degrades_the_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin = dir.path().join("conntrack.sh");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho 'conntrack table 97% full'\nexit 1\n",
+    )
+    .expect("write plugin");
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = keyring();
+    let (b, _db) = support::agent("b", &key, None).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let start_a = |plugins: Vec<PluginSpec>| {
+        let mut settings = settings("a", &key, ANY_PORT, vec![b.gossip_addr.to_string()], &data);
+        settings.node.plugins = plugins;
+        settings.node.schedule = Schedule {
+            interval: Duration::from_millis(300),
+            timeout: Duration::from_secs(5),
+            failures_before_critical: 1,
+        };
+        starling_agent::daemon::start(settings)
+    };
+    let a = start_a(vec![PluginSpec {
+        name: "conntrack".to_owned(),
+        path: plugin.clone(),
+        args: Vec::new(),
+        timeout: Duration::from_secs(5),
+        problem: Status::Critical,
+    }])
+    .await
+    .expect("agent starts");
+    let conntrack_at_b = async |status: NodeHealth| {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let answer = node(b.api_addr, "a").await;
+            let conntrack = answer.checks.iter().find(|c| c.check == "conntrack");
+            if let Some(conntrack) = conntrack.filter(|_| answer.status == status) {
+                return conntrack.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "b never saw a {status} with its conntrack check: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let critical = conntrack_at_b(NodeHealth::Degraded).await;
+    assert_eq!(critical.status, Status::Critical);
+
+    a.shutdown().await.expect("clean shutdown");
+    let a = start_a(Vec::new()).await.expect("agent starts again");
+    let retired = conntrack_at_b(NodeHealth::Healthy).await;
+    assert_eq!(retired.status, Status::Unknown, "{retired:?}");
+    assert!(
+        retired.message.contains("not in its configuration"),
+        "{retired:?}"
+    );
+    let at_b = node(b.api_addr, "a").await;
+    let member = at_b.member.expect("a is a member");
+    assert_eq!(
+        (member.state.as_str(), member.incarnation),
+        ("alive", a.identity.incarnation),
+        "the restarted agent, not its old self that left"
+    );
+    let own = node(a.api_addr, "a").await;
+    assert_eq!(own.status, NodeHealth::Healthy, "{own:?}");
+
+    a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
 }
 
 /// Issue: with its data directory's file system full, a node's own
