@@ -1,6 +1,7 @@
 //! What the HTTP surface reads: the gossip view, the history and the
 //! metrics registry.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,12 +17,12 @@ use starling_model::{
 use starling_web::{AgentView, Reply, not_an_aggregator};
 use tokio::sync::watch;
 
-use starling_aggregator::{AggregationMetrics, ForwardError, Forwarder};
+use starling_aggregator::{AggregationMetrics, ForwardError, Forwarder, RecentWindow};
 use starling_gossip::{MemberState, MembershipView, NodeId, Role};
 use starling_health::overlay;
 use starling_health::overlay::OverlayIntake;
 use starling_health::status::StatusMetrics;
-use starling_history::{Event, EventFilter, EventPosition, Store, StoreError};
+use starling_history::{Event, EventFilter, EventPosition, Store, StoreError, sort_newest_first};
 use starling_replicate as replicate;
 use starling_replicate::{Publisher, ReplicationMetrics, Scope};
 use starling_seal::Keyring;
@@ -243,21 +244,22 @@ impl AgentView for AgentSurface {
         let answered_by = self.parts.view.borrow().me.name.clone();
         Box::pin(async move {
             // An aggregated cluster's log is on the aggregators; this node
-            // holds its own rows and the latest health, not the rest.
-            let incomplete = if *publisher.scope().borrow() == Scope::OwnLog {
+            // holds its own rows, the latest health and a window of the
+            // newest events, not the rest.
+            let (incomplete, window) = if *publisher.scope().borrow() == Scope::OwnLog {
                 match forwarder.history(&query).await {
                     Ok(mut page) => {
                         page.answered_by = answered_by;
                         return Ok(page);
                     }
                     Err(ForwardError::Refused(refusal)) => return Err(refusal),
-                    Err(ForwardError::NoAggregator(why)) => Some(format!(
-                        "{why}: this answer holds only this node's own log; older history of \
-                         other nodes is on the aggregators and unavailable until one answers"
-                    )),
+                    Err(ForwardError::NoAggregator(why)) => {
+                        let window = forwarder.window();
+                        (Some(unanswered(&why, window)), Some(window.clone()))
+                    }
                 }
             } else {
-                None
+                (None, None)
             };
             // Like `nodes NAME`: a typo is an error, not an empty page.
             if let Some(node) = &query.node
@@ -267,7 +269,7 @@ impl AgentView for AgentSurface {
                     "no node named {node:?} in gossip or the history"
                 )));
             }
-            let (events, next_cursor) = local_history(&store, query).await?;
+            let (events, next_cursor) = local_history(&store, query, window.as_ref()).await?;
             Ok(HistoryResponse {
                 served_by: Some(answered_by.clone()),
                 answered_by,
@@ -298,6 +300,15 @@ impl AgentView for AgentSurface {
         let store = self.store();
         let keyring = Arc::clone(&self.parts.keyring);
         Box::pin(async move { starling_aggregator::answer_health(&store, &keyring, sealed).await })
+    }
+
+    fn window(&self, sealed: Bytes) -> Reply<Vec<u8>> {
+        if !self.is_aggregator() {
+            return Box::pin(async { Err(not_an_aggregator()) });
+        }
+        let store = self.store();
+        let keyring = Arc::clone(&self.parts.keyring);
+        Box::pin(async move { starling_aggregator::answer_window(&store, &keyring, sealed).await })
     }
 
     fn sync(&self, sealed: Bytes) -> Reply<Vec<u8>> {
@@ -344,9 +355,32 @@ impl AgentView for AgentSurface {
 }
 
 /// A page of this node's own history database, and the cursor to the next.
+/// Why an aggregated node's own answer is incomplete, and what it holds.
+fn unanswered(why: &str, window: &RecentWindow) -> String {
+    let held = match window.oldest_at() {
+        Some(oldest) => format!(
+            "this node's own log and the {} newest events of the cluster it had from them \
+             (none older than {})",
+            window.len(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(oldest)
+            )
+        ),
+        None => "only this node's own log".to_owned(),
+    };
+    format!(
+        "{why}: this answer holds {held}; the rest of other nodes' history is on the \
+         aggregators and unavailable until one answers"
+    )
+}
+
+/// A page of the history from the database, merged with the window's
+/// events when given: both select and order by the same filter, so the
+/// cursor of a merged page continues both.
 async fn local_history(
     store: &Store,
     query: HistoryQuery,
+    window: Option<&RecentWindow>,
 ) -> Result<(Vec<HistoryEvent>, Option<String>), ApiError> {
     let limit = query.limit;
     let filter = EventFilter {
@@ -362,7 +396,19 @@ async fn local_history(
         }),
         limit,
     };
-    let events = store.events(filter).await.map_err(unavailable)?;
+    let mut events = store.events(filter.clone()).await.map_err(unavailable)?;
+    if let Some(window) = window {
+        let held: HashSet<(String, u64)> =
+            events.iter().map(|e| (e.origin.clone(), e.seq)).collect();
+        events.extend(
+            window
+                .page(&filter)
+                .into_iter()
+                .filter(|e| !held.contains(&(e.origin.clone(), e.seq))),
+        );
+        sort_newest_first(&mut events);
+        events.truncate(limit);
+    }
     // A full page may have a successor; a short one is the end.
     let next_cursor = (events.len() == limit)
         .then(|| events.last())

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use starling_checks::{PostError, post_sealed};
 use starling_seal::{Keyring, Purpose};
 
-use crate::wire::{HealthReply, HealthRequest, StreamReply, StreamRequest};
+use crate::wire::{
+    HealthReply, HealthRequest, StreamReply, StreamRequest, WindowReply, WindowRequest,
+};
 
 /// A stream batch or a health table page is about a megabyte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +94,12 @@ const HEALTH: Channel = Channel {
     reply: Purpose::HealthReply,
 };
 
+const WINDOW: Channel = Channel {
+    path: "/v1/window",
+    request: Purpose::WindowRequest,
+    reply: Purpose::WindowReply,
+};
+
 /// One stream to `aggregator`, as a node's streamer sends it each round.
 pub async fn send_stream(
     client: &reqwest::Client,
@@ -110,4 +118,14 @@ pub async fn pull_health(
     request: &HealthRequest,
 ) -> Result<HealthReply, ExchangeError> {
     exchange(client, keyring, aggregator, &HEALTH, request).await
+}
+
+/// The newest events of `aggregator`'s log, as a node's window asks them.
+pub async fn pull_window(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    aggregator: SocketAddr,
+    request: &WindowRequest,
+) -> Result<WindowReply, ExchangeError> {
+    exchange(client, keyring, aggregator, &WINDOW, request).await
 }

@@ -10,6 +10,7 @@ use starling_model::{ApiError, ErrorBody, HistoryQuery, HistoryResponse};
 
 use crate::metrics::AggregationMetrics;
 use crate::owners::{alive_aggregators, ranked};
+use crate::window::RecentWindow;
 
 /// A history page is a few hundred kilobytes at most; an aggregator that
 /// takes longer is skipped for the next.
@@ -35,10 +36,16 @@ pub struct Forwarder {
     client: reqwest::Client,
     gossip: GossipHandle,
     metrics: AggregationMetrics,
+    /// What this node answers from when no aggregator does.
+    window: RecentWindow,
 }
 
 impl Forwarder {
-    pub(crate) fn new(gossip: GossipHandle, metrics: AggregationMetrics) -> Self {
+    pub(crate) fn new(
+        gossip: GossipHandle,
+        metrics: AggregationMetrics,
+        window: RecentWindow,
+    ) -> Self {
         let client = starling_checks::http_client()
             .timeout(FORWARD_TIMEOUT)
             .connect_timeout(Duration::from_secs(1))
@@ -48,7 +55,14 @@ impl Forwarder {
             client,
             gossip,
             metrics,
+            window,
         }
+    }
+
+    /// The newest events of the cluster log this node took from the
+    /// aggregators: for answering while none does.
+    pub fn window(&self) -> &RecentWindow {
+        &self.window
     }
 
     /// The query, answered by the first aggregator that can.

@@ -12,7 +12,9 @@
 //!   check) current from an aggregator, so status, nodes, `/json`,
 //!   `/healthz` and the roll-up still answer on any node ([`health`]);
 //! - it asks an aggregator for history, and says who served it; with none
-//!   answering it says older history is unavailable ([`Forwarder`]);
+//!   answering it answers from its own log and its window of the newest
+//!   events of the cluster ([`RecentWindow`]), and says older history is
+//!   unavailable ([`Forwarder`]);
 //! - aggregators pull the whole log from each other (anti-entropy limited
 //!   to them), so every row reaches all of them.
 //!
@@ -28,6 +30,7 @@ mod mode;
 mod owners;
 mod serve;
 mod stream;
+mod window;
 mod wire;
 
 use std::sync::Arc;
@@ -41,13 +44,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use exchange::{ExchangeError, client, pull_health, send_stream};
+pub use exchange::{ExchangeError, client, pull_health, pull_window, send_stream};
 pub use forward::{ForwardError, Forwarder};
 pub use metrics::AggregationMetrics;
 pub use mode::{Mode, ModeRule};
 pub use owners::{Aggregator, DEFAULT_REPLICAS, alive_aggregators, owners, ranked};
-pub use serve::{HEALTH_BATCH_ROWS, STREAM_BATCH_ROWS, answer_health, answer_stream};
-pub use wire::{HealthReply, HealthRequest, Revised, StreamReply, StreamRequest};
+pub use serve::{
+    HEALTH_BATCH_ROWS, STREAM_BATCH_ROWS, WINDOW_BATCH_ROWS, answer_health, answer_stream,
+    answer_window,
+};
+pub use window::{RecentWindow, WINDOW_ROWS};
+pub use wire::{
+    HealthReply, HealthRequest, Revised, StreamReply, StreamRequest, WindowReply, WindowRequest,
+};
 
 /// Between two looks at our own log for rows to stream: the delay an
 /// event of ours may take to reach its aggregators.
@@ -134,6 +143,7 @@ impl Aggregation {
             },
             stop.clone().cancelled_owned(),
         ));
+        let window = RecentWindow::default();
         let health = tokio::spawn(health::run(
             health::HealthPuller {
                 store,
@@ -142,13 +152,14 @@ impl Aggregation {
                 metrics: metrics.clone(),
                 scope: scope_rx.clone(),
                 interval: config.health_interval,
+                window: window.clone(),
             },
             stop.clone().cancelled_owned(),
         ));
         Aggregation {
             stop,
             tasks: [decide, stream, health],
-            forwarder: Forwarder::new(gossip, metrics),
+            forwarder: Forwarder::new(gossip, metrics, window),
             scope: scope_rx,
         }
     }

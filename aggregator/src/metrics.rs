@@ -23,6 +23,7 @@ pub struct AggregationMetrics {
     unacked: Gauge,
     streams: Family<ResultLabel, Counter>,
     health_pulls: Family<ResultLabel, Counter>,
+    window_pulls: Family<ResultLabel, Counter>,
     forwarded: Family<ResultLabel, Counter>,
     ingested: Counter,
 }
@@ -31,7 +32,12 @@ impl AggregationMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = AggregationMetrics::default();
         for result in RESULTS {
-            for family in [&metrics.streams, &metrics.health_pulls, &metrics.forwarded] {
+            for family in [
+                &metrics.streams,
+                &metrics.health_pulls,
+                &metrics.window_pulls,
+                &metrics.forwarded,
+            ] {
                 let _ = family.get_or_create(&ResultLabel { result });
             }
         }
@@ -55,6 +61,11 @@ impl AggregationMetrics {
             "health_pulls",
             "Pulls of the cluster's health table from an aggregator, by result",
             metrics.health_pulls.clone(),
+        );
+        sub.register(
+            "window_pulls",
+            "Pulls of the newest events of the cluster log (this node's window) from an aggregator, by result",
+            metrics.window_pulls.clone(),
         );
         sub.register(
             "history_forwarded",
@@ -83,6 +94,10 @@ impl AggregationMetrics {
 
     pub(crate) fn health_pulled(&self, ok: bool) {
         self.health_pulls.get_or_create(&label(ok)).inc();
+    }
+
+    pub(crate) fn window_pulled(&self, ok: bool) {
+        self.window_pulls.get_or_create(&label(ok)).inc();
     }
 
     pub(crate) fn forwarded(&self, ok: bool) {

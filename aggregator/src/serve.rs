@@ -10,11 +10,17 @@ use starling_replicate::refusal;
 use starling_seal::{Keyring, Purpose, seal_json};
 
 use crate::metrics::AggregationMetrics;
-use crate::wire::{HealthReply, HealthRequest, Revised, StreamReply, StreamRequest};
+use crate::wire::{
+    HealthReply, HealthRequest, Revised, StreamReply, StreamRequest, WindowReply, WindowRequest,
+};
 
 /// Rows in one health-table answer: about 150 bytes each, so a whole
 /// 5,000-node table of 6 checks comes in 6 answers of about 1 MB.
 pub const HEALTH_BATCH_ROWS: usize = 5000;
+/// Events in one window answer. A node asks every few health intervals,
+/// so this bounds what the window costs it however busy the cluster is:
+/// at more events than this per ask, the window holds the newest.
+pub const WINDOW_BATCH_ROWS: usize = 200;
 /// Rows one stream may carry, as a sync batch does.
 pub const STREAM_BATCH_ROWS: usize = starling_replicate::SYNC_BATCH_ROWS;
 
@@ -114,6 +120,35 @@ pub async fn answer_health(
         more,
     };
     Ok(seal_json(keyring, Purpose::HealthReply, &reply))
+}
+
+/// Serve the newest events this aggregator took in after the asker's place.
+pub async fn answer_window(
+    store: &Store,
+    keyring: &Keyring,
+    body: Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    let request: WindowRequest =
+        starling_seal::open_json(keyring, Purpose::WindowRequest, body.to_vec())
+            .map_err(refusal("window"))?;
+    let epoch = store.origin().to_owned();
+    // Another database's places are not ours: start from our newest.
+    let after = if request.epoch.as_deref() == Some(epoch.as_str()) {
+        request.after
+    } else {
+        0
+    };
+    let (events, through) = store
+        .recent_events(after, WINDOW_BATCH_ROWS)
+        .await
+        .map_err(unavailable)?;
+    let reply = WindowReply {
+        aggregator: store.node_name().to_owned(),
+        epoch,
+        events,
+        through,
+    };
+    Ok(seal_json(keyring, Purpose::WindowReply, &reply))
 }
 
 fn unavailable(error: impl std::fmt::Display) -> ApiError {

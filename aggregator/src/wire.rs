@@ -4,7 +4,7 @@
 //! (`starling-bench aggregator`) speaks the same protocol as a node.
 
 use serde::{Deserialize, Serialize};
-use starling_history::{CheckResult, SyncBatch};
+use starling_history::{CheckResult, Event, SyncBatch};
 
 /// `POST /v1/stream` body, once opened: rows of the sender's own log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,4 +61,27 @@ pub struct HealthReply {
 pub struct Revised {
     pub revision: u64,
     pub result: CheckResult,
+}
+
+/// `POST /v1/window` body, once opened: the asker's place in the
+/// aggregator's log, by arrival.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRequest {
+    /// The aggregator database `after` belongs to; another one (another
+    /// aggregator, or this one wiped) answers from its newest.
+    pub epoch: Option<String>,
+    /// The last arrival the asker has; 0 for the newest there are.
+    pub after: u64,
+}
+
+/// The newest events the aggregator took in after the asked place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowReply {
+    pub aggregator: String,
+    pub epoch: String,
+    /// Oldest arrival first. Past `WINDOW_BATCH_ROWS` only the newest.
+    pub events: Vec<Event>,
+    /// The place to ask after next time.
+    pub through: u64,
 }

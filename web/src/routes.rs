@@ -70,6 +70,10 @@ pub fn router(view: Arc<dyn AgentView>) -> Router {
             post(health_table).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
         )
         .route(
+            "/v1/window",
+            post(window).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+        )
+        .route(
             "/v1/events",
             post(annotate).layer(DefaultBodyLimit::max(ANNOTATION_BODY_LIMIT)),
         )
@@ -179,6 +183,10 @@ async fn stream(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> 
 
 async fn health_table(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
     sealed_exchange(body, |body| view.health_table(body)).await
+}
+
+async fn window(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {
+    sealed_exchange(body, |body| view.window(body)).await
 }
 
 async fn overlay_report(State(view): ViewState, body: Result<Bytes, BytesRejection>) -> Response {

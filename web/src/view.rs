@@ -57,6 +57,11 @@ pub trait AgentView: Send + Sync + 'static {
     fn health_table(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
         Box::pin(async { Err(not_an_aggregator()) })
     }
+    /// An aggregator's newest events after the sealed request's place:
+    /// what an ordinary node keeps as its window of the cluster log.
+    fn window(&self, _sealed: Bytes) -> Reply<Vec<u8>> {
+        Box::pin(async { Err(not_an_aggregator()) })
+    }
     /// Record an operator's annotation (sealed with the cluster key).
     fn annotate(&self, _sealed: Bytes) -> Reply<AnnotationAck> {
         unavailable("this agent keeps no history")

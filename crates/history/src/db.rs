@@ -235,6 +235,37 @@ pub fn query_events(conn: &Connection, filter: &EventFilter) -> rusqlite::Result
     rows.collect()
 }
 
+/// The newest events this database took in after position `after` of its
+/// own arrival order (SQLite's rowid; 0 for the newest there are), at most
+/// `limit`, oldest first, with the position of the newest. Past the limit
+/// the older ones are skipped: this serves a bounded window of the recent
+/// log, not a copy of it. SQLite numbers a new row one past the highest
+/// held, so a cursor misses a row only when retention deleted the newest
+/// one and its number came back; a window tolerates that.
+pub fn recent_events(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<(Vec<Event>, u64)> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, rowid FROM events WHERE rowid > ?1 AND duplicate = 0
+         ORDER BY rowid DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(
+        params![saturating(after), saturating(limit as u64)],
+        |row| Ok((event_from_row(row)?, get_u64(row, 11)?)),
+    )?;
+    let mut events = Vec::new();
+    let mut through = after;
+    for row in rows {
+        let (event, position) = row?;
+        through = through.max(position);
+        events.push(event);
+    }
+    events.reverse();
+    Ok((events, through))
+}
+
 /// Whether any node already logged this happening; lets a caller skip
 /// recording what another observer reported first.
 pub fn has_dedupe_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {

@@ -20,7 +20,8 @@ pub use db::SetupError;
 pub use metrics::HistoryMetrics;
 pub use model::{
     CheckResult, Event, EventFilter, EventKind, EventPosition, MAX_MESSAGE_BYTES, NewEvent,
-    ParseEnumError, Status, SyncBatch, VersionVector, origin_node, valid_node_name, valid_origin,
+    ParseEnumError, Status, SyncBatch, VersionVector, origin_node, sort_newest_first,
+    valid_node_name, valid_origin,
 };
 pub use retention::{KeepOwn, Retention, RetentionReport};
 pub use schema::SCHEMA_VERSION;

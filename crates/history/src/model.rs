@@ -110,6 +110,50 @@ pub struct EventPosition {
     pub seq: u64,
 }
 
+impl EventFilter {
+    /// Whether `event` passes every condition but the limit: what
+    /// `db::query_events` selects, for events held outside the database
+    /// (an aggregated node's window of the cluster log).
+    pub fn matches(&self, event: &Event) -> bool {
+        self.node.as_ref().is_none_or(|node| event.node == *node)
+            && self.kind.is_none_or(|kind| event.kind == kind)
+            && self
+                .check
+                .as_ref()
+                .is_none_or(|check| event.check.as_ref() == Some(check))
+            && self
+                .since_unix_ms
+                .is_none_or(|since| event.at_unix_ms >= since)
+            && self
+                .until_unix_ms
+                .is_none_or(|until| event.at_unix_ms < until)
+            && self
+                .after
+                .as_ref()
+                .is_none_or(|after| newest_first(&after.key(), &event_key(event)).is_lt())
+    }
+}
+
+impl EventPosition {
+    fn key(&self) -> (u64, &str, u64) {
+        (self.at_unix_ms, &self.origin, self.seq)
+    }
+}
+
+fn event_key(event: &Event) -> (u64, &str, u64) {
+    (event.at_unix_ms, &event.origin, event.seq)
+}
+
+/// The order of `EventFilter` pages: newest first, then by origin and seq.
+fn newest_first(a: &(u64, &str, u64), b: &(u64, &str, u64)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+}
+
+/// Sorts events into the order of `EventFilter` pages.
+pub fn sort_newest_first(events: &mut [Event]) {
+    events.sort_by(|a, b| newest_first(&event_key(a), &event_key(b)));
+}
+
 impl Default for EventFilter {
     fn default() -> Self {
         EventFilter {

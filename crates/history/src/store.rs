@@ -343,6 +343,16 @@ impl Store {
         self.read(move |conn| db::query_events(conn, &filter)).await
     }
 
+    /// See `db::recent_events`.
+    pub async fn recent_events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
+        self.read(move |conn| db::recent_events(conn, after, limit))
+            .await
+    }
+
     /// See `db::version_vector`.
     pub async fn version_vector(&self) -> Result<VersionVector, StoreError> {
         self.read(db::version_vector).await

@@ -63,12 +63,17 @@ pub enum Purpose {
     HealthRequest,
     /// The changed part of the health table.
     HealthReply,
+    /// A node asking an aggregator for the newest events of the cluster
+    /// log (`POST /v1/window`).
+    WindowRequest,
+    /// Those events.
+    WindowReply,
 }
 
 impl Purpose {
     /// The channels whose bodies are sealed JSON over HTTP, stamped
     /// against replay (see `replay`).
-    pub const SEALED_JSON: [Purpose; 9] = [
+    pub const SEALED_JSON: [Purpose; 11] = [
         Purpose::SyncRequest,
         Purpose::SyncReply,
         Purpose::Annotation,
@@ -78,6 +83,8 @@ impl Purpose {
         Purpose::StreamReply,
         Purpose::HealthRequest,
         Purpose::HealthReply,
+        Purpose::WindowRequest,
+        Purpose::WindowReply,
     ];
 
     /// A short label, used as a Prometheus label value; keep them stable.
@@ -95,6 +102,8 @@ impl Purpose {
             Purpose::StreamReply => "stream_reply",
             Purpose::HealthRequest => "health_request",
             Purpose::HealthReply => "health_reply",
+            Purpose::WindowRequest => "window_request",
+            Purpose::WindowReply => "window_reply",
         }
     }
 
@@ -112,6 +121,8 @@ impl Purpose {
             Purpose::StreamReply => 10,
             Purpose::HealthRequest => 11,
             Purpose::HealthReply => 12,
+            Purpose::WindowRequest => 13,
+            Purpose::WindowReply => 14,
         }
     }
 }

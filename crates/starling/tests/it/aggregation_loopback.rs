@@ -247,22 +247,45 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
         })
         .await;
     }
-    // With every aggregator gone, a node still answers, from its own log,
-    // and says the rest is unavailable.
+    // The window lags the aggregators by a few health pulls: let two
+    // more asks pass, now that every event is on them.
+    let window_pulls = "starling_aggregation_window_pulls_total{result=\"ok\"}";
+    let asked = metric(&w1, window_pulls).await;
+    eventually("two more window pulls", || async {
+        metric(&w1, window_pulls).await >= asked + 2.0
+    })
+    .await;
+    // With every aggregator gone, a node still answers, from its own log
+    // and its window of the newest events (another node's included), and
+    // says the rest is unavailable.
     for aggregator in &mut aggregators {
         aggregator.kill();
     }
-    eventually("an answer that says it is incomplete", || async {
-        history_at(w1.api_addr, "w1").await.is_some_and(|page| {
-            page.incomplete.is_some()
+    for node in ["w1", "w0"] {
+        let complete = |page: &HistoryResponse| {
+            page.incomplete
+                .as_deref()
+                .is_some_and(|why| why.contains("newest events of the cluster it had from them"))
                 && before
                     .iter()
                     .chain(&after)
-                    .filter(|e| e.node == "w1")
-                    .all(|e| lists(&page, e))
-        })
-    })
-    .await;
+                    .filter(|e| e.node == node)
+                    .all(|e| lists(page, e))
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let page = history_at(w1.api_addr, node).await;
+            if page.as_ref().is_some_and(complete) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "w1 never answered for {node} from its log and window, saying it is \
+                 incomplete: {page:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let status = starling_client::status(&[w1.api_addr.to_string()]).await;
     assert!(status.is_ok(), "status still answers: {status:?}");
     // What no aggregator acknowledged is the only copy: past the age

@@ -45,12 +45,12 @@ struct Sealer {
 
 /// The most a receiver reads for each channel: the UDP maximum, the
 /// push-pull frame limit, the HTTP body limits of the routes (1 MiB for
-/// sync and health tables, 4 MiB for streams, 16 KiB for annotations, 256 KiB for reports); the puller and the
+/// sync, health tables and windows, 4 MiB for streams, 16 KiB for annotations, 256 KiB for reports); the puller and the
 /// probe read answers whole, capped here at the push-pull limit.
 fn transport_limit(purpose: Purpose) -> usize {
     match purpose {
         Purpose::Datagram | Purpose::Echo => 65_507,
-        Purpose::SyncRequest | Purpose::HealthRequest => 1 << 20,
+        Purpose::SyncRequest | Purpose::HealthRequest | Purpose::WindowRequest => 1 << 20,
         Purpose::StreamRequest => 4 << 20,
         Purpose::Annotation => 16 << 10,
         Purpose::ProbeReport => 256 << 10,
@@ -58,7 +58,8 @@ fn transport_limit(purpose: Purpose) -> usize {
         | Purpose::SyncReply
         | Purpose::ProbeAssignment
         | Purpose::StreamReply
-        | Purpose::HealthReply => 16 << 20,
+        | Purpose::HealthReply
+        | Purpose::WindowReply => 16 << 20,
     }
 }
 
