@@ -44,7 +44,7 @@ const MAX_PAGES: usize = 100;
 /// default interval): it serves only while every aggregator is down, so a
 /// few seconds' lag costs little, and each ask is bounded
 /// (`WINDOW_BATCH_ROWS`).
-const WINDOW_EVERY: u64 = 3;
+pub const WINDOW_EVERY_HEALTH_PULLS: u64 = 3;
 
 pub(crate) async fn run(puller: HealthPuller, shutdown: impl std::future::Future<Output = ()>) {
     let client = exchange::client();
@@ -62,7 +62,7 @@ pub(crate) async fn run(puller: HealthPuller, shutdown: impl std::future::Future
             continue;
         }
         // The first pull asks for the window too: after a start it is empty.
-        let with_window = pulls.is_multiple_of(WINDOW_EVERY);
+        let with_window = pulls.is_multiple_of(WINDOW_EVERY_HEALTH_PULLS);
         pulls += 1;
         let candidates = {
             let view = Arc::clone(&puller.gossip.view.borrow());

@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use exchange::{ExchangeError, client, pull_health, pull_window, send_stream};
 pub use forward::{ForwardError, Forwarder};
+pub use health::WINDOW_EVERY_HEALTH_PULLS;
 pub use metrics::AggregationMetrics;
 pub use mode::{Mode, ModeRule};
 pub use owners::{Aggregator, DEFAULT_REPLICAS, alive_aggregators, owners, ranked};

@@ -6,7 +6,8 @@
 //! aggregators that own it (the same rendezvous ranking, the same sealed
 //! `StreamRequest`), asks each owner again after the idle interval, and
 //! pulls the health table from its first-ranked aggregator every health
-//! interval from where its last pull left off. The aggregators are real
+//! interval from where its last pull left off, and its window of the
+//! newest events every few pulls. The aggregators are real
 //! `starling agent --role aggregator` processes on loopback that gossip and
 //! pull anti-entropy among themselves as in production; their CPU comes
 //! from /proc, their storage from their SQLite files.
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use starling_aggregator::{
     Aggregator, DEFAULT_HEALTH_INTERVAL, DEFAULT_STREAM_IDLE_INTERVAL, HealthRequest,
-    StreamRequest, ranked,
+    StreamRequest, WINDOW_EVERY_HEALTH_PULLS, WindowRequest, ranked,
 };
 use starling_history::{Event, EventKind, SyncBatch};
 use starling_seal::Keyring;
@@ -58,9 +59,14 @@ pub struct AggregatorBenchArgs {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
     pub duration: u64,
 
-    /// Leave the health pulls out, to measure the ingest alone.
+    /// Leave the health pulls (and the window asks that go with them) out,
+    /// to measure the ingest alone.
     #[arg(long)]
     pub without_health_pulls: bool,
+
+    /// Leave the window asks out, to see what the window costs.
+    #[arg(long)]
+    pub without_window: bool,
 
     /// First loopback address of the aggregators.
     #[arg(long, default_value = "127.0.110.1")]
@@ -89,6 +95,7 @@ struct Tally {
     pull_latency: Mutex<Vec<Duration>>,
     failures: AtomicU64,
     rows_pulled: AtomicU64,
+    window_events: AtomicU64,
 }
 
 pub async fn run(args: AggregatorBenchArgs) -> Result<(), BenchError> {
@@ -313,6 +320,7 @@ struct Load {
     /// Empty streams of owners asked again after the idle interval.
     idle_asks: f64,
     health_pulls: f64,
+    window_pulls: f64,
 }
 
 /// What was sent over the measurement.
@@ -322,6 +330,7 @@ struct Issued {
     streams: u64,
     idle_asks: u64,
     health_pulls: u64,
+    window_pulls: u64,
 }
 
 impl Load {
@@ -329,16 +338,22 @@ impl Load {
         let nodes = args.nodes as f64;
         let per_node = args.events_per_node_per_minute / 60.0;
         let idle = 1.0 / DEFAULT_STREAM_IDLE_INTERVAL.as_secs_f64();
+        let health_pulls = if args.without_health_pulls {
+            0.0
+        } else {
+            nodes / DEFAULT_HEALTH_INTERVAL.as_secs_f64()
+        };
         Load {
             duration: Duration::from_secs(args.duration),
             events: nodes * per_node,
             // An owner that got a stream is asked again after the idle
             // interval only if no event came in between.
             idle_asks: nodes * args.replicas as f64 * (idle - per_node).max(0.0),
-            health_pulls: if args.without_health_pulls {
+            health_pulls,
+            window_pulls: if args.without_window {
                 0.0
             } else {
-                nodes / DEFAULT_HEALTH_INTERVAL.as_secs_f64()
+                health_pulls / WINDOW_EVERY_HEALTH_PULLS as f64
             },
         }
     }
@@ -362,7 +377,14 @@ impl Load {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
         let mut issued = Issued::default();
-        let (mut next_event, mut next_idle, mut next_pull) = (0, 0, 0);
+        // Each node's window starts where its aggregator's log stands.
+        let windows: Arc<Vec<Mutex<(String, u64)>>> = Arc::new(
+            cursors
+                .iter()
+                .map(|health| Mutex::new((lock(health).0.clone(), 0)))
+                .collect(),
+        );
+        let (mut next_event, mut next_idle, mut next_pull, mut next_window) = (0, 0, 0, 0);
         let started = Instant::now();
         let mut ticker = tokio::time::interval(Duration::from_millis(10));
         while started.elapsed() < self.duration {
@@ -413,6 +435,19 @@ impl Load {
                     pull(&client, &keyring, from, &cursors[index], &tally).await;
                 });
                 issued.health_pulls += 1;
+            }
+            while (issued.window_pulls as f64) < self.window_pulls * elapsed {
+                let index = next_window % nodes.len();
+                let from = nodes[index].health_from;
+                next_window += 1;
+                let permit = Arc::clone(&permits).acquire_owned().await;
+                let (client, keyring) = (client.clone(), Arc::clone(keyring));
+                let (windows, tally) = (Arc::clone(&windows), Arc::clone(&tally));
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    pull_window(&client, &keyring, from, &windows[index], &tally).await;
+                });
+                issued.window_pulls += 1;
             }
             while tasks.try_join_next().is_some() {}
         }
@@ -472,6 +507,34 @@ async fn pull(
                 tally.failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+        }
+    }
+}
+
+/// One node's window ask: the newest events since its last ask. The first
+/// ask of each node takes the newest batch, as a node's first ask after a
+/// start does.
+async fn pull_window(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    from: SocketAddr,
+    cursor: &Mutex<(String, u64)>,
+    tally: &Tally,
+) {
+    let (epoch, after) = lock(cursor).clone();
+    let request = WindowRequest {
+        epoch: Some(epoch),
+        after,
+    };
+    match starling_aggregator::pull_window(client, keyring, from, &request).await {
+        Ok(reply) => {
+            tally
+                .window_events
+                .fetch_add(reply.events.len() as u64, Ordering::Relaxed);
+            lock(cursor).1 = reply.through;
+        }
+        Err(_) => {
+            tally.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -588,8 +651,8 @@ fn report(
     out.push_str(&format!("- Command: `{}`\n", super::command_line()));
     out.push_str(&format!(
         "- Load of {} nodes over {} s: {:.1} transitions/s to {} owners each ({} streams), \
-         {:.1} idle asks/s ({} sent), {:.1} health pulls/s ({} sent, {} rows returned); \
-         {} requests failed\n",
+         {:.1} idle asks/s ({} sent), {:.1} health pulls/s ({} sent, {} rows returned), \
+         {:.1} window asks/s ({} sent, {} events returned); {} requests failed\n",
         args.nodes,
         args.duration,
         issued.events as f64 / secs,
@@ -600,6 +663,9 @@ fn report(
         issued.health_pulls as f64 / secs,
         issued.health_pulls,
         tally.rows_pulled.load(Ordering::Relaxed),
+        issued.window_pulls as f64 / secs,
+        issued.window_pulls,
+        tally.window_events.load(Ordering::Relaxed),
         tally.failures.load(Ordering::Relaxed),
     ));
     out.push_str(&format!(
