@@ -354,7 +354,6 @@ impl AgentView for AgentSurface {
     }
 }
 
-/// A page of this node's own history database, and the cursor to the next.
 /// Why an aggregated node's own answer is incomplete, and what it holds.
 fn unanswered(why: &str, window: &RecentWindow) -> String {
     let held = match window.oldest_at() {
@@ -374,9 +373,9 @@ fn unanswered(why: &str, window: &RecentWindow) -> String {
     )
 }
 
-/// A page of the history from the database, merged with the window's
-/// events when given: both select and order by the same filter, so the
-/// cursor of a merged page continues both.
+/// A page of the history from this node's database, merged with the
+/// window's events when given, and the cursor to the next: both select and
+/// order by the same filter, so the cursor of a merged page continues both.
 async fn local_history(
     store: &Store,
     query: HistoryQuery,
