@@ -358,8 +358,8 @@ impl AgentView for AgentSurface {
 fn unanswered(why: &str, window: &RecentWindow) -> String {
     let held = match window.oldest_at() {
         Some(oldest) => format!(
-            "this node's own log and the {} newest events of the cluster it had from them \
-             (none older than {})",
+            "this node's own log and the {} newest events of the cluster it had from the \
+             aggregators (none older than {})",
             window.len(),
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + Duration::from_millis(oldest)

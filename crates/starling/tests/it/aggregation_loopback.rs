@@ -263,14 +263,13 @@ async fn acknowledged_events_survive_an_aggregator_killed_and_one_wiped() {
     }
     for node in ["w1", "w0"] {
         let complete = |page: &HistoryResponse| {
-            page.incomplete
-                .as_deref()
-                .is_some_and(|why| why.contains("newest events of the cluster it had from them"))
-                && before
-                    .iter()
-                    .chain(&after)
-                    .filter(|e| e.node == node)
-                    .all(|e| lists(page, e))
+            page.incomplete.as_deref().is_some_and(|why| {
+                why.contains("newest events of the cluster it had from the aggregators")
+            }) && before
+                .iter()
+                .chain(&after)
+                .filter(|e| e.node == node)
+                .all(|e| lists(page, e))
         };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
