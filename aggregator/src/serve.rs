@@ -98,12 +98,7 @@ pub async fn answer_health(
     let request: HealthRequest =
         starling_seal::open_json(keyring, Purpose::HealthRequest, body.to_vec())
             .map_err(refusal("health table"))?;
-    let epoch = store.origin().to_owned();
-    let after = if request.epoch.as_deref() == Some(epoch.as_str()) {
-        request.after
-    } else {
-        0
-    };
+    let (epoch, after) = place(store, request.epoch.as_deref(), request.after);
     let mut changed = store
         .latest_after(after, HEALTH_BATCH_ROWS + 1)
         .await
@@ -131,13 +126,7 @@ pub async fn answer_window(
     let request: WindowRequest =
         starling_seal::open_json(keyring, Purpose::WindowRequest, body.to_vec())
             .map_err(refusal("window"))?;
-    let epoch = store.origin().to_owned();
-    // Another database's places are not ours: start from our newest.
-    let after = if request.epoch.as_deref() == Some(epoch.as_str()) {
-        request.after
-    } else {
-        0
-    };
+    let (epoch, after) = place(store, request.epoch.as_deref(), request.after);
     let (events, through) = store
         .recent_events(after, WINDOW_BATCH_ROWS)
         .await
@@ -149,6 +138,20 @@ pub async fn answer_window(
         through,
     };
     Ok(seal_json(keyring, Purpose::WindowReply, &reply))
+}
+
+/// This database's epoch, and the asker's place in it: `after` if the
+/// asker got it from this very database, else 0 (from the start of the
+/// table, the newest of the log). Another aggregator's places, or ours
+/// before a wipe, mean nothing here.
+fn place(store: &Store, asked_epoch: Option<&str>, after: u64) -> (String, u64) {
+    let epoch = store.origin().to_owned();
+    let after = if asked_epoch == Some(epoch.as_str()) {
+        after
+    } else {
+        0
+    };
+    (epoch, after)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> ApiError {
