@@ -14,19 +14,12 @@ use starling_replicate::Scope;
 use starling_seal::Keyring;
 use tokio::sync::watch;
 
+use crate::cursor::Cursor;
 use crate::exchange::{self, ExchangeError};
 use crate::metrics::AggregationMetrics;
 use crate::owners::{Aggregator, alive_aggregators, ranked};
 use crate::window::RecentWindow;
 use crate::wire::{HealthReply, HealthRequest, WindowRequest};
-
-/// Where this node's copy stands: which aggregator database it follows,
-/// and the newest revision of it that it holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Cursor {
-    epoch: Option<String>,
-    after: u64,
-}
 
 pub(crate) struct HealthPuller {
     pub store: Store,

@@ -22,6 +22,7 @@
 //! ([`ModeRule`]); the layers below only see the resulting
 //! [`Scope`](starling_replicate::Scope).
 
+mod cursor;
 mod exchange;
 mod forward;
 mod health;

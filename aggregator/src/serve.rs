@@ -140,10 +140,9 @@ pub async fn answer_window(
     Ok(seal_json(keyring, Purpose::WindowReply, &reply))
 }
 
-/// This database's epoch, and the asker's place in it: `after` if the
-/// asker got it from this very database, else 0 (from the start of the
-/// table, the newest of the log). Another aggregator's places, or ours
-/// before a wipe, mean nothing here.
+/// This database's epoch, and the asker's place in it (see `Cursor`):
+/// `after` if the asker got it from this very database, else 0 (from the
+/// start of the table, the newest of the log).
 fn place(store: &Store, asked_epoch: Option<&str>, after: u64) -> (String, u64) {
     let epoch = store.origin().to_owned();
     let after = if asked_epoch == Some(epoch.as_str()) {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use starling_history::{Event, EventFilter, sort_newest_first};
 
+use crate::cursor::Cursor;
 use crate::wire::WindowReply;
 
 /// Events the window holds: about 300 bytes each in memory, so a few
@@ -35,15 +36,9 @@ struct Held {
     /// (origin, seq) of every event held: an event arrives once however
     /// many aggregators send it.
     keys: HashSet<(String, u64)>,
-    /// Where the next ask starts.
-    cursor: WindowCursor,
-}
-
-/// The asker's place in one aggregator database's arrival order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct WindowCursor {
-    pub epoch: Option<String>,
-    pub after: u64,
+    /// Where the next ask starts, in the arrival order of the aggregator
+    /// that answered last.
+    cursor: Cursor,
 }
 
 impl RecentWindow {
@@ -75,7 +70,7 @@ impl RecentWindow {
         self.len() == 0
     }
 
-    pub(crate) fn cursor(&self) -> WindowCursor {
+    pub(crate) fn cursor(&self) -> Cursor {
         self.held().cursor.clone()
     }
 
@@ -93,7 +88,7 @@ impl RecentWindow {
                 held.keys.remove(&(oldest.origin, oldest.seq));
             }
         }
-        held.cursor = WindowCursor {
+        held.cursor = Cursor {
             epoch: Some(reply.epoch),
             after: reply.through,
         };
@@ -158,7 +153,7 @@ mod tests {
         );
         assert_eq!(
             window.cursor(),
-            WindowCursor {
+            Cursor {
                 epoch: Some("agg-0#01".to_owned()),
                 after: 9
             }
