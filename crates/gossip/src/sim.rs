@@ -16,31 +16,24 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::Member;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+mod bytes;
+mod queue;
+
+pub use bytes::{TCP_HEADERS, Traffic, tcp_exchange_bytes};
 
 use crate::pushpull::{self, Trailer};
 use crate::{
     GossipConfig, GossipNode, MemberState, NodeId, NodeIdentity, NodeMeta, PushPull, Role,
     SERVICE_SLOTS, Transition,
 };
+use bytes::{connection_bytes, datagram_bytes, frame_bytes};
+use queue::{Event, Scheduled};
 
-/// IPv4 and UDP headers around each datagram.
-const UDP_HEADERS: u64 = 20 + 8;
-/// IPv4 and TCP headers (with the timestamp option Linux sends) around
-/// each TCP segment.
-const TCP_HEADERS: u64 = 20 + 32;
-/// Segments of a short TCP connection besides its data: the handshake
-/// (SYN, SYN-ACK, ACK) and the close (FIN, ACK both ways), by side.
-const TCP_SETUP_SEGMENTS: (u64, u64) = (4, 3);
-
-/// Bytes a node put on the wire and took off it, headers included.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Traffic {
-    pub sent: u64,
-    pub received: u64,
-}
+/// Why gossip refused to spread a payload (foca's own error).
+pub type SpreadError = foca::Error;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -52,6 +45,10 @@ pub struct SimConfig {
     pub latency: Duration,
     pub jitter: Duration,
     pub gossip: GossipConfig,
+    /// Keep each payload a node takes for [`Sim::take_payloads`], for an
+    /// upper layer that reads them (replication's simulation); off, only
+    /// the count is kept, which is all the gossip figures need.
+    pub keep_payloads: bool,
 }
 
 impl SimConfig {
@@ -63,59 +60,8 @@ impl SimConfig {
             latency: Duration::from_micros(300),
             jitter: Duration::from_millis(2),
             gossip: GossipConfig::default(),
+            keep_payloads: false,
         }
-    }
-}
-
-#[derive(Debug)]
-enum Event {
-    Start {
-        node: usize,
-        seed: Option<usize>,
-    },
-    Datagram {
-        to: usize,
-        data: Vec<u8>,
-    },
-    Wake {
-        node: usize,
-    },
-    PushPull {
-        from: usize,
-        to: usize,
-        state: Vec<Member<NodeId>>,
-        digest_first: bool,
-    },
-    PushPullReply {
-        to: usize,
-        state: Vec<Member<NodeId>>,
-    },
-    Resume {
-        node: usize,
-    },
-}
-
-#[derive(Debug)]
-struct Scheduled {
-    at: Duration,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
@@ -166,6 +112,10 @@ pub struct Sim {
     traffic: Vec<Traffic>,
     /// Per node, payloads (an upper layer's rows) it took from gossip.
     payloads_taken: Vec<u32>,
+    /// With `keep_payloads`: what each node took and nobody read yet, and
+    /// which nodes have any, so a reader visits only those.
+    inbox: Vec<Vec<Vec<u8>>>,
+    unread: Vec<usize>,
 }
 
 pub fn addr_of(index: usize) -> SocketAddr {
@@ -195,6 +145,7 @@ impl Sim {
         let by_addr = (0..config.nodes).map(|i| (addr_of(i), i)).collect();
         let traffic = vec![Traffic::default(); config.nodes];
         let payloads_taken = vec![0; config.nodes];
+        let inbox = vec![Vec::new(); config.nodes];
         Sim {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -208,6 +159,8 @@ impl Sim {
             datagrams_delivered: 0,
             traffic,
             payloads_taken,
+            inbox,
+            unread: Vec::new(),
         }
     }
 
@@ -325,7 +278,7 @@ impl Sim {
         origin: String,
         seq: u64,
         payload: Vec<u8>,
-    ) -> Result<(), foca::Error> {
+    ) -> Result<(), SpreadError> {
         let now = self.now;
         let gossip = self.nodes[node].node.as_mut().expect("running");
         gossip.spread_payload(origin, seq, payload, now)?;
@@ -338,9 +291,29 @@ impl Sim {
         self.nodes.len()
     }
 
+    /// The payloads nodes took from gossip since the last call, by node
+    /// (with `keep_payloads`; otherwise always empty).
+    pub fn take_payloads(&mut self) -> Vec<(usize, Vec<Vec<u8>>)> {
+        std::mem::take(&mut self.unread)
+            .into_iter()
+            .map(|node| (node, std::mem::take(&mut self.inbox[node])))
+            .collect()
+    }
+
+    /// The node with this gossip address.
+    pub fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        self.by_addr.get(addr).copied()
+    }
+
     /// Nodes that took at least `count` payloads from gossip.
     pub fn nodes_holding_payloads(&self, count: u32) -> usize {
         self.payloads_taken.iter().filter(|&&n| n >= count).count()
+    }
+
+    /// Whether a connection from one node to another would be answered:
+    /// the peer runs and no partition lies between.
+    pub fn reachable(&self, from: usize, to: usize) -> bool {
+        self.is_running(to) && !self.blocked.contains(&(from, to))
     }
 
     pub fn is_running(&self, node: usize) -> bool {
@@ -511,9 +484,9 @@ impl Sim {
                         },
                     );
                 }
-                let (setup_from, setup_to) = TCP_SETUP_SEGMENTS;
-                self.carry(from, to, frames.0 + setup_from * TCP_HEADERS);
-                self.carry(to, from, frames.1 + setup_to * TCP_HEADERS);
+                let (setup_from, setup_to) = connection_bytes();
+                self.carry(from, to, frames.0 + setup_from);
+                self.carry(to, from, frames.1 + setup_to);
             }
             Event::PushPullReply { to, state } => {
                 let gossip = self.nodes[to].node.as_mut().expect("running");
@@ -551,7 +524,14 @@ impl Sim {
                 });
             }
         }
-        self.payloads_taken[index] += gossip.take_payloads().len() as u32;
+        let payloads = gossip.take_payloads();
+        self.payloads_taken[index] += payloads.len() as u32;
+        if self.config.keep_payloads && !payloads.is_empty() {
+            if self.inbox[index].is_empty() {
+                self.unread.push(index);
+            }
+            self.inbox[index].extend(payloads);
+        }
         let next = gossip.next_deadline();
         for (to_addr, data) in outgoing {
             let Some(&to) = self.by_addr.get(&to_addr) else {
@@ -601,15 +581,4 @@ impl Sim {
         let jitter = self.config.jitter.mul_f64(self.rng.random_range(0.0..1.0));
         self.config.latency + jitter
     }
-}
-
-/// A datagram on the wire: foca's bytes sealed, in IP and UDP.
-fn datagram_bytes(data: &[u8]) -> u64 {
-    (data.len() + starling_seal::OVERHEAD) as u64 + UDP_HEADERS
-}
-
-/// A push-pull frame on the wire, as `pushpull::write_state` writes it, in
-/// one TCP segment and the peer's ACK of it.
-fn frame_bytes(members: &[Member<NodeId>], trailer: Option<Trailer>) -> u64 {
-    pushpull::frame_len(members, trailer) as u64 + 2 * TCP_HEADERS
 }

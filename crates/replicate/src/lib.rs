@@ -12,6 +12,8 @@ mod pull;
 mod push;
 mod recorder;
 mod serve;
+#[doc(hidden)]
+pub mod sim;
 mod wire;
 
 use std::sync::Arc;
