@@ -108,6 +108,10 @@ pub(crate) struct MemberTable {
     by_addr: HashMap<SocketAddr, MemberRecord>,
     leaving: HashSet<(SocketAddr, u64)>,
     events: Vec<MembershipEvent>,
+    /// Records in state Suspect, kept by `set` (the only place a state
+    /// changes): while there are none, the housekeeping pass needs no
+    /// lookup for a member foca counts alive.
+    suspects: usize,
     /// How long a suspicion must have lasted here for the Down that ends
     /// it to count as checked (see `MemberRecord::suspected_before_down`).
     checked_suspicion: Duration,
@@ -131,6 +135,11 @@ impl MemberTable {
 
     pub fn len(&self) -> usize {
         self.by_addr.len()
+    }
+
+    /// Whether any member is suspect here.
+    pub fn has_suspects(&self) -> bool {
+        self.suspects > 0
     }
 
     pub fn take_events(&mut self) -> Vec<MembershipEvent> {
@@ -254,6 +263,12 @@ impl MemberTable {
         now: Duration,
         transition: Option<Transition>,
     ) {
+        let was_suspect = self
+            .by_addr
+            .get(&id.addr)
+            .is_some_and(|r| r.state == MemberState::Suspect);
+        self.suspects -= usize::from(was_suspect);
+        self.suspects += usize::from(state == MemberState::Suspect);
         let record = self.by_addr.entry(id.addr).or_insert_with(|| MemberRecord {
             id: id.clone(),
             state,
@@ -302,6 +317,38 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    /// The count the housekeeping pass relies on follows every way a
+    /// member enters and leaves suspicion.
+    #[test]
+    fn suspects_are_counted_through_every_change() {
+        let mut table = MemberTable::default();
+        let count = |t: &MemberTable| {
+            let counted = t.iter().filter(|r| r.state == MemberState::Suspect).count();
+            assert_eq!(t.has_suspects(), counted > 0);
+            counted
+        };
+        table.up(&id(2, 1), secs(0));
+        table.up(&id(3, 1), secs(0));
+        assert_eq!(count(&table), 0);
+        table.observe(&id(2, 1), true, secs(1));
+        table.observe(&id(3, 1), true, secs(1));
+        table.observe(&id(3, 1), true, secs(2));
+        assert_eq!(count(&table), 2);
+        table.observe(&id(3, 1), false, secs(3));
+        assert_eq!(count(&table), 1);
+        table.down(&id(2, 1), secs(4));
+        assert_eq!(count(&table), 0);
+        table.observe(&id(3, 1), true, secs(5));
+        let restarted = id(3, 1).renew().expect("renews");
+        table.renamed(&restarted, secs(6));
+        count(&table);
+        table.up(&restarted, secs(7));
+        table.down(&restarted, secs(8));
+        table.retain(|_| false);
+        assert_eq!(count(&table), 0);
+        assert_eq!(table.len(), 0, "only the down are forgotten, and all are");
     }
 
     #[test]

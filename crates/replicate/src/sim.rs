@@ -282,11 +282,14 @@ impl ReplicaSim {
     /// A member `node`'s gossip counts alive, as the pull loop picks.
     fn pick_peer(&mut self, node: usize) -> Option<usize> {
         let gossip = self.gossip.node(node)?;
-        let candidates: Vec<_> = gossip
+        let mut candidates: Vec<_> = gossip
             .members()
             .filter(|m| m.state == MemberState::Alive)
             .map(|m| m.id.addr)
             .collect();
+        // The member table is a hash map: in its order, one seed would not
+        // give one run.
+        candidates.sort_unstable();
         let cadence = &self.replicas[node].cadence;
         let rng = &mut self.rng;
         let addr = cadence.pick(&candidates, |len| rng.random_range(0..len))?;

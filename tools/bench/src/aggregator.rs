@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ struct VirtualNode {
 #[derive(Default)]
 struct Tally {
     stream_latency: Mutex<Vec<Duration>>,
+    /// Per event, from its transition until the last of its owners
+    /// acknowledged it.
+    on_every_owner: Mutex<Vec<Duration>>,
     pull_latency: Mutex<Vec<Duration>>,
     failures: AtomicU64,
     rows_pulled: AtomicU64,
@@ -397,13 +400,18 @@ impl Load {
                 let from = node.seq;
                 let event = transition(node);
                 let request = Arc::new(stream_of(node, from, vec![event]));
+                let acks = Arc::new(Acks {
+                    since: Instant::now(),
+                    waiting: AtomicUsize::new(node.owners.len()),
+                });
                 for &owner in &node.owners {
                     let permit = Arc::clone(&permits).acquire_owned().await;
                     let (client, keyring) = (client.clone(), Arc::clone(keyring));
                     let (request, tally) = (Arc::clone(&request), Arc::clone(&tally));
+                    let acks = Some(Arc::clone(&acks));
                     tasks.spawn(async move {
                         let _permit = permit;
-                        stream(&client, &keyring, owner, &request, &tally).await;
+                        stream(&client, &keyring, owner, &request, &tally, acks).await;
                     });
                     issued.streams += 1;
                 }
@@ -419,7 +427,7 @@ impl Load {
                     (client.clone(), Arc::clone(keyring), Arc::clone(&tally));
                 tasks.spawn(async move {
                     let _permit = permit;
-                    stream(&client, &keyring, owner, &request, &tally).await;
+                    stream(&client, &keyring, owner, &request, &tally, None).await;
                 });
                 issued.idle_asks += 1;
             }
@@ -456,18 +464,30 @@ impl Load {
     }
 }
 
+/// One event's owners still to acknowledge it.
+struct Acks {
+    since: Instant,
+    waiting: AtomicUsize,
+}
+
 async fn stream(
     client: &reqwest::Client,
     keyring: &Keyring,
     owner: SocketAddr,
     request: &StreamRequest,
     tally: &Tally,
+    event: Option<Arc<Acks>>,
 ) {
     let sent = Instant::now();
     let expected = request.batch.through.values().next().copied();
     match starling_aggregator::send_stream(client, keyring, owner, request).await {
         Ok(reply) if expected.is_none_or(|seq| reply.through >= seq) => {
             lock(&tally.stream_latency).push(sent.elapsed());
+            if let Some(acks) = event
+                && acks.waiting.fetch_sub(1, Ordering::AcqRel) == 1
+            {
+                lock(&tally.on_every_owner).push(acks.since.elapsed());
+            }
         }
         Ok(_) | Err(_) => {
             tally.failures.fetch_add(1, Ordering::Relaxed);
@@ -627,8 +647,10 @@ fn report(
     let secs = args.duration as f64;
     let mut streams = lock(&tally.stream_latency).clone();
     let mut pulls = lock(&tally.pull_latency).clone();
+    let mut on_owners = lock(&tally.on_every_owner).clone();
     streams.sort();
     pulls.sort();
+    on_owners.sort();
     let quantiles = |sorted: &[Duration]| {
         if sorted.is_empty() {
             "none".to_owned()
@@ -672,6 +694,13 @@ fn report(
         "- Acknowledgement of a stream: {}; a health pull: {}\n",
         quantiles(&streams),
         quantiles(&pulls)
+    ));
+    out.push_str(&format!(
+        "- An event on all {} of its owners, from its transition to the last acknowledgement: {} \
+         (a node's streamer sends at most {:?} after the transition, its stream interval)\n",
+        args.replicas,
+        quantiles(&on_owners),
+        starling_aggregator::DEFAULT_STREAM_INTERVAL,
     ));
     out.push_str(&format!(
         "- Loopback traffic (every packet once, the aggregators' gossip and anti-entropy \
