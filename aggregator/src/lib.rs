@@ -30,6 +30,8 @@ mod metrics;
 mod mode;
 mod owners;
 mod serve;
+#[doc(hidden)]
+pub mod sim;
 mod stream;
 mod window;
 mod wire;

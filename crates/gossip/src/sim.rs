@@ -49,6 +49,8 @@ pub struct SimConfig {
     /// upper layer that reads them (replication's simulation); off, only
     /// the count is kept, which is all the gossip figures need.
     pub keep_payloads: bool,
+    /// The first this many nodes are aggregators (by their gossip role).
+    pub aggregators: usize,
 }
 
 impl SimConfig {
@@ -61,6 +63,7 @@ impl SimConfig {
             jitter: Duration::from_millis(2),
             gossip: GossipConfig::default(),
             keep_payloads: false,
+            aggregators: 0,
         }
     }
 }
@@ -132,7 +135,11 @@ impl Sim {
                     addr: addr_of(i),
                     incarnation: 1,
                     meta: NodeMeta {
-                        role: Role::Worker,
+                        role: if i < config.aggregators {
+                            Role::Aggregator
+                        } else {
+                            Role::Worker
+                        },
                         services: [None; SERVICE_SLOTS],
                     },
                 }),

@@ -27,7 +27,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use starling_gossip::sim::{self as gossip_sim, Sim, SimConfig, Traffic};
-use starling_gossip::{MemberState, Transition};
+use starling_gossip::{MemberState, Role, Transition};
 use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_history::{Event, EventKind, SyncBatch, VersionVector};
 use starling_seal::{Keyring, Purpose, seal_json};
@@ -35,7 +35,7 @@ use starling_seal::{Keyring, Purpose, seal_json};
 use super::cadence::{Cadence, Outcome};
 use super::serve::{SYNC_BATCH_ROWS, compare};
 use super::wire::{self, Comparison, Fingerprint, Pushed, SyncReply, SyncRequest};
-use super::{DEFAULT_PULL_IDLE_INTERVAL, DEFAULT_PULL_INTERVAL};
+use super::{DEFAULT_PULL_IDLE_INTERVAL, DEFAULT_PULL_INTERVAL, Scope};
 
 /// Bytes of the HTTP/1.1 heads around one `POST /v1/sync` and its answer,
 /// as the real client and server write them.
@@ -69,6 +69,11 @@ struct Replica {
     /// When this node pulls next; the queue may hold stale times, this is
     /// the one that counts.
     next_pull: Duration,
+    /// Whom it replicates with, as the aggregation layer sets it.
+    scope: Scope,
+    /// With [`ReplicaSim::keep_arrivals`]: every row this node took, in
+    /// the order it took them (an aggregator's log by rowid).
+    arrivals: Option<Vec<(usize, u64)>>,
 }
 
 #[derive(Debug)]
@@ -104,6 +109,8 @@ impl ReplicaSim {
                 ahead: BTreeSet::new(),
                 cadence: Cadence::new(DEFAULT_PULL_INTERVAL, DEFAULT_PULL_IDLE_INTERVAL),
                 next_pull: Duration::ZERO,
+                scope: Scope::Everyone,
+                arrivals: None,
             })
             .collect();
         ReplicaSim {
@@ -131,7 +138,14 @@ impl ReplicaSim {
         }
     }
 
-    /// Anti-entropy's bytes for `node` since the last reset.
+    /// Replicate as `scope` says from now on: the aggregation layer's
+    /// decision for this node.
+    pub fn set_scope(&mut self, node: usize, scope: Scope) {
+        self.replicas[node].scope = scope;
+    }
+
+    /// Bytes for `node` above gossip since the last reset: anti-entropy,
+    /// and whatever an upper layer counted with [`ReplicaSim::exchange`].
     pub fn traffic(&self, node: usize) -> Traffic {
         self.traffic[node]
     }
@@ -146,15 +160,38 @@ impl ReplicaSim {
         self.gossip.now()
     }
 
-    /// `node` records a new event, and pushes it as the publisher does.
-    /// Returns its (origin, seq).
+    /// `node` records a new event, and in full replication pushes it, as
+    /// the publisher does. Returns its (origin, seq).
     pub fn record(&mut self, node: usize) -> Result<(usize, u64), gossip_sim::SpreadError> {
         let seq = self.replicas[node].through[node] + 1;
-        let event = self.row(node, seq);
-        self.gossip
-            .spread(node, event.origin.clone(), seq, wire::encode_push(&event))?;
+        if self.replicas[node].scope == Scope::Everyone {
+            let event = self.row(node, seq);
+            self.gossip
+                .spread(node, event.origin.clone(), seq, wire::encode_push(&event))?;
+        }
         self.hold(node, node, seq);
         Ok((node, seq))
+    }
+
+    /// Keep the order in which `node` takes rows from now on.
+    pub fn keep_arrivals(&mut self, node: usize) {
+        self.replicas[node].arrivals.get_or_insert_with(Vec::new);
+    }
+
+    /// The rows `node` took since [`ReplicaSim::keep_arrivals`], as
+    /// (origin, seq), in the order it took them.
+    pub fn arrivals(&self, node: usize) -> &[(usize, u64)] {
+        self.replicas[node].arrivals.as_deref().unwrap_or_default()
+    }
+
+    /// Every seq of `origin`'s log up to this is on `node`.
+    pub fn through(&self, node: usize, origin: usize) -> u64 {
+        self.replicas[node].through[origin]
+    }
+
+    /// The log id of `node`.
+    pub fn origin(&self, node: usize) -> &str {
+        &self.origins[node]
     }
 
     /// Nodes holding row `seq` of `origin`'s log.
@@ -232,11 +269,14 @@ impl ReplicaSim {
     }
 
     /// Take a row; true when it lies past a gap (the push task's news).
-    fn hold(&mut self, node: usize, origin: usize, seq: u64) -> bool {
+    pub fn hold(&mut self, node: usize, origin: usize, seq: u64) -> bool {
         let replica = &mut self.replicas[node];
         let through = &mut replica.through[origin];
-        if seq <= *through {
+        if seq <= *through || replica.ahead.contains(&(origin, seq)) {
             return false;
+        }
+        if let Some(arrivals) = &mut replica.arrivals {
+            arrivals.push((origin, seq));
         }
         if seq > *through + 1 {
             replica.ahead.insert((origin, seq));
@@ -270,7 +310,12 @@ impl ReplicaSim {
 
     /// One round of the pull loop for `node`.
     fn pull(&mut self, node: usize) {
-        if let Some(peer) = self.pick_peer(node) {
+        // An ordinary node of an aggregated cluster pulls from no one.
+        let peer = match self.replicas[node].scope {
+            Scope::OwnLog => None,
+            scope => self.pick_peer(node, scope),
+        };
+        if let Some(peer) = peer {
             let outcome = self.pull_from(node, peer);
             let addr = gossip_sim::addr_of(peer);
             self.replicas[node].cadence.after(addr, outcome);
@@ -279,12 +324,14 @@ impl ReplicaSim {
         self.schedule_pull(node, self.now() + pause);
     }
 
-    /// A member `node`'s gossip counts alive, as the pull loop picks.
-    fn pick_peer(&mut self, node: usize) -> Option<usize> {
+    /// A member `node`'s gossip counts alive, as the pull loop picks:
+    /// any, or only aggregators.
+    fn pick_peer(&mut self, node: usize, scope: Scope) -> Option<usize> {
         let gossip = self.gossip.node(node)?;
         let mut candidates: Vec<_> = gossip
             .members()
             .filter(|m| m.state == MemberState::Alive)
+            .filter(|m| scope == Scope::Everyone || m.id.meta.role == Role::Aggregator)
             .map(|m| m.id.addr)
             .collect();
         // The member table is a hash map: in its order, one seed would not
@@ -300,8 +347,7 @@ impl ReplicaSim {
     /// while they differ, the slices that do and their missing rows.
     fn pull_from(&mut self, node: usize, peer: usize) -> Outcome {
         if !self.gossip.reachable(node, peer) {
-            // A SYN into the void until the connect timeout.
-            self.traffic[node].sent += gossip_sim::TCP_HEADERS;
+            self.unanswered(node);
             self.counts.failed += 1;
             return Outcome::Failed;
         }
@@ -316,7 +362,7 @@ impl ReplicaSim {
             unknown_origins: Vec::new(),
             comparison: Some(compare(&self.vector(peer), fingerprint)),
         };
-        self.exchange(node, peer, &request, &answer);
+        self.sync_exchange(node, peer, &request, &answer);
         let Some(Comparison::Differs(theirs)) = answer.comparison else {
             self.counts.in_sync += 1;
             return Outcome::NothingNew;
@@ -333,7 +379,7 @@ impl ReplicaSim {
                 unknown_origins: Vec::new(),
                 comparison: None,
             };
-            self.exchange(node, peer, &request, &answer);
+            self.sync_exchange(node, peer, &request, &answer);
             for event in &answer.batch.events {
                 let origin = self.by_origin[&event.origin];
                 self.hold(node, origin, event.seq);
@@ -352,16 +398,16 @@ impl ReplicaSim {
     }
 
     /// One sealed request and its sealed answer, each in its HTTP head, on
-    /// a short TCP connection.
-    fn exchange(
+    /// a short TCP connection, counted for both ends. The heads of a sync
+    /// stand for every sealed exchange: each is a `POST` of sealed bytes
+    /// answered with sealed bytes, by the same client and server.
+    pub fn exchange(
         &mut self,
-        asker: usize,
-        answerer: usize,
-        request: &SyncRequest,
-        answer: &SyncReply,
+        (asker, request, asked): (usize, Purpose, &impl serde::Serialize),
+        (answerer, answer, answered): (usize, Purpose, &impl serde::Serialize),
     ) {
-        let request = seal_json(&self.keyring, Purpose::SyncRequest, request).len() as u64;
-        let answer = seal_json(&self.keyring, Purpose::SyncReply, answer).len() as u64;
+        let request = seal_json(&self.keyring, request, asked).len() as u64;
+        let answer = seal_json(&self.keyring, answer, answered).len() as u64;
         let (sent, answered) = gossip_sim::tcp_exchange_bytes(
             self.heads.request + request,
             self.heads.response + answer,
@@ -370,6 +416,25 @@ impl ReplicaSim {
         self.traffic[asker].received += answered;
         self.traffic[answerer].received += sent;
         self.traffic[answerer].sent += answered;
+    }
+
+    /// A connection to a peer that is gone or cut off: a SYN into the void
+    /// until the connect timeout.
+    pub fn unanswered(&mut self, asker: usize) {
+        self.traffic[asker].sent += gossip_sim::TCP_HEADERS;
+    }
+
+    fn sync_exchange(
+        &mut self,
+        asker: usize,
+        answerer: usize,
+        request: &SyncRequest,
+        answer: &SyncReply,
+    ) {
+        self.exchange(
+            (asker, Purpose::SyncRequest, request),
+            (answerer, Purpose::SyncReply, answer),
+        );
     }
 
     /// What `db::missing_in` answers from `peer`'s log: per origin in the
@@ -411,7 +476,7 @@ impl ReplicaSim {
 
     /// Row `seq` of `origin`'s log: a check turning critical, with a
     /// message of the usual length.
-    fn row(&self, origin: usize, seq: u64) -> Event {
+    pub fn row(&self, origin: usize, seq: u64) -> Event {
         let node = format!("n{origin}");
         Event {
             origin: self.origins[origin].clone(),

@@ -11,6 +11,7 @@
 //! (push, and pull for what push missed); and the time until the last
 //! survivor marks a killed node down.
 
+mod aggregated;
 mod heads;
 
 use std::time::Duration;
@@ -37,6 +38,27 @@ pub struct ScaleBenchArgs {
     /// Seed of the simulation: the same seed gives the same figures.
     #[arg(long, default_value_t = 16)]
     pub seed: u64,
+
+    /// Which replication to simulate at each size.
+    #[arg(long, value_enum, default_value_t = Modes::Both)]
+    pub mode: Modes,
+
+    /// Aggregators in aggregated mode.
+    #[arg(long, default_value_t = 3)]
+    pub aggregators: usize,
+
+    /// Rows each ordinary node records a minute in aggregated mode (check
+    /// transitions).
+    #[arg(long, default_value_t = 1.0)]
+    pub transitions_per_minute: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Modes {
+    /// Full replication, then aggregated.
+    Both,
+    Full,
+    Aggregated,
 }
 
 /// One size's figures.
@@ -68,21 +90,37 @@ pub struct ScaleRow {
     pub peak_rss_mib: f64,
 }
 
-const STEP: Duration = Duration::from_millis(250);
+pub(super) const STEP: Duration = Duration::from_millis(250);
 
 pub fn run(args: ScaleBenchArgs) -> Result<(), BenchError> {
     let heads = measure_heads()?;
-    let mut rows = Vec::new();
+    let window = Duration::from_secs(args.idle_window);
+    let (mut full, mut aggregated) = (Vec::new(), Vec::new());
     for &nodes in &args.nodes {
         eprintln!("scale: {nodes} nodes");
-        rows.push(measure(
-            nodes,
-            args.seed,
-            Duration::from_secs(args.idle_window),
-            heads,
-        )?);
+        if args.mode != Modes::Aggregated {
+            full.push(measure(nodes, args.seed, window, heads)?);
+        }
+        if args.mode != Modes::Full {
+            aggregated.push(aggregated::measure(
+                nodes,
+                args.aggregators,
+                args.seed,
+                window,
+                heads,
+                args.transitions_per_minute,
+            )?);
+        }
     }
-    println!("{}", report(&args, heads, &rows));
+    if !full.is_empty() {
+        println!("{}", report(heads, &full));
+    }
+    if !aggregated.is_empty() {
+        println!(
+            "{}",
+            aggregated::report(args.transitions_per_minute, &aggregated)
+        );
+    }
     Ok(())
 }
 
@@ -103,7 +141,7 @@ fn measure_heads() -> Result<HttpHeads, BenchError> {
 /// base pace, and the first periodic push-pulls still carry the states
 /// the cold start left different. Pulls slow to the idle pace within
 /// about 40 s of the last news.
-const SETTLE: Duration = Duration::from_secs(90);
+pub(super) const SETTLE: Duration = Duration::from_secs(90);
 
 /// Cold start, idle window, one row, one kill: `nodes` simulated nodes.
 pub fn measure(
@@ -205,7 +243,7 @@ fn disseminate(sim: &mut ReplicaSim, idle_per_node: f64) -> Result<(Duration, f6
 }
 
 /// Progress on stderr: a 5,000-node size runs for many minutes.
-fn phase(nodes: usize, done: &str, started: std::time::Instant) {
+pub(super) fn phase(nodes: usize, done: &str, started: std::time::Instant) {
     let mib = |field| measure::self_status_kib(field).unwrap_or(0) / 1024;
     eprintln!(
         "scale: {nodes} nodes: {done} after {:.0} s, RSS {} MiB, peak {} MiB",
@@ -215,18 +253,9 @@ fn phase(nodes: usize, done: &str, started: std::time::Instant) {
     );
 }
 
-fn report(args: &ScaleBenchArgs, heads: HttpHeads, rows: &[ScaleRow]) -> String {
+fn report(heads: HttpHeads, rows: &[ScaleRow]) -> String {
     let mut out = String::from("### Gossip and full replication at scale (simulation)\n\n");
-    out.push_str(&format!(
-        "- Command: `starling-bench scale --nodes {} --idle-window {} --seed {}`\n",
-        args.nodes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        args.idle_window,
-        args.seed
-    ));
+    out.push_str(&format!("- Command: `{}`\n", super::command_line()));
     out.push_str(
         "- The real `GossipNode`s and replication paths in virtual time (`starling_replicate::sim`); \
          latency 0.3–2.3 ms, no loss; traffic per node is every sealed datagram, push-pull frame \
@@ -281,5 +310,17 @@ mod tests {
         // At least an encoded row in and out once each.
         assert!(row.row_bytes_per_node > 200.0, "{row:?}");
         assert!(row.last_survivor_down < Duration::from_secs(5), "{row:?}");
+        let aggregated = aggregated::measure(50, 3, 16, Duration::from_secs(30), heads, 6.0)
+            .expect("every aggregated phase completes");
+        assert!(aggregated.node_median > 0.0, "{aggregated:?}");
+        assert!(
+            aggregated.aggregator_rows_per_second > 0.0,
+            "{aggregated:?}"
+        );
+        // The stream interval (1 s) and a round trip.
+        assert!(
+            aggregated.row_on_two <= Duration::from_millis(1100),
+            "{aggregated:?}"
+        );
     }
 }
