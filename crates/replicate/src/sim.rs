@@ -89,7 +89,8 @@ pub struct ReplicaSim {
     /// Gossip observations already read for news.
     observed: usize,
     rng: StdRng,
-    /// Per node, anti-entropy's bytes (gossip's are the gossip sim's).
+    /// Per node, the bytes of sealed exchanges above gossip: anti-entropy
+    /// pulls and what an upper layer counts with `exchange`.
     traffic: Vec<Traffic>,
     pub counts: PullCounts,
 }

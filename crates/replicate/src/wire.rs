@@ -112,6 +112,10 @@ impl From<SealedJsonError> for WireError {
             SealedJsonError::Seal(error) => WireError::Seal(error),
             SealedJsonError::Replay(error) => WireError::Replay(error),
             SealedJsonError::Json(error) => WireError::Json(error),
+            SealedJsonError::Inflate => WireError::Invalid(format!(
+                "not deflate data, or more than {} bytes inflated",
+                starling_seal::MAX_INFLATED
+            )),
         }
     }
 }

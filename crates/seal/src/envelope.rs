@@ -87,6 +87,17 @@ impl Purpose {
         Purpose::WindowReply,
     ];
 
+    /// Whether a sealed JSON body of this channel is deflated before it is
+    /// sealed. Only the aggregators' answers that carry many rows: the
+    /// health table's changes and the window, sent to every ordinary node
+    /// every few seconds, where JSON's repeated keys make up most of the
+    /// bytes (about 10× smaller deflated). Both came in the same release
+    /// as their compression, so no older agent reads them; a channel that
+    /// older agents read must stay as it is.
+    pub fn compresses(self) -> bool {
+        matches!(self, Purpose::HealthReply | Purpose::WindowReply)
+    }
+
     /// A short label, used as a Prometheus label value; keep them stable.
     pub fn label(self) -> &'static str {
         match self {
