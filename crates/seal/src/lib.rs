@@ -27,10 +27,12 @@ pub fn seal_json(keyring: &Keyring, purpose: Purpose, value: &impl Serialize) ->
     seal_stamped(keyring, purpose, Stamp::new(unix_ms_now()), &json)
 }
 
-/// Deflate's level for [`Purpose::compresses`]: near the best ratio on
-/// JSON rows at a fraction of the best level's time, since an aggregator
-/// compresses every node's health answer every few seconds.
-const DEFLATE_LEVEL: u8 = 3;
+/// Deflate's level for [`Purpose::compresses`]: the fastest. An aggregator
+/// compresses every node's health answer every few seconds; at 5,000
+/// nodes level 1 cost each of 3 aggregators about 5% of a core more than
+/// no compression and level 3 about 15% more, for 5% fewer bytes
+/// (BENCHMARKS.md, "Large clusters", step 10).
+const DEFLATE_LEVEL: u8 = 1;
 
 /// The most a compressed body may inflate to: a health answer's 5,000
 /// rows with the longest messages are about 6 MiB. A body that would
