@@ -216,7 +216,9 @@ impl AggregatedSim {
     }
 
     /// The aggregators `node`'s gossip counts alive, ranked for it (as
-    /// `alive_aggregators` and `ranked` do from the agent's view).
+    /// `alive_aggregators` and `ranked` do from the agent's view). The
+    /// simulation's nodes publish no API address: their gossip address
+    /// stands in for it, to find the node again.
     fn ranked_for(&self, node: usize) -> Vec<usize> {
         let Some(gossip) = self.replicas.gossip.node(node) else {
             return Vec::new();
