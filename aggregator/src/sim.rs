@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
-use starling_gossip::sim::{SimConfig, Traffic};
+use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
 use starling_gossip::{MemberState, Role};
 use starling_history::{CheckResult, SyncBatch};
 use starling_replicate::Scope;
@@ -196,23 +196,6 @@ impl AggregatedSim {
             self.tasks.push(Reverse((at + next, node, task)));
         }
         self.replicas.run_for(until - self.now());
-    }
-
-    /// Run until `done` holds (checked every `step`) or `limit` passes.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        step: Duration,
-        mut done: impl FnMut(&AggregatedSim) -> bool,
-    ) -> Option<Duration> {
-        let give_up = self.now() + limit;
-        while self.now() < give_up {
-            if done(self) {
-                return Some(self.now());
-            }
-            self.run_for(step);
-        }
-        done(self).then_some(self.now())
     }
 
     /// The aggregators `node`'s gossip counts alive, ranked for it (as
@@ -424,6 +407,16 @@ impl AggregatedSim {
             duration_ms: 12,
             at_unix_ms: row.at_unix_ms,
         }
+    }
+}
+
+impl VirtualTime for AggregatedSim {
+    fn now(&self) -> Duration {
+        AggregatedSim::now(self)
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        AggregatedSim::run_for(self, duration);
     }
 }
 

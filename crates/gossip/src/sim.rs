@@ -32,6 +32,44 @@ use crate::{
 use bytes::{connection_bytes, datagram_bytes, frame_bytes};
 use queue::{Event, Scheduled};
 
+/// A simulation that virtual time moves forward: the gossip one, and the
+/// layers above that build on it.
+pub trait VirtualTime {
+    fn now(&self) -> Duration;
+    fn run_for(&mut self, duration: Duration);
+
+    /// Run until `done` holds (checked every `step`) or `limit` passes.
+    /// Returns the virtual time at which it first held.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Option<Duration>
+    where
+        Self: Sized,
+    {
+        let give_up = self.now() + limit;
+        while self.now() < give_up {
+            if done(self) {
+                return Some(self.now());
+            }
+            self.run_for(step);
+        }
+        done(self).then_some(self.now())
+    }
+}
+
+impl VirtualTime for Sim {
+    fn now(&self) -> Duration {
+        Sim::now(self)
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        Sim::run_for(self, duration);
+    }
+}
+
 /// Why gossip refused to spread a payload (foca's own error).
 pub type SpreadError = foca::Error;
 
@@ -248,24 +286,6 @@ impl Sim {
             self.process(next.event);
         }
         self.now = until;
-    }
-
-    /// Run until `done` holds (checked every `step`) or `limit` passes.
-    /// Returns the virtual time at which it first held.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        step: Duration,
-        mut done: impl FnMut(&Sim) -> bool,
-    ) -> Option<Duration> {
-        let give_up = self.now + limit;
-        while self.now < give_up {
-            if done(self) {
-                return Some(self.now);
-            }
-            self.run_for(step);
-        }
-        done(self).then_some(self.now)
     }
 
     /// Have `node` publish a new address in service `slot`.

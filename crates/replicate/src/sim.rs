@@ -26,7 +26,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use starling_gossip::sim::{self as gossip_sim, Sim, SimConfig, Traffic};
+use starling_gossip::sim::{self as gossip_sim, Sim, SimConfig, Traffic, VirtualTime};
 use starling_gossip::{MemberState, Role, Transition};
 use starling_history::digest::{Slices, VectorDigest, buckets_for};
 use starling_history::{Event, EventKind, SyncBatch, VersionVector};
@@ -218,24 +218,6 @@ impl ReplicaSim {
         }
         self.gossip.run_for(until - self.now());
         self.take_news();
-    }
-
-    /// Run until `done` holds (checked every `step`) or `limit` passes:
-    /// the virtual time at which it first held.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        step: Duration,
-        mut done: impl FnMut(&ReplicaSim) -> bool,
-    ) -> Option<Duration> {
-        let give_up = self.now() + limit;
-        while self.now() < give_up {
-            if done(self) {
-                return Some(self.now());
-            }
-            self.run_for(step);
-        }
-        done(self).then_some(self.now())
     }
 
     /// Rows gossip delivered, and joins that send the pull loop back to
@@ -492,6 +474,16 @@ impl ReplicaSim {
             message: "etcd: 2 of 3 members answered /health within 2s; quorum holds".to_owned(),
             dedupe_key: None,
         }
+    }
+}
+
+impl VirtualTime for ReplicaSim {
+    fn now(&self) -> Duration {
+        ReplicaSim::now(self)
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        ReplicaSim::run_for(self, duration);
     }
 }
 

@@ -18,6 +18,7 @@ mod report;
 mod results;
 mod scale;
 mod scenario;
+mod stand_in;
 mod system;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};

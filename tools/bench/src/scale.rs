@@ -17,7 +17,7 @@ mod heads;
 use std::time::Duration;
 
 use starling_gossip::MemberState;
-use starling_gossip::sim::{SimConfig, Traffic};
+use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
 use starling_replicate::sim::{HttpHeads, ReplicaSim};
 use starling_seal::Keyring;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use starling_gossip::sim::{Sim, SimConfig, addr_of};
+use starling_gossip::sim::{Sim, SimConfig, VirtualTime, addr_of};
 use starling_gossip::{MemberState, Transition};
 use starling_model::Service;
 

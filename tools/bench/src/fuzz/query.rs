@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, Uri};
 use rand::RngExt;
 use rand::rngs::StdRng;
-use starling_model::{HistoryQuery, HistoryResponse, MembersResponse, StateCounts};
+use starling_model::{HistoryQuery, HistoryResponse};
 use starling_web::{AgentView, Reply};
 use tower::ServiceExt as _;
 
@@ -69,29 +69,7 @@ impl Target for HistoryQueryString {
 struct EmptyHistory;
 
 impl AgentView for EmptyHistory {
-    fn members(&self) -> MembersResponse {
-        MembersResponse {
-            answered_by: seeds::ME.to_owned(),
-            answered_at_unix_ms: 0,
-            counts: StateCounts::default(),
-            local_health: 0,
-            members_matched: 0,
-            next_cursor: None,
-            members: Vec::new(),
-        }
-    }
-
-    fn metrics(&self) -> Reply<String> {
-        Box::pin(async { Ok(String::new()) })
-    }
-
-    fn live(&self) -> bool {
-        true
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
+    crate::stand_in::quiet_agent!(seeds::ME);
 
     fn history(&self, _query: HistoryQuery) -> Reply<HistoryResponse> {
         Box::pin(async {

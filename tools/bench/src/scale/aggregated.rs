@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use starling_aggregator::sim::AggregatedSim;
-use starling_gossip::sim::{SimConfig, Traffic};
+use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
 use starling_replicate::sim::HttpHeads;
 use starling_seal::Keyring;
 

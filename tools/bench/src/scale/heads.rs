@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starling_history::Store;
-use starling_model::{MembersResponse, StateCounts};
 use starling_replicate::ReplicationMetrics;
 use starling_replicate::sim::HttpHeads;
 use starling_seal::Keyring;
@@ -31,29 +30,7 @@ struct SyncOnly {
 }
 
 impl AgentView for SyncOnly {
-    fn members(&self) -> MembersResponse {
-        MembersResponse {
-            answered_by: "heads".to_owned(),
-            answered_at_unix_ms: 0,
-            counts: StateCounts::default(),
-            local_health: 0,
-            members_matched: 0,
-            next_cursor: None,
-            members: Vec::new(),
-        }
-    }
-
-    fn metrics(&self) -> Reply<String> {
-        Box::pin(async { Ok(String::new()) })
-    }
-
-    fn live(&self) -> bool {
-        true
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
+    crate::stand_in::quiet_agent!("heads");
 
     fn sync(&self, sealed: Bytes) -> Reply<Vec<u8>> {
         let (store, keyring, metrics) = (
