@@ -103,11 +103,14 @@ pub enum BenchCommand {
     /// --file-inputs). Prints a Markdown table; fails if any input
     /// panicked. Build with --release for the rates.
     Fuzz(fuzz::FuzzArgs),
-    /// The gossip layer at 100, 1,000 and 5,000 nodes in the deterministic
-    /// simulation (the real gossip code, virtual time): cold start to full
-    /// views, idle traffic per node, and the time until the last survivor
-    /// marks a killed node down. Prints a Markdown report. Build with
-    /// --release: 5,000 nodes take minutes.
+    /// Gossip, full replication and aggregated mode at 100, 1,000 and 5,000
+    /// nodes in the deterministic simulation (the real gossip,
+    /// replication and aggregation code, virtual time): cold start to full
+    /// views, traffic per node, a row's way to 99.9% of nodes or to two
+    /// aggregators, an aggregator's kill, and the time until the last
+    /// survivor marks a killed node down. Prints a Markdown report. Build
+    /// with --release: 1,000 nodes take minutes, 5,000 take hours and
+    /// 10 GiB.
     Scale(scale::ScaleBenchArgs),
     /// What an N-node aggregated cluster (default 5,000, one check
     /// transition per node per minute) costs real aggregator processes on

@@ -31,7 +31,9 @@ pub struct ScaleBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     pub nodes: Vec<usize>,
 
-    /// Virtual seconds of the idle window each size is measured over.
+    /// Virtual seconds of the window each size's traffic is measured over:
+    /// idle in full mode, with `--transitions-per-minute` in aggregated
+    /// mode.
     #[arg(long, default_value_t = 120)]
     pub idle_window: u64,
 
@@ -57,7 +59,9 @@ pub struct ScaleBenchArgs {
 pub enum Modes {
     /// Full replication, then aggregated.
     Both,
+    /// Every node holds the whole log (no aggregator).
     Full,
+    /// `--aggregators` aggregators hold it; ordinary nodes stream theirs.
     Aggregated,
 }
 
