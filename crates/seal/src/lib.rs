@@ -11,6 +11,8 @@ mod envelope;
 mod keyring;
 mod replay;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use starling_model::unix_ms_now;
@@ -45,16 +47,14 @@ pub const MAX_INFLATED: usize = 16 << 20;
 /// [`seal_json`] sends, for tests and fuzzing that need other bytes or
 /// another time.
 pub fn seal_stamped(keyring: &Keyring, purpose: Purpose, stamp: Stamp, json: &[u8]) -> Vec<u8> {
-    let deflated;
     let json = if purpose.compresses() {
-        deflated = miniz_oxide::deflate::compress_to_vec(json, DEFLATE_LEVEL);
-        &deflated[..]
+        Cow::Owned(miniz_oxide::deflate::compress_to_vec(json, DEFLATE_LEVEL))
     } else {
-        json
+        Cow::Borrowed(json)
     };
     let mut plain = Vec::with_capacity(STAMP_LEN + json.len());
     plain.extend_from_slice(&stamp.encode());
-    plain.extend_from_slice(json);
+    plain.extend_from_slice(&json);
     let mut sealed = Vec::with_capacity(plain.len() + OVERHEAD);
     seal(keyring, purpose, &plain, &mut sealed);
     sealed
@@ -86,12 +86,15 @@ pub fn open_json<T: DeserializeOwned>(
         None => (None, plain),
     };
     keyring.replays().take(purpose, stamp, unix_ms_now())?;
-    if purpose.compresses() {
-        let json = miniz_oxide::inflate::decompress_to_vec_with_limit(json, MAX_INFLATED)
-            .map_err(|_| SealedJsonError::Inflate)?;
-        return Ok(serde_json::from_slice(&json)?);
-    }
-    Ok(serde_json::from_slice(json)?)
+    let json = if purpose.compresses() {
+        Cow::Owned(
+            miniz_oxide::inflate::decompress_to_vec_with_limit(json, MAX_INFLATED)
+                .map_err(|_| SealedJsonError::Inflate)?,
+        )
+    } else {
+        Cow::Borrowed(json)
+    };
+    Ok(serde_json::from_slice(&json)?)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod heads;
 use std::time::Duration;
 
 use starling_gossip::MemberState;
-use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
+use starling_gossip::sim::{Sim, SimConfig, Traffic, VirtualTime};
 use starling_replicate::sim::{HttpHeads, ReplicaSim};
 use starling_seal::Keyring;
 
@@ -147,6 +147,32 @@ fn measure_heads() -> Result<HttpHeads, BenchError> {
 /// about 40 s of the last news.
 pub(super) const SETTLE: Duration = Duration::from_secs(90);
 
+/// The longest a cold start may take before a run gives up.
+const FULL_VIEWS_LIMIT: Duration = Duration::from_secs(300);
+
+/// Run a started simulation until every node of `gossip(sim)` counts
+/// every other alive: the virtual time it took.
+pub(super) fn until_full_views<S: VirtualTime>(
+    sim: &mut S,
+    gossip: fn(&S) -> &Sim,
+) -> Result<Duration, String> {
+    sim.run_until(FULL_VIEWS_LIMIT, STEP, |sim| {
+        gossip(sim).all_count_everyone()
+    })
+    .ok_or_else(|| format!("no full views within {FULL_VIEWS_LIMIT:?}"))
+}
+
+/// A new cluster key for a run: sealed sizes are those of a keyed cluster.
+pub(super) fn fresh_keyring() -> Keyring {
+    Keyring::parse(&Keyring::generate_key()).expect("a freshly generated key parses")
+}
+
+/// This process's peak resident memory, MiB: every simulated node's whole
+/// state lives in it.
+pub(super) fn peak_rss_mib() -> f64 {
+    measure::self_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0
+}
+
 /// Cold start, idle window, one row, one kill: `nodes` simulated nodes.
 pub fn measure(
     nodes: usize,
@@ -156,15 +182,10 @@ pub fn measure(
 ) -> Result<ScaleRow, BenchError> {
     let started = std::time::Instant::now();
     measure::reset_peak_rss();
-    let keyring = Keyring::parse(&Keyring::generate_key()).expect("a freshly generated key parses");
-    let mut sim = ReplicaSim::new(SimConfig::new(nodes, seed), keyring, heads);
+    let mut sim = ReplicaSim::new(SimConfig::new(nodes, seed), fresh_keyring(), heads);
     sim.cold_start(Duration::from_secs(1));
-    let limit = Duration::from_secs(300);
-    let cold_start = sim
-        .run_until(limit, STEP, |sim| sim.gossip.all_count_everyone())
-        .ok_or_else(|| {
-            BenchError::Scale(format!("{nodes} nodes: no full views within {limit:?}"))
-        })?;
+    let cold_start = until_full_views(&mut sim, |sim| &sim.gossip)
+        .map_err(|what| BenchError::Scale(format!("{nodes} nodes: {what}")))?;
     phase(nodes, "full views", started);
     sim.run_for(SETTLE);
     sim.reset_traffic();
@@ -206,7 +227,7 @@ pub fn measure(
         row_bytes_per_node,
         last_survivor_down: all_down - killed_at,
         wall: started.elapsed(),
-        peak_rss_mib: measure::self_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        peak_rss_mib: peak_rss_mib(),
     })
 }
 

@@ -15,9 +15,8 @@ use std::time::Duration;
 use starling_aggregator::sim::AggregatedSim;
 use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
 use starling_replicate::sim::HttpHeads;
-use starling_seal::Keyring;
 
-use super::{SETTLE, STEP, phase};
+use super::{SETTLE, fresh_keyring, peak_rss_mib, phase, until_full_views};
 use crate::BenchError;
 use crate::results::median;
 
@@ -58,13 +57,9 @@ pub fn measure(
     let fail = |what: String| BenchError::Scale(format!("{nodes} nodes, aggregated: {what}"));
     let mut config = SimConfig::new(nodes, seed);
     config.aggregators = aggregators;
-    let keyring = Keyring::parse(&Keyring::generate_key()).expect("a freshly generated key parses");
-    let mut sim = AggregatedSim::new(config, keyring, heads, per_minute);
+    let mut sim = AggregatedSim::new(config, fresh_keyring(), heads, per_minute);
     sim.cold_start(Duration::from_secs(1));
-    let limit = Duration::from_secs(300);
-    let cold_start = sim
-        .run_until(limit, STEP, |sim| sim.replicas.gossip.all_count_everyone())
-        .ok_or_else(|| fail(format!("no full views within {limit:?}")))?;
+    let cold_start = until_full_views(&mut sim, |sim| &sim.replicas.gossip).map_err(fail)?;
     phase(nodes, "aggregated: full views", started);
     sim.run_for(SETTLE);
     sim.replicas.reset_traffic();
@@ -123,7 +118,7 @@ pub fn measure(
         row_on_two: on_two - recorded,
         whole_after_kill: whole - killed,
         wall: started.elapsed(),
-        peak_rss_mib: crate::measure::self_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        peak_rss_mib: peak_rss_mib(),
     })
 }
 
