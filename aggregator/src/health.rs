@@ -121,12 +121,8 @@ impl HealthPuller {
                     after: 0,
                 };
             }
-            let newest = reply.changed.last().map(|r| r.revision);
-            let results = reply.changed.into_iter().map(|r| r.result).collect();
-            self.store.upsert_latest_all(results).await?;
-            if let Some(newest) = newest {
-                cursor.after = newest;
-            }
+            self.store.upsert_latest_all(reply.changed).await?;
+            cursor.after = reply.through;
             if !reply.more {
                 return Ok(());
             }

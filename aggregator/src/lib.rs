@@ -59,7 +59,7 @@ pub use serve::{
 };
 pub use window::{RecentWindow, WINDOW_ROWS};
 pub use wire::{
-    HealthReply, HealthRequest, Revised, StreamReply, StreamRequest, WindowReply, WindowRequest,
+    HealthReply, HealthRequest, StreamReply, StreamRequest, WindowReply, WindowRequest,
 };
 
 /// Between two looks at our own log for rows to stream: the delay an

@@ -11,7 +11,7 @@ use starling_seal::{Keyring, Purpose, seal_json};
 
 use crate::metrics::AggregationMetrics;
 use crate::wire::{
-    HealthReply, HealthRequest, Revised, StreamReply, StreamRequest, WindowReply, WindowRequest,
+    HealthReply, HealthRequest, StreamReply, StreamRequest, WindowReply, WindowRequest,
 };
 
 /// Rows in one health-table answer: about 150 bytes each, so a whole
@@ -105,13 +105,12 @@ pub async fn answer_health(
         .map_err(unavailable)?;
     let more = changed.len() > HEALTH_BATCH_ROWS;
     changed.truncate(HEALTH_BATCH_ROWS);
+    let through = changed.last().map_or(after, |&(revision, _)| revision);
     let reply = HealthReply {
         aggregator: store.node_name().to_owned(),
         epoch,
-        changed: changed
-            .into_iter()
-            .map(|(revision, result)| Revised { revision, result })
-            .collect(),
+        changed: changed.into_iter().map(|(_, result)| result).collect(),
+        through,
         more,
     };
     Ok(seal_json(keyring, Purpose::HealthReply, &reply))
@@ -172,6 +171,94 @@ mod tests {
                 ..SyncBatch::default()
             },
         }
+    }
+
+    fn result(node: &str, at_unix_ms: u64) -> starling_history::CheckResult {
+        starling_history::CheckResult {
+            node: node.to_owned(),
+            check: "etcd".to_owned(),
+            status: starling_model::Status::Ok,
+            message: "etcd: 3 of 3 members healthy".to_owned(),
+            details: serde_json::Value::Null,
+            duration_ms: 3,
+            at_unix_ms,
+        }
+    }
+
+    async fn ask(store: &Store, keyring: &Keyring, request: &HealthRequest) -> HealthReply {
+        let body = seal_json(keyring, Purpose::HealthRequest, request);
+        let sealed = answer_health(store, keyring, body.into())
+            .await
+            .expect("answers");
+        starling_seal::open_json(keyring, Purpose::HealthReply, sealed).expect("opens")
+    }
+
+    /// The answer's `through` is the asker's next place: past every result
+    /// it carries, kept when nothing changed, and from the start when the
+    /// asker's copy came from another database.
+    #[tokio::test]
+    async fn a_health_answer_says_where_the_next_ask_starts() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(
+            &dir.path().join("history.db"),
+            "agg-1",
+            starling_history::StoreConfig::default(),
+            starling_history::HistoryMetrics::default(),
+        )
+        .expect("opens");
+        let keyring = Keyring::parse(&Keyring::generate_key()).expect("a fresh key parses");
+        // Its replay memory refuses stamps from its own first millisecond.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        for (node, at) in [("n1", 1_000), ("n2", 1_000), ("n1", 2_000)] {
+            store
+                .record_result(result(node, at))
+                .await
+                .expect("records");
+        }
+        let first = ask(
+            &store,
+            &keyring,
+            &HealthRequest {
+                epoch: None,
+                after: 0,
+            },
+        )
+        .await;
+        let nodes: Vec<&str> = first.changed.iter().map(|r| r.node.as_str()).collect();
+        assert_eq!(
+            nodes,
+            ["n2", "n1"],
+            "each (node, check) once, oldest change first"
+        );
+        assert!(first.through > 0 && !first.more);
+
+        let same = HealthRequest {
+            epoch: Some(first.epoch.clone()),
+            after: first.through,
+        };
+        let quiet = ask(&store, &keyring, &same).await;
+        assert!(quiet.changed.is_empty());
+        assert_eq!(quiet.through, first.through, "nothing changed: same place");
+
+        store
+            .record_result(result("n2", 3_000))
+            .await
+            .expect("records");
+        let next = ask(&store, &keyring, &same).await;
+        assert_eq!(next.changed, [result("n2", 3_000)]);
+        assert!(next.through > first.through);
+
+        let elsewhere = HealthRequest {
+            epoch: Some("agg-0#00000000000000aa".to_owned()),
+            after: next.through,
+        };
+        let whole = ask(&store, &keyring, &elsewhere).await;
+        assert_eq!(
+            whole.changed.len(),
+            2,
+            "another database's place starts over"
+        );
+        assert_eq!(whole.through, next.through);
     }
 
     #[test]

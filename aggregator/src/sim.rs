@@ -32,7 +32,7 @@ use crate::health::WINDOW_EVERY_HEALTH_PULLS;
 use crate::owners::{Aggregator, DEFAULT_REPLICAS, ranked};
 use crate::serve::{HEALTH_BATCH_ROWS, WINDOW_BATCH_ROWS};
 use crate::wire::{
-    HealthReply, HealthRequest, Revised, StreamReply, StreamRequest, WindowReply, WindowRequest,
+    HealthReply, HealthRequest, StreamReply, StreamRequest, WindowReply, WindowRequest,
 };
 use crate::{DEFAULT_HEALTH_INTERVAL, DEFAULT_STREAM_IDLE_INTERVAL, DEFAULT_STREAM_INTERVAL};
 
@@ -338,19 +338,17 @@ impl AggregatedSim {
             changed.sort_unstable();
             let more = changed.len() > HEALTH_BATCH_ROWS;
             changed.truncate(HEALTH_BATCH_ROWS);
+            after = changed.last().map_or(after, |&(revision, _)| revision);
             let reply = HealthReply {
                 aggregator: name(aggregator),
                 epoch: epoch.clone(),
                 changed: changed
                     .iter()
-                    .map(|&(revision, origin)| Revised {
-                        revision,
-                        result: self.result(origin),
-                    })
+                    .map(|&(_, origin)| self.result(origin))
                     .collect(),
+                through: after,
                 more,
             };
-            after = changed.last().map_or(after, |&(revision, _)| revision);
             self.replicas.exchange(
                 (node, Purpose::HealthRequest, &request),
                 (aggregator, Purpose::HealthReply, &reply),
@@ -395,16 +393,22 @@ impl AggregatedSim {
         self.ordinary[node].window = Some((aggregator, through));
     }
 
-    /// The latest result of `node`'s check, as its newest row says.
+    /// The latest result of `node`'s check, as its newest row says, with
+    /// details like a check's: a latency that differs run to run.
     fn result(&self, node: usize) -> CheckResult {
         let row = self.replicas.row(node, self.replicas.through(node, node));
+        let status = match row.new_state.as_deref() {
+            Some("ok") => starling_model::Status::Ok,
+            _ => starling_model::Status::Critical,
+        };
+        let ms = row.at_unix_ms % 997;
         CheckResult {
             node: row.node,
             check: row.check.unwrap_or_default(),
-            status: starling_model::Status::Critical,
+            status,
             message: row.message,
-            details: serde_json::Value::Null,
-            duration_ms: 12,
+            details: serde_json::json!({ "ms": ms as f64 / 10.0 }),
+            duration_ms: ms,
             at_unix_ms: row.at_unix_ms,
         }
     }

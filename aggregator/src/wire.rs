@@ -52,15 +52,13 @@ pub struct HealthReply {
     pub aggregator: String,
     pub epoch: String,
     /// Oldest change first.
-    pub changed: Vec<Revised>,
-    /// Cut at the row limit: ask again from the last revision.
+    pub changed: Vec<CheckResult>,
+    /// The revision of the last of `changed`, where the next ask starts;
+    /// the asked one when nothing changed. One number for the whole page,
+    /// not one per result: at 5,000 busy nodes a page holds hundreds.
+    pub through: u64,
+    /// Cut at the row limit: ask again from `through`.
     pub more: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revised {
-    pub revision: u64,
-    pub result: CheckResult,
 }
 
 /// `POST /v1/window` body, once opened: the asker's place in the

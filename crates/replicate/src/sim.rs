@@ -92,6 +92,9 @@ pub struct ReplicaSim {
     /// Per node, the bytes of sealed exchanges above gossip: anti-entropy
     /// pulls and what an upper layer counts with `exchange`.
     traffic: Vec<Traffic>,
+    /// Cluster-wide bytes of sealed exchanges by the asker's channel, both
+    /// directions: where the traffic above gossip goes.
+    channels: Vec<(Purpose, u64)>,
     pub counts: PullCounts,
 }
 
@@ -100,8 +103,10 @@ impl ReplicaSim {
         config.keep_payloads = true;
         let nodes = config.nodes;
         let seed = config.seed;
+        // Random, as `new_origin` makes them: alike ids would deflate to
+        // nothing in the aggregators' answers.
         let origins: Vec<String> = (0..nodes)
-            .map(|i| format!("n{i}#{:016x}", seed.rotate_left(17) ^ i as u64))
+            .map(|i| format!("n{i}#{:016x}", mix(seed, i as u64)))
             .collect();
         let by_origin = origins.iter().cloned().zip(0..).collect();
         let replicas = (0..nodes)
@@ -125,6 +130,7 @@ impl ReplicaSim {
             observed: 0,
             rng: StdRng::seed_from_u64(seed ^ 0x5eed),
             traffic: vec![Traffic::default(); nodes],
+            channels: Vec::new(),
             counts: PullCounts::default(),
         }
     }
@@ -151,9 +157,19 @@ impl ReplicaSim {
         self.traffic[node]
     }
 
+    /// Bytes of every exchange asked on `request`'s channel since the last
+    /// reset, the request and its answer, over the whole cluster.
+    pub fn channel_bytes(&self, request: Purpose) -> u64 {
+        self.channels
+            .iter()
+            .find(|(channel, _)| *channel == request)
+            .map_or(0, |&(_, bytes)| bytes)
+    }
+
     /// Start counting both layers' traffic afresh.
     pub fn reset_traffic(&mut self) {
         self.traffic.fill(Traffic::default());
+        self.channels.clear();
         self.gossip.reset_traffic();
     }
 
@@ -389,12 +405,17 @@ impl ReplicaSim {
         (asker, request, asked): (usize, Purpose, &impl serde::Serialize),
         (answerer, answer, answered): (usize, Purpose, &impl serde::Serialize),
     ) {
+        let channel = request;
         let request = seal_json(&self.keyring, request, asked).len() as u64;
         let answer = seal_json(&self.keyring, answer, answered).len() as u64;
         let (sent, answered) = gossip_sim::tcp_exchange_bytes(
             self.heads.request + request,
             self.heads.response + answer,
         );
+        match self.channels.iter_mut().find(|(c, _)| *c == channel) {
+            Some((_, bytes)) => *bytes += sent + answered,
+            None => self.channels.push((channel, sent + answered)),
+        }
         self.traffic[asker].sent += sent;
         self.traffic[asker].received += answered;
         self.traffic[answerer].received += sent;
@@ -461,20 +482,73 @@ impl ReplicaSim {
     /// message of the usual length.
     pub fn row(&self, origin: usize, seq: u64) -> Event {
         let node = format!("n{origin}");
+        let noise = mix(origin as u64, seq);
+        let (check, failing, passing) = CHECKS[(noise % CHECKS.len() as u64) as usize];
+        // Alternately failing and recovering, as transitions do.
+        let (old, new, message) = if seq % 2 == 1 {
+            ("ok", "critical", failing)
+        } else {
+            ("critical", "ok", passing)
+        };
         Event {
             origin: self.origins[origin].clone(),
             seq,
             observer: node.clone(),
-            at_unix_ms: 1_796_000_000_000 + seq * 60_000,
+            // A minute apart on average, at any millisecond of it.
+            at_unix_ms: 1_796_000_000_000 + seq * 60_000 + (noise >> 8) % 60_000,
             kind: EventKind::Check,
             node,
-            check: Some("etcd".to_owned()),
-            old_state: Some("ok".to_owned()),
-            new_state: Some("critical".to_owned()),
-            message: "etcd: 2 of 3 members answered /health within 2s; quorum holds".to_owned(),
+            check: Some(check.to_owned()),
+            old_state: Some(old.to_owned()),
+            new_state: Some(new.to_owned()),
+            message: message.replace("{ms}", &((noise >> 24) % 2_000).to_string()),
             dedupe_key: None,
         }
     }
+}
+
+/// The checks a simulated row is a transition of, with what they say when
+/// they fail and when they pass: real rows vary, and deflate sees it.
+const CHECKS: [(&str, &str, &str); 6] = [
+    (
+        "etcd",
+        "etcd: 2 of 3 members answered /health within 2s; quorum holds",
+        "etcd: 3 of 3 members healthy in {ms} ms",
+    ),
+    (
+        "apiserver",
+        "apiserver: GET /readyz timed out after 2s",
+        "apiserver: /readyz 200 in {ms} ms",
+    ),
+    (
+        "scheduler",
+        "scheduler: no leader lease renewed for {ms} ms",
+        "scheduler: lease renewed {ms} ms ago",
+    ),
+    (
+        "overlay",
+        "overlay: 3 of 48 peers did not echo within 1s",
+        "overlay: 48 of 48 peers echoed, p99 {ms} ms",
+    ),
+    (
+        "disk",
+        "disk: /var/lib/kubelet is 93% full",
+        "disk: /var/lib/kubelet is 71% full",
+    ),
+    (
+        "certs",
+        "certs: kubelet serving certificate expires in 6 days",
+        "certs: every certificate valid for 30 days or more",
+    ),
+];
+
+/// A fixed, well-spread function of two numbers (SplitMix64's finalizer):
+/// what varies between simulated rows, the same in every run.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a.rotate_left(32) ^ b ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl VirtualTime for ReplicaSim {

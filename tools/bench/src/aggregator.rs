@@ -308,7 +308,7 @@ async fn whole_table(
             .await
             .map_err(|e| fail(format!("health table: {e}")))?;
         rows += reply.changed.len();
-        after = reply.changed.last().map_or(after, |r| r.revision);
+        after = reply.through;
         if !reply.more {
             return Ok((reply.epoch, rows, after));
         }
@@ -515,9 +515,7 @@ async fn pull(
                 tally
                     .rows_pulled
                     .fetch_add(reply.changed.len() as u64, Ordering::Relaxed);
-                if let Some(last) = reply.changed.last() {
-                    lock(cursor).1 = last.revision;
-                }
+                lock(cursor).1 = reply.through;
                 if !reply.more {
                     lock(&tally.pull_latency).push(sent.elapsed());
                     return;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use starling_aggregator::sim::AggregatedSim;
 use starling_gossip::sim::{SimConfig, Traffic, VirtualTime};
 use starling_replicate::sim::HttpHeads;
+use starling_seal::Purpose;
 
 use super::{SETTLE, fresh_keyring, peak_rss_mib, phase, until_full_views};
 use crate::BenchError;
@@ -30,6 +31,11 @@ pub struct AggregatedRow {
     /// every layer: median and largest.
     pub node_median: f64,
     pub node_max: f64,
+    /// Of an ordinary node's traffic, the mean per node of each channel:
+    /// health-table pulls, window pulls, and streams of its own rows.
+    pub health_per_node: f64,
+    pub window_per_node: f64,
+    pub stream_per_node: f64,
     /// Per aggregator over the window, bytes/s sent plus received: median.
     pub aggregator_median: f64,
     /// Rows each aggregator took in per second (streamed or pulled):
@@ -73,6 +79,14 @@ pub fn measure(
     let ordinary: Vec<f64> = (aggregators..nodes)
         .map(|node| rate(sim.traffic(node)))
         .collect();
+    let [health, window_pulls, streams] = [
+        Purpose::HealthRequest,
+        Purpose::WindowRequest,
+        Purpose::StreamRequest,
+    ]
+    .map(|request| {
+        sim.replicas.channel_bytes(request) as f64 / secs / (nodes - aggregators).max(1) as f64
+    });
     let per_aggregator: Vec<f64> = sim.aggregators().map(|a| rate(sim.traffic(a))).collect();
     let taken: Vec<f64> = sim
         .aggregators()
@@ -113,6 +127,9 @@ pub fn measure(
         cold_start,
         node_median: median(&ordinary).unwrap_or(0.0),
         node_max: ordinary.iter().copied().fold(0.0, f64::max),
+        health_per_node: health,
+        window_per_node: window_pulls,
+        stream_per_node: streams,
         aggregator_median: median(&per_aggregator).unwrap_or(0.0),
         aggregator_rows_per_second: median(&taken).unwrap_or(0.0),
         row_on_two: on_two - recorded,
@@ -130,18 +147,21 @@ pub fn report(per_minute: f64, rows: &[AggregatedRow]) -> String {
          traffic over the window, which starts 90 s after full views; then one row's way to 2 \
          aggregators, then aggregator n0 killed\n\n"
     ));
-    out.push_str("| nodes | aggregators | cold start (s) | per ordinary node, median (B/s) | largest (B/s) | vs the smallest size | per aggregator, median (B/s) | rows each aggregator takes (per s) | a row on 2 aggregators (s) | after a kill, every row on 2 running aggregators (s) | simulated in (s) | peak memory (MiB) |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| nodes | aggregators | cold start (s) | per ordinary node, median (B/s) | largest (B/s) | vs the smallest size | of which health table, window, own streams (B/s, mean) | per aggregator, median (B/s) | rows each aggregator takes (per s) | a row on 2 aggregators (s) | after a kill, every row on 2 running aggregators (s) | simulated in (s) | peak memory (MiB) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let base = rows.first().map_or(1.0, |r| r.node_median.max(1.0));
     for row in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.2}× | {:.0}, {:.0}, {:.0} | {:.0} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
             row.nodes,
             row.aggregators,
             row.cold_start.as_secs_f64(),
             row.node_median,
             row.node_max,
             row.node_median / base,
+            row.health_per_node,
+            row.window_per_node,
+            row.stream_per_node,
             row.aggregator_median,
             row.aggregator_rows_per_second,
             row.row_on_two.as_secs_f64(),
