@@ -393,24 +393,11 @@ impl AggregatedSim {
         self.ordinary[node].window = Some((aggregator, through));
     }
 
-    /// The latest result of `node`'s check, as its newest row says, with
-    /// details like a check's: a latency that differs run to run.
+    /// The latest result of `node`'s check, as an aggregator's table has
+    /// it: from the node's newest row, as every replica takes it.
     fn result(&self, node: usize) -> CheckResult {
         let row = self.replicas.row(node, self.replicas.through(node, node));
-        let status = match row.new_state.as_deref() {
-            Some("ok") => starling_model::Status::Ok,
-            _ => starling_model::Status::Critical,
-        };
-        let ms = row.at_unix_ms % 997;
-        CheckResult {
-            node: row.node,
-            check: row.check.unwrap_or_default(),
-            status,
-            message: row.message,
-            details: serde_json::json!({ "ms": ms as f64 / 10.0 }),
-            duration_ms: ms,
-            at_unix_ms: row.at_unix_ms,
-        }
+        CheckResult::from_transition(&row).expect("simulated rows are check transitions")
     }
 }
 

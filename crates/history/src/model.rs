@@ -187,6 +187,30 @@ pub struct CheckResult {
     pub at_unix_ms: u64,
 }
 
+impl CheckResult {
+    /// A check's status transition on another node, as that node's latest
+    /// result as far as the cluster knows: this is how the latest result of
+    /// every (node, check) reaches every node without shipping every run.
+    /// Only the transition travels, so no details and no duration. `None`
+    /// for any other event, or a state that is not a status.
+    pub fn from_transition(event: &Event) -> Option<CheckResult> {
+        let (EventKind::Check, Some(check), Some(status)) =
+            (event.kind, &event.check, &event.new_state)
+        else {
+            return None;
+        };
+        Some(CheckResult {
+            node: event.node.clone(),
+            check: check.clone(),
+            status: status.parse().ok()?,
+            message: event.message.clone(),
+            details: serde_json::Value::Null,
+            duration_ms: 0,
+            at_unix_ms: event.at_unix_ms,
+        })
+    }
+}
+
 /// Whether `s` is `{node}#{16 lowercase hex}`, the form `new_origin` makes.
 pub fn valid_origin(s: &str) -> bool {
     let Some((node, hex)) = s.rsplit_once('#') else {

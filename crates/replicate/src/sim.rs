@@ -483,13 +483,12 @@ impl ReplicaSim {
     pub fn row(&self, origin: usize, seq: u64) -> Event {
         let node = format!("n{origin}");
         let noise = mix(origin as u64, seq);
-        let (check, failing, passing) = CHECKS[(noise % CHECKS.len() as u64) as usize];
-        // Alternately failing and recovering, as transitions do.
-        let (old, new, message) = if seq % 2 == 1 {
-            ("ok", "critical", failing)
-        } else {
-            ("critical", "ok", passing)
-        };
+        let CheckChange {
+            check,
+            old,
+            new,
+            message,
+        } = check_change(noise, seq);
         Event {
             origin: self.origins[origin].clone(),
             seq,
@@ -501,14 +500,43 @@ impl ReplicaSim {
             check: Some(check.to_owned()),
             old_state: Some(old.to_owned()),
             new_state: Some(new.to_owned()),
-            message: message.replace("{ms}", &((noise >> 24) % 2_000).to_string()),
+            message,
             dedupe_key: None,
         }
     }
 }
 
+/// One simulated check transition: which check, between which states,
+/// and what it said.
+#[derive(Clone, Debug)]
+pub struct CheckChange {
+    pub check: &'static str,
+    pub old: &'static str,
+    pub new: &'static str,
+    pub message: String,
+}
+
+/// The `seq`th transition of a log, alternately failing and recovering as
+/// transitions do, its check and its message's figures picked by `noise`:
+/// real rows vary, and deflate sees it. `starling-bench aggregator` sends
+/// the same rows to real aggregators.
+pub fn check_change(noise: u64, seq: u64) -> CheckChange {
+    let (check, failing, passing) = CHECKS[(noise % CHECKS.len() as u64) as usize];
+    let (old, new, said) = if seq % 2 == 1 {
+        ("ok", "critical", failing)
+    } else {
+        ("critical", "ok", passing)
+    };
+    CheckChange {
+        check,
+        old,
+        new,
+        message: said.replace("{ms}", &((noise >> 24) % 2_000).to_string()),
+    }
+}
+
 /// The checks a simulated row is a transition of, with what they say when
-/// they fail and when they pass: real rows vary, and deflate sees it.
+/// they fail and when they pass.
 const CHECKS: [(&str, &str, &str); 6] = [
     (
         "etcd",
@@ -544,7 +572,7 @@ const CHECKS: [(&str, &str, &str); 6] = [
 
 /// A fixed, well-spread function of two numbers (SplitMix64's finalizer):
 /// what varies between simulated rows, the same in every run.
-fn mix(a: u64, b: u64) -> u64 {
+pub fn mix(a: u64, b: u64) -> u64 {
     let mut z = a.rotate_left(32) ^ b ^ 0x9e37_79b9_7f4a_7c15;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -23,6 +23,7 @@ use starling_aggregator::{
     StreamRequest, WINDOW_EVERY_HEALTH_PULLS, WindowRequest, ranked,
 };
 use starling_history::{Event, EventKind, SyncBatch};
+use starling_replicate::sim::{check_change, mix};
 use starling_seal::Keyring;
 use tokio::process::Child;
 use tokio::sync::Semaphore;
@@ -77,7 +78,6 @@ pub struct AggregatorBenchArgs {
 /// round trip, fewer than would queue behind a slow disk unnoticed.
 const IN_FLIGHT: usize = 256;
 const PATIENCE: Duration = Duration::from_secs(120);
-const CHECK: &str = "kubelet";
 
 /// One ordinary node as the aggregators see it: its log and its cursor
 /// into its first-ranked aggregator's health table.
@@ -85,6 +85,9 @@ struct VirtualNode {
     name: String,
     origin: String,
     seq: u64,
+    /// Picks each transition's check and figures, as the simulation's
+    /// rows vary (`check_change`).
+    noise: u64,
     owners: Vec<SocketAddr>,
     health_from: SocketAddr,
 }
@@ -180,6 +183,7 @@ fn virtual_nodes(args: &AggregatorBenchArgs, aggregators: &[Aggregator]) -> Vec<
             VirtualNode {
                 origin: format!("{name}#{:016x}", rand::random::<u64>()),
                 seq: 0,
+                noise: rand::random(),
                 owners: ranked.iter().take(args.replicas).map(|a| a.api).collect(),
                 health_from: ranked[0].api,
                 name,
@@ -192,11 +196,7 @@ fn virtual_nodes(args: &AggregatorBenchArgs, aggregators: &[Aggregator]) -> Vec<
 /// critical so that each one changes the health table.
 fn transition(node: &mut VirtualNode) -> Event {
     node.seq += 1;
-    let (old, new) = if node.seq % 2 == 1 {
-        ("ok", "critical")
-    } else {
-        ("critical", "ok")
-    };
+    let change = check_change(mix(node.noise, node.seq), node.seq);
     Event {
         origin: node.origin.clone(),
         seq: node.seq,
@@ -204,10 +204,10 @@ fn transition(node: &mut VirtualNode) -> Event {
         at_unix_ms: starling_model::unix_ms_now(),
         kind: EventKind::Check,
         node: node.name.clone(),
-        check: Some(CHECK.to_owned()),
-        old_state: Some(old.to_owned()),
-        new_state: Some(new.to_owned()),
-        message: format!("{CHECK}: the kubelet's /healthz answered {new}"),
+        check: Some(change.check.to_owned()),
+        old_state: Some(change.old.to_owned()),
+        new_state: Some(change.new.to_owned()),
+        message: change.message,
         dedupe_key: None,
     }
 }

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::digest::Slices;
 use crate::model::{
-    CheckResult, Event, EventKind, MAX_MESSAGE_BYTES, Status, SyncBatch, VersionVector,
-    origin_node, truncate_message, valid_origin,
+    CheckResult, Event, MAX_MESSAGE_BYTES, SyncBatch, VersionVector, origin_node, truncate_message,
+    valid_origin,
 };
 
 /// Store events another node sent; returns how many were new. Rows of our
@@ -85,30 +85,11 @@ pub fn insert_replicated_noting(
     Ok(inserted)
 }
 
-/// A check's status transition on another node is that node's latest
-/// result as far as the cluster knows: this is how the latest result of
-/// every (node, check) reaches every node without shipping every run.
+/// See [`CheckResult::from_transition`].
 fn latest_from_transition(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<()> {
-    let (EventKind::Check, Some(check), Some(status)) =
-        (event.kind, &event.check, &event.new_state)
-    else {
-        return Ok(());
-    };
-    let Ok(status) = status.parse::<Status>() else {
-        return Ok(());
-    };
-    upsert_latest(
-        tx,
-        &CheckResult {
-            node: event.node.clone(),
-            check: check.clone(),
-            status,
-            message: event.message.clone(),
-            details: serde_json::Value::Null,
-            duration_ms: 0,
-            at_unix_ms: event.at_unix_ms,
-        },
-    )?;
+    if let Some(result) = CheckResult::from_transition(event) {
+        upsert_latest(tx, &result)?;
+    }
     Ok(())
 }
 
