@@ -41,7 +41,7 @@ pub enum ExchangeError {
 
 /// The HTTP client every exchange with an aggregator uses.
 pub fn client() -> reqwest::Client {
-    starling_checks::http_client()
+    starling_checks::agent_client()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()

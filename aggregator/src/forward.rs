@@ -46,7 +46,7 @@ impl Forwarder {
         metrics: AggregationMetrics,
         window: RecentWindow,
     ) -> Self {
-        let client = starling_checks::http_client()
+        let client = starling_checks::agent_client()
             .timeout(FORWARD_TIMEOUT)
             .connect_timeout(Duration::from_secs(1))
             .build()

@@ -32,7 +32,8 @@ pub use result::{CheckResult, MAX_MESSAGE_CHARS, Outcome, Status};
 pub use runner::{Everywhere, PLACEMENT_POLL, Placement, Runner};
 pub use sealed_post::{PostError, post_sealed};
 pub use tls::{
-    ClientTls, TlsError, http_client, is_loopback_url, loopback_unverified_client, tls_client,
+    ClientTls, TlsError, agent_client, http_client, is_loopback_url, loopback_unverified_client,
+    tls_client,
 };
 
 /// Names of the built-in checks that run once for the whole cluster. Their

@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use starling_model::IDLE_CONNECTION_CLOSE;
 
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -104,6 +107,17 @@ pub fn tls_client(tls: &ClientTls) -> Result<reqwest::ClientBuilder, TlsError> {
 /// panics. An https URL through this one fails verification (no roots).
 pub fn http_client() -> reqwest::ClientBuilder {
     tls_client(&ClientTls::default()).expect("TLS without certificate files cannot fail to load")
+}
+
+/// A client builder for requests to starling agents and aggregators: plain
+/// HTTP, and a pooled connection is dropped after 4 s idle, a second
+/// before the server closes it. Reused any later, a request could be
+/// written into a connection the server is closing, and fail: the 5 s
+/// health pull and the probe's reports come just about every
+/// [`IDLE_CONNECTION_CLOSE`]. A new connection costs a handshake, not a
+/// request.
+pub fn agent_client() -> reqwest::ClientBuilder {
+    http_client().pool_idle_timeout(IDLE_CONNECTION_CLOSE - Duration::from_secs(1))
 }
 
 /// A client for a loopback health endpoint served with a self-signed

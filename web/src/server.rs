@@ -15,8 +15,10 @@ use crate::routes::router;
 use crate::view::AgentView;
 
 /// A client has this long to send its request headers; a slow-loris
-/// connection cannot hold a slot longer.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// connection cannot hold a slot longer. hyper starts it as soon as a
+/// connection waits for a request, so it also closes idle keep-alive
+/// connections: agents' clients drop theirs sooner (`agent_client`).
+const HEADER_READ_TIMEOUT: Duration = starling_model::IDLE_CONNECTION_CLOSE;
 /// Connections served at once. Each is cheap, but a bound keeps a flood
 /// from exhausting file descriptors the gossip sockets and SQLite need.
 const MAX_CONNECTIONS: usize = 512;

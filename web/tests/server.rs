@@ -1,9 +1,9 @@
 //! The HTTP surface against a fixed view, over a real socket: what only a
-//! connection shows (liveness over the wire, the header-read timeout,
-//! graceful shutdown).
+//! connection shows (liveness over the wire, the header-read timeout and
+//! idle connections, graceful shutdown).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use std::time::Duration;
 
@@ -160,6 +160,65 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(
         closed.is_ok(),
         "the connection was still open after 15 s of incomplete headers"
+    );
+    served.stop().await;
+}
+
+/// Relays every connection to `server`; how many it took.
+async fn counting_relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback bind");
+    let addr = listener.local_addr().expect("bound");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut upstream = tokio::net::TcpStream::connect(server)
+                .await
+                .expect("the server accepts");
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// The server closes a connection idle for `IDLE_CONNECTION_CLOSE`, so an
+/// agent's client must not write its next request into one that old: the
+/// 5 s health pull would race the close, and lose. It reuses a connection
+/// while requests follow closely, and opens a new one after most of the
+/// server's limit.
+#[tokio::test]
+async fn agent_clients_never_reuse_a_connection_the_server_may_be_closing() {
+    let view = Arc::new(FixedView {
+        live: AtomicBool::new(true),
+    });
+    let served = Served::start(view).await;
+    let (relay, connections) = counting_relay(served.addr).await;
+    let client = starling_checks::agent_client()
+        .build()
+        .expect("a plain HTTP client");
+    let members = || async {
+        let answer = client
+            .get(format!("http://{relay}/v1/members"))
+            .send()
+            .await
+            .expect("answered");
+        assert!(answer.status().is_success());
+        answer.bytes().await.expect("a whole body");
+    };
+    members().await;
+    members().await;
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "reused while busy");
+    tokio::time::sleep(starling_model::IDLE_CONNECTION_CLOSE - Duration::from_millis(500)).await;
+    members().await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "a connection idle for most of the server's limit was reused"
     );
     served.stop().await;
 }

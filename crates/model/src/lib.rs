@@ -21,6 +21,13 @@ pub use page::{
 };
 pub use vocabulary::{EventKind, NodeHealth, ParseEnumError, Service, Status};
 
+/// How long an agent's HTTP server keeps a connection that waits for its
+/// next request: its header-read timeout (the slow-loris bound), which
+/// hyper starts as soon as a response is sent, so it also ends idle
+/// keep-alive connections. Clients of agents drop pooled connections
+/// sooner (`starling_checks::agent_client`).
+pub const IDLE_CONNECTION_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Wall-clock Unix milliseconds: what people and other nodes read.
 pub fn unix_ms_now() -> u64 {
     std::time::SystemTime::now()

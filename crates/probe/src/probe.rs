@@ -286,7 +286,7 @@ async fn report_loop(
     mut reports: mpsc::Receiver<ProbeReport>,
     assignments: watch::Sender<Option<ProbeAssignment>>,
 ) {
-    let client = starling_checks::http_client()
+    let client = starling_checks::agent_client()
         .timeout(REPORT_TIMEOUT)
         .build()
         .expect("a plain-HTTP client with a preconfigured TLS backend always builds");

@@ -68,7 +68,7 @@ pub struct Pulled {
 
 /// An HTTP client for pulls, with the bounds above.
 pub fn client() -> reqwest::Client {
-    starling_checks::http_client()
+    starling_checks::agent_client()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
