@@ -12,7 +12,7 @@
 //! pull anti-entropy among themselves as in production; their CPU comes
 //! from /proc, their storage from their SQLite files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -278,14 +278,14 @@ async fn settle(
     let mut cursors = BTreeMap::new();
     for aggregator in aggregators {
         loop {
-            let (epoch, rows, newest) = whole_table(client, keyring, aggregator.api).await?;
-            if rows >= nodes {
+            let (epoch, held, newest) = whole_table(client, keyring, aggregator.api).await?;
+            if held >= nodes {
                 cursors.insert(aggregator.api, (epoch, newest));
                 break;
             }
             if Instant::now() > deadline {
                 return Err(fail(format!(
-                    "{}: {rows} of {nodes} nodes in its health table after {PATIENCE:?}",
+                    "{}: {held} of {nodes} nodes in its health table after {PATIENCE:?}",
                     aggregator.name
                 )));
             }
@@ -295,23 +295,29 @@ async fn settle(
     Ok(cursors)
 }
 
-/// (epoch, rows, newest revision) of one aggregator's whole table.
+/// (epoch, nodes with a row, newest revision) of one aggregator's whole
+/// table, page by page.
 async fn whole_table(
     client: &reqwest::Client,
     keyring: &Keyring,
     api: SocketAddr,
 ) -> Result<(String, usize, u64), BenchError> {
-    let (mut rows, mut after) = (0, 0);
+    let (mut nodes, mut epoch, mut after) = (BTreeSet::new(), None, 0);
     loop {
-        let request = HealthRequest { epoch: None, after };
+        // Past the first page, the place is in this aggregator's table.
+        let request = HealthRequest {
+            epoch: epoch.clone(),
+            after,
+        };
         let reply = starling_aggregator::pull_health(client, keyring, api, &request)
             .await
             .map_err(|e| fail(format!("health table: {e}")))?;
-        rows += reply.changed.len();
+        nodes.extend(reply.changed.into_iter().map(|result| result.node));
         after = reply.through;
         if !reply.more {
-            return Ok((reply.epoch, rows, after));
+            return Ok((reply.epoch, nodes.len(), after));
         }
+        epoch = Some(reply.epoch);
     }
 }
 
