@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use starling_model::IDLE_CONNECTION_CLOSE;
-
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use starling_model::IDLE_CONNECTION_CLOSE;
 
 /// Client-side TLS material. Without `ca`, https endpoints cannot be
 /// verified and fail; without `cert`/`key`, no client certificate is sent.

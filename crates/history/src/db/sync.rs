@@ -76,21 +76,17 @@ pub fn insert_replicated_noting(
             if let Some(key) = &event.dedupe_key {
                 settle_duplicates(tx, key)?;
             }
-            latest_from_transition(tx, event)?;
+            // A transition on another node is its latest result as far as
+            // we know (`CheckResult::from_transition`).
+            if let Some(result) = CheckResult::from_transition(event) {
+                upsert_latest(tx, &result)?;
+            }
         }
     }
     for origin in throughs.keys() {
         advance(tx, origin)?;
     }
     Ok(inserted)
-}
-
-/// See [`CheckResult::from_transition`].
-fn latest_from_transition(tx: &Transaction<'_>, event: &Event) -> rusqlite::Result<()> {
-    if let Some(result) = CheckResult::from_transition(event) {
-        upsert_latest(tx, &result)?;
-    }
-    Ok(())
 }
 
 /// Apply a `missing_for` answer: its rows, then what the sender vouches is
